@@ -1,0 +1,186 @@
+"""The offline batch build: index a folder into an index directory, resumably.
+
+The folder is diffed against the catalog first (delta indexing), so a second run, or a run after a
+kill -9, only reads what is not committed yet. Files are processed in sorted path order and committed
+in that order, one catalog transaction per batch, so an interrupted build resumed gives the same ids
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import histogram
+from .catalog import Catalog, Changes, Failure
+from .errors import DatasetError, IndexDirError
+from .fsutil import atomic_write
+from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
+from .ingest import IngestPool, Result
+from .pipeline import Committer, Replaced, Vanished, absolute_key, make_tasks
+from .reconcile import diff
+from .scan import display_path, scan
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    dataset: Path
+    output: Path
+    batch_size: int = 100
+    max_dimension: int = 256
+    max_pixels: int = 150_000_000
+    workers: int = 0  # 0: one per core
+    excludes: tuple[str, ...] = ()
+
+
+@dataclass
+class BuildReport:
+    dataset: str
+    output: str
+    discovered: int = 0
+    unchanged: int = 0
+    indexed: int = 0
+    moved: int = 0
+    tombstoned: int = 0
+    failed: int = 0
+    failed_unchanged: int = 0
+    total_live: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    workers: int = 0
+    batch_size: int = 0
+    max_dimension: int = 0
+    fingerprint: str = ""
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    failed: int
+    elapsed: float
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def _worker_count(requested: int) -> int:
+    return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)))
+
+
+def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildReport:
+    started = time.monotonic()
+    dataset = opts.dataset.resolve()
+    if not dataset.is_dir():
+        raise DatasetError(f"dataset folder {opts.dataset} does not exist or is not a folder")
+    output = opts.output.resolve()
+    ensure_writable(output)
+    fp = histogram.fingerprint(opts.max_dimension)
+    root = os.fsdecode(dataset)
+    workers = _worker_count(opts.workers)
+    report = BuildReport(dataset=root, output=str(output), workers=workers, batch_size=opts.batch_size,
+                         max_dimension=opts.max_dimension, fingerprint=fp)
+
+    try:
+        disk, problems = scan(root, opts.excludes)
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset folder {opts.dataset}: {exc.strerror}") from exc
+    catalog = Catalog.open(output, fp)
+    try:
+        live, _ = open_live_index(output, catalog, fp)
+        known = catalog.live_files(root)
+        failures = {p: f for (_, p), f in catalog.failed_files(root).items()}
+        if not disk and not known and not problems:
+            raise DatasetError(f"no images found in {opts.dataset}")
+        delta = diff(disk, known, failures, time.time_ns())
+        report.discovered = len(disk)
+        report.unchanged = delta.unchanged
+        report.failed_unchanged = delta.failed_unchanged
+        replaced = {(root, p): Replaced(i, "") for p, i in delta.changed + delta.racy}
+        stored = catalog.rows([r.image_id for r in replaced.values()] + [i for _, i in delta.vanished])
+        replaced = {k: Replaced(v.image_id, stored[v.image_id].content_hash) for k, v in replaced.items()}
+        vanished = Vanished()
+        for p, i in delta.vanished:
+            vanished.add(stored[i].content_hash, i, (root, p))
+        tasks = make_tasks(root, delta.to_ingest, replaced, vanished)
+        logger.info("%d images found: %d to read, %d already indexed, %d gone", len(disk), len(tasks),
+                    delta.unchanged, len(delta.vanished))
+
+        committer = Committer(catalog, live)
+        scan_failures = [Failure(root, pr.path, 0, 0, pr.reason) for pr in problems]
+        _run(tasks, opts, workers, committer, replaced, vanished, report, on_progress, started,
+             output, fp)
+        # Whatever vanished and was not claimed by a move is gone; scan problems are recorded too.
+        final = committer.commit([], {}, vanished, extra_tombstones=vanished.remaining_ids())
+        report.tombstoned += final.tombstoned
+        if scan_failures:
+            catalog.apply(Changes(failed=scan_failures))
+        live.checkpoint(output, fp)
+        all_failures = catalog.failed_files(root)
+        report.failed += len(scan_failures)
+        report.failures = [{"path": display_path(absolute_key(k)), "reason": f.reason}
+                           for k, f in all_failures.items()]
+        report.total_live = catalog.counts()["live"]
+    finally:
+        catalog.close()
+    report.seconds = round(time.monotonic() - started, 3)
+    report.images_per_second = round(report.indexed / report.seconds, 2) if report.seconds else 0.0
+    write_reports(output, report)
+    return report
+
+
+def _run(tasks, opts, workers, committer, replaced, vanished, report, on_progress, started, output,  # type: ignore[no-untyped-def]
+         fp) -> None:
+    done = 0
+    batch: list[Result] = []
+    last_checkpoint = time.monotonic()
+
+    def flush() -> None:
+        nonlocal batch, last_checkpoint
+        outcome = committer.commit(batch, replaced, vanished)
+        report.indexed += outcome.added
+        report.moved += outcome.moved
+        report.tombstoned += outcome.tombstoned
+        report.failed += len(outcome.failed) + len(outcome.unstable)
+        if outcome.unstable:
+            committer.catalog.apply(Changes(failed=
+                [Failure(u.task.root, u.task.path, 0, 0, u.reason) for u in outcome.unstable]))
+        batch = []
+        if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
+            committer.index.checkpoint(output, fp)
+            last_checkpoint = time.monotonic()
+
+    if not tasks:
+        return
+    with IngestPool(workers, opts.max_dimension, opts.max_pixels) as pool:
+        for result in pool.run(tasks):
+            batch.append(result)
+            done += 1
+            if len(batch) >= opts.batch_size:
+                flush()
+            if on_progress is not None:
+                on_progress(Progress(done, len(tasks), report.failed, time.monotonic() - started))
+        if batch:
+            flush()
+
+
+def write_reports(output: Path, report: BuildReport) -> None:
+    lines = ["# chromatica-watch build: images that could not be indexed", "# path<TAB>reason", ""]
+    lines += [f"{f['path']}\t{f['reason']}" for f in report.failures]
+    atomic_write(output / FAILED_REPORT, ("\n".join(lines) + "\n").encode())
+    atomic_write(output / INDEXING_REPORT, json.dumps(asdict(report), indent=2).encode())
+
+
+def check_output_dir(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise IndexDirError(f"output {output} exists and is not a folder")

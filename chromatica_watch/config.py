@@ -1,0 +1,183 @@
+"""Configuration: the only module that reads config files and environment overrides.
+
+TOML, every key optional; unknown keys and bad values are refused with the key named. Environment
+variables `CHROMATICA_WATCH_<KEY>` override the file (lists are separated by os.pathsep).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+
+APP = "chromatica-watch"
+ENV_PREFIX = "CHROMATICA_WATCH_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+WATCHER_MODES = ("auto", "native", "polling")
+
+
+def default_roots() -> tuple[str, ...]:
+    return (platformdirs.user_pictures_dir(),)
+
+
+def default_index_dir() -> str:
+    return str(Path(platformdirs.user_data_dir(APP)) / "index")
+
+
+def default_state_dir() -> str:
+    return platformdirs.user_state_dir(APP)
+
+
+def default_runtime_dir() -> str:
+    return platformdirs.user_runtime_dir(APP)
+
+
+@dataclass(frozen=True)
+class Config:
+    roots: tuple[str, ...] = field(default_factory=default_roots)
+    excludes: tuple[str, ...] = ()
+    index_dir: str = field(default_factory=default_index_dir)
+    state_dir: str = field(default_factory=default_state_dir)
+    runtime_dir: str = field(default_factory=default_runtime_dir)
+    settle_seconds: float = 2.0
+    batch_size: int = 64
+    max_batch_delay: float = 1.0
+    checkpoint_interval: float = 60.0
+    rescan_interval: float = 3600.0
+    rescan_jitter: float = 0.1
+    status_interval: float = 5.0
+    tombstone_rebuild_ratio: float = 0.10
+    workers: int = 0
+    max_dimension: int = 256
+    max_pixels: int = 150_000_000
+    watcher: str = "auto"
+    tcp_port: int = 0
+    log_level: str = "INFO"
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 3
+
+    @property
+    def status_path(self) -> Path:
+        return Path(self.state_dir) / "status.json"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.state_dir) / "chromatica-watch.log"
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.runtime_dir) / "chromatica-watch.sock"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else max(1, len(os.sched_getaffinity(0)))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_PATH_KEYS = ("index_dir", "state_dir", "runtime_dir")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"config key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = type(getattr(Config(roots=("/",)), key))
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key '{key}' must be a list of strings, got {value!r}")
+        return tuple(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+    return value
+
+
+def _validate(cfg: Config) -> Config:
+    if not cfg.roots:
+        raise ConfigError("config key 'roots' must name at least one folder")
+    for key in ("settle_seconds", "max_batch_delay", "checkpoint_interval", "rescan_interval",
+                "status_interval"):
+        _positive(key, getattr(cfg, key), allow_zero=key in ("settle_seconds", "max_batch_delay"))
+    for key in ("batch_size", "max_dimension", "max_pixels"):
+        _positive(key, getattr(cfg, key))
+    _positive("workers", cfg.workers, allow_zero=True)
+    if not 0 <= cfg.rescan_jitter < 1:
+        raise ConfigError(f"config key 'rescan_jitter' must be in [0, 1), got {cfg.rescan_jitter!r}")
+    if not 0 < cfg.tombstone_rebuild_ratio <= 1:
+        raise ConfigError("config key 'tombstone_rebuild_ratio' must be in (0, 1]")
+    if cfg.max_dimension < 8:
+        raise ConfigError(f"config key 'max_dimension' must be at least 8, got {cfg.max_dimension}")
+    if cfg.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"config key 'log_level' must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    if cfg.watcher not in WATCHER_MODES:
+        raise ConfigError(f"config key 'watcher' must be one of {', '.join(WATCHER_MODES)}, got {cfg.watcher!r}")
+    if not 0 <= cfg.tcp_port <= 65535:
+        raise ConfigError(f"config key 'tcp_port' must be 0 (off) or a port number, got {cfg.tcp_port}")
+    roots = tuple(os.path.abspath(os.path.expanduser(r)) for r in cfg.roots)
+    paths = {k: os.path.abspath(os.path.expanduser(getattr(cfg, k))) for k in _PATH_KEYS}
+    return dataclasses.replace(cfg, roots=roots, log_level=cfg.log_level.upper(), **paths)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in _FIELDS:
+            raise ConfigError(f"environment variable {name}: unknown config key '{key}'")
+        kind = type(getattr(Config(roots=("/",)), key))
+        try:
+            if kind is tuple:
+                out[key] = [p for p in raw.split(os.pathsep) if p]
+            elif kind is int:
+                out[key] = int(raw)
+            elif kind is float:
+                out[key] = float(raw)
+            else:
+                out[key] = raw
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {name}: bad value {raw!r}") from exc
+    return out
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """The effective config: defaults, then the TOML file, then environment, then `overrides`."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    values.update(_from_env(env))
+    values.update(overrides or {})
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown[0]}'" + (f" in {path}" if path else ""))
+    return _validate(Config(**{k: _coerce(k, v) for k, v in values.items()}))

@@ -1,0 +1,135 @@
+"""The 1152-bin CIE Lab histogram: pure functions on arrays (no I/O, no logging).
+
+sRGB (D65) -> CIE Lab follows `skimage.color.rgb2lab` exactly (same matrix, white point and
+companding) but in float32 with a lookup table for 8-bit input; tests hold the two together per pixel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+ALGORITHM_VERSION = 1
+L_BINS, A_BINS, B_BINS = 8, 12, 12
+TOTAL_BINS = L_BINS * A_BINS * B_BINS  # 1152
+L_RANGE = (0.0, 100.0)
+A_RANGE = (-86.0, 98.0)
+B_RANGE = (-108.0, 95.0)
+
+# skimage.color.colorconv: xyz_from_rgb and the D65 / 2-degree white point.
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=np.float64,
+)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
+# Fold the white point into the matrix, and transpose so pixels (N, 3) multiply on the left.
+_XYZN_FROM_RGB_T = (_XYZ_FROM_RGB / _WHITE_D65[:, None]).T.astype(np.float32)
+
+
+def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
+
+
+_LINEAR_FROM_U8 = _srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
+_LINEAR_FROM_U8.setflags(write=False)
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB pixels, shape (..., 3), uint8 or float in [0, 1] -> Lab float32, shape (N, 3)."""
+    pixels = rgb.reshape(-1, 3)
+    if pixels.dtype == np.uint8:
+        linear = _LINEAR_FROM_U8[pixels]
+    else:
+        linear = _srgb_to_linear(np.clip(pixels, 0.0, 1.0))
+    xyz = linear @ _XYZN_FROM_RGB_T
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + np.float32(16.0 / 116.0))
+    lab = np.empty_like(f)
+    lab[:, 0] = 116.0 * f[:, 1] - 16.0
+    lab[:, 1] = 500.0 * (f[:, 0] - f[:, 1])
+    lab[:, 2] = 200.0 * (f[:, 1] - f[:, 2])
+    return lab
+
+
+# The grid is padded by one bin on each side of each axis so that every pixel's eight neighbouring
+# centres exist as plain offsets from one base index; the padding is folded back into the edge bins
+# afterwards (a value beyond the outermost centre gives all its weight to the edge bin).
+_PADDED = (L_BINS + 2, A_BINS + 2, B_BINS + 2)
+_STRIDES = (_PADDED[1] * _PADDED[2], _PADDED[2], 1)
+_AXES = ((L_RANGE, L_BINS), (A_RANGE, A_BINS), (B_RANGE, B_BINS))
+
+
+def lab_histogram(lab: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Tri-linear soft histogram of Lab pixels (N, 3): float32[1152], L1-normalized.
+
+    Values outside the bin ranges are clamped. `weights` (N,) lets pixels count partly or not at
+    all (fully transparent ones weigh 0). Raises ValueError when no pixel carries weight.
+    """
+    lab = np.asarray(lab, dtype=np.float32).reshape(-1, 3)
+    base = np.zeros(len(lab), dtype=np.int64)
+    upper = []
+    for axis, ((lo, hi), n) in enumerate(_AXES):
+        # Position in padded bin units, shifted so it is > 0 and int truncation is floor.
+        u = (np.clip(lab[:, axis], lo, hi) - np.float32(lo)) * np.float32(n / (hi - lo)) + np.float32(0.5)
+        below = u.astype(np.int64)
+        upper.append(u - below)
+        base += below * _STRIDES[axis]
+    fl, fa, fb = upper
+    gl, ga, gb = 1 - fl, 1 - fa, 1 - fb
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float32).reshape(-1)
+        fl, gl = fl * w, gl * w
+    size = _PADDED[0] * _PADDED[1] * _PADDED[2]
+    grid = np.zeros(size, dtype=np.float64)
+    sl, sa, _ = _STRIDES
+    for w_la, offset in ((gl * ga, 0), (gl * fa, sa), (fl * ga, sl), (fl * fa, sl + sa)):
+        grid += np.bincount(base + offset, weights=w_la * gb, minlength=size)
+        grid += np.bincount(base + (offset + 1), weights=w_la * fb, minlength=size)
+    g = grid.reshape(_PADDED)
+    g[1] += g[0]
+    g[-2] += g[-1]
+    g[:, 1] += g[:, 0]
+    g[:, -2] += g[:, -1]
+    g[:, :, 1] += g[:, :, 0]
+    g[:, :, -2] += g[:, :, -1]
+    hist = g[1:-1, 1:-1, 1:-1].ravel()
+    total = hist.sum()
+    if not total > 0:
+        raise ValueError("no pixel carries weight (image fully transparent or empty)")
+    return (hist / total).astype(np.float32)
+
+
+def hellinger(hist: np.ndarray) -> np.ndarray:
+    """sqrt of an L1-normalized histogram: unit L2 norm, so L2 and inner product rank alike."""
+    return np.sqrt(np.maximum(np.asarray(hist, dtype=np.float32), 0.0))
+
+
+def bin_centers_lab() -> np.ndarray:
+    """Lab coordinates of the 1152 bin centres, float32 (1152, 3), in bin order."""
+
+    def centres(lo: float, hi: float, n: int) -> np.ndarray:
+        width = (hi - lo) / n
+        return lo + width * (np.arange(n, dtype=np.float64) + 0.5)
+
+    grid = np.meshgrid(centres(*L_RANGE, L_BINS), centres(*A_RANGE, A_BINS), centres(*B_RANGE, B_BINS),
+                       indexing="ij")
+    return np.stack([g.ravel() for g in grid], axis=1).astype(np.float32)
+
+
+def histogram_config(max_dimension: int) -> dict[str, object]:
+    return {
+        "algorithm_version": ALGORITHM_VERSION,
+        "bins": [L_BINS, A_BINS, B_BINS],
+        "ranges": [list(L_RANGE), list(A_RANGE), list(B_RANGE)],
+        "max_dimension": max_dimension,
+        "color": "sRGB-D65->CIELab(skimage rgb2lab)",
+        "assignment": "trilinear",
+    }
+
+
+def fingerprint(max_dimension: int) -> str:
+    """A short stable digest of everything that makes two histograms comparable."""
+    blob = json.dumps(histogram_config(max_dimension), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

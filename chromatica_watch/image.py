@@ -1,0 +1,220 @@
+"""Reading and decoding image files: the only module that decodes images (OpenCV, Pillow headers).
+
+One read of the file's bytes serves both the content hash and the decode. Pillow reads only the
+header, to know the format and refuse decompression bombs by pixel count before anything is decoded;
+OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than needed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import xxhash
+from PIL import Image, UnidentifiedImageError
+
+from . import histogram
+from .errors import ImageError
+
+# We enforce our own, configurable pixel limit right after reading the header (see _probe).
+Image.MAX_IMAGE_PIXELS = None
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
+                              ".webp"})
+DEFAULT_MAX_PIXELS = 150_000_000
+
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                 (2, cv2.IMREAD_REDUCED_COLOR_2))
+_IGNORE_ORIENTATION = cv2.IMREAD_IGNORE_ORIENTATION  # rotation cannot change a colour histogram
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    data: bytes
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Decoded:
+    rgb: np.ndarray  # (h, w, 3) uint8, or float32 in [0, 1] for deeper images
+    weights: np.ndarray | None  # (h, w) float32; 0 where fully transparent; None when opaque
+    width: int  # of the original image
+    height: int
+
+
+@dataclass(frozen=True)
+class Features:
+    histogram: np.ndarray  # float32[1152], sums to 1
+    content_hash: str
+    width: int
+    height: int
+
+
+def has_image_extension(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def hash_bytes(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def read_file(path: str) -> FileBytes:
+    """All bytes of a regular file, with the size and mtime they were read at."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise ImageError(f"unreadable: permission denied ({exc.strerror})") from exc
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise ImageError("symlink loop") from exc
+        raise ImageError(f"cannot open: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageError(f"read error: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    return FileBytes(data=data, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
+    """(format, mode, width, height) from the header alone; refuses bombs before any decode."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, mode, (width, height) = im.format or "?", im.mode, im.size
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image: unrecognized file format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt image header: {exc}") from exc
+    if width <= 0 or height <= 0:
+        raise ImageError(f"invalid dimensions {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"too many pixels: {width}x{height} = {width * height} exceeds the pixel limit "
+            f"{max_pixels} (max_pixels); refused before decoding (possible decompression bomb)")
+    return fmt, mode, width, height
+
+
+def _jpeg_scan_complete(data: bytes) -> bool:
+    """True when the JPEG's image data ends with an EOI marker after its first scan.
+
+    Header segments (APPn, which may hold a whole thumbnail JPEG) are skipped by their lengths so a
+    thumbnail's own EOI cannot pass for the main image's. Some decoders silently grey-fill a truncated
+    file; this makes truncation an error whatever the decoder does.
+    """
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, never containing FF D9
+            return data.find(b"\xff\xd9", pos) != -1
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2: pos + 4], "big")
+    return False
+
+
+def _reduced_jpeg_flag(width: int, height: int, max_dimension: int) -> int:
+    longest = max(width, height)
+    for factor, flag in _JPEG_REDUCED:
+        if longest >= factor * max_dimension:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype == np.uint16:
+        return pixels.astype(np.float32) / np.float32(65535.0)
+    if pixels.dtype.kind == "f":
+        return np.clip(pixels.astype(np.float32), 0.0, 1.0)
+    return pixels
+
+
+def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode to sRGB with the longest side at most `max_dimension`; raises ImageError with a reason."""
+    fmt, mode, width, height = _probe(data, max_pixels)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if fmt == "JPEG":
+        if not _jpeg_scan_complete(data):
+            raise ImageError("truncated JPEG: image data ends before the end-of-image marker")
+        flags = _reduced_jpeg_flag(width, height, max_dimension) | _IGNORE_ORIENTATION
+    elif mode == "CMYK":
+        flags = cv2.IMREAD_COLOR | _IGNORE_ORIENTATION  # let the decoder convert CMYK to BGR
+    else:
+        flags = cv2.IMREAD_UNCHANGED  # keep alpha and 16-bit depth
+    try:
+        pixels = cv2.imdecode(buf, flags)
+    except cv2.error as exc:
+        raise ImageError(f"could not decode {fmt} data: {str(exc).strip().splitlines()[-1]}") from exc
+    if pixels is None or pixels.size == 0:
+        raise ImageError(f"could not decode {fmt} data (corrupt, truncated or unsupported)")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    longest = max(pixels.shape[:2])
+    if longest > max_dimension:
+        scale = max_dimension / longest
+        size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+    channels = pixels.shape[2]
+    weights = None
+    if channels in (2, 4):  # gray+alpha, BGRA
+        alpha = pixels[:, :, -1]
+        weights = (alpha > 0).astype(np.float32)
+        pixels = pixels[:, :, :-1]
+    if pixels.shape[2] == 1:
+        rgb = np.repeat(pixels, 3, axis=2)
+    else:
+        rgb = pixels[:, :, 2::-1]  # BGR -> RGB
+    return Decoded(rgb=_to_unit_float(np.ascontiguousarray(rgb)), weights=weights, width=width, height=height)
+
+
+def features(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+             content_hash: str | None = None) -> Features:
+    """Histogram and content hash of one image file's bytes (pass the hash if already computed)."""
+    decoded = decode(data, max_dimension, max_pixels)
+    lab = histogram.srgb_to_lab(decoded.rgb)
+    w = None if decoded.weights is None else decoded.weights.reshape(-1)
+    try:
+        hist = histogram.lab_histogram(lab, w)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from exc
+    digest = content_hash if content_hash is not None else hash_bytes(data)
+    return Features(histogram=hist, content_hash=digest, width=decoded.width,
+                    height=decoded.height)
+
+
+
+
+def limit_decoder_threads() -> None:
+    """One decoding thread per process: parallelism comes from worker processes."""
+    cv2.setNumThreads(1)
+
+
+def decode_reduced_only(data: bytes, max_dimension: int) -> tuple[int, int]:
+    """The decode-only limit for the benchmark: header probe and reduced-scale decode, nothing else."""
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8),
+                          _reduced_jpeg_flag(width, height, max_dimension) | _IGNORE_ORIENTATION)
+    return pixels.shape[1], pixels.shape[0]

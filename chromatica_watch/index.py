@@ -1,0 +1,216 @@
+"""The live index (FAISS): the only module importing faiss.
+
+HNSW(M=32) inside IndexIDMap2, so FAISS ids are catalog ids. HNSW cannot remove vectors: tombstoned
+ids are excluded at search time by an IDSelector, and the index is rebuilt from the catalog when they
+pass a threshold. HNSW add concurrent with search crashes, so one lock guards every call into it.
+
+A checkpoint is the serialized index plus `manifest.json` (the commit point), both written
+tmp + fsync + rename + fsync(dir). The index is derived data: whatever does not verify is rebuilt from
+the catalog, loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .fsutil import atomic_write, remove_stale_temps
+from .histogram import TOTAL_BINS, hellinger
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "chromatica_index.faiss"
+MANIFEST_FILE = "manifest.json"
+HNSW_M = 32
+EF_CONSTRUCTION = 200
+EF_SEARCH = 96
+MANIFEST_VERSION = 1
+
+
+class CheckpointInvalid(Exception):
+    """The checkpoint on disk cannot be trusted; the caller rebuilds from the catalog."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    watermark: int  # highest catalog id whose vector the checkpoint holds
+    vector_count: int
+    tombstone_count: int
+    sha256: str
+    faiss_version: str
+    fingerprint: str
+    saved_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": MANIFEST_VERSION, "index_file": INDEX_FILE, **self.__dict__},
+                          indent=2).encode()
+
+
+def _new_hnsw() -> faiss.Index:
+    inner = faiss.IndexHNSWFlat(TOTAL_BINS, HNSW_M)
+    inner.hnsw.efConstruction = EF_CONSTRUCTION
+    inner.hnsw.efSearch = EF_SEARCH
+    return faiss.IndexIDMap2(inner)
+
+
+class LiveIndex:
+    """Hellinger vectors of catalog histograms, searchable with tombstoned ids excluded."""
+
+    def __init__(self, index: faiss.Index | None = None, watermark: int = 0) -> None:
+        self._index = index if index is not None else _new_hnsw()
+        self._lock = threading.Lock()
+        self._deleted: set[int] = set()
+        self._selector: faiss.IDSelector | None = None
+        self.watermark = watermark
+        self.dirty = False  # changed since the last checkpoint
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def tombstone_count(self) -> int:
+        return len(self._deleted)
+
+    def add(self, ids: np.ndarray, histograms: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(hellinger(histograms), dtype=np.float32)
+        with self._lock:
+            self._index.add_with_ids(vectors, ids)
+            self.watermark = max(self.watermark, int(ids.max()))
+            self.dirty = True
+
+    def add_from(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+        added = 0
+        for ids, hists in batches:
+            self.add(ids, hists)
+            added += len(ids)
+        return added
+
+    def mark_deleted(self, ids: Iterable[int]) -> None:
+        new = {int(i) for i in ids} - self._deleted
+        if not new:
+            return
+        with self._lock:
+            self._deleted |= new
+            self._selector = None
+            self.dirty = True
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def reconstruct(self, image_id: int) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._index.reconstruct(int(image_id)))
+
+    def _search_params(self, k: int) -> faiss.SearchParametersHNSW:
+        if self._selector is None and self._deleted:
+            deleted = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
+            batch = faiss.IDSelectorBatch(deleted)
+            self._selector = faiss.IDSelectorNot(batch)
+            self._selector_parts = batch  # keep the wrapped selector alive as long as the wrapper
+        return faiss.SearchParametersHNSW(sel=self._selector, efSearch=max(EF_SEARCH, k))
+
+    def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, squared L2 distances between Hellinger vectors), best first, tombstones excluded."""
+        query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
+        with self._lock:
+            k = min(k, self.ntotal)
+            if k <= 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            params = self._search_params(k)
+            distances, ids = self._index.search(query, k, params=params)
+        keep = ids[0] >= 0
+        return ids[0][keep].astype(np.int64), distances[0][keep]
+
+    def serialize(self) -> np.ndarray:
+        with self._lock:
+            return faiss.serialize_index(self._index)
+
+    def checkpoint(self, index_dir: Path, fingerprint: str) -> Manifest:
+        """Write the index, then the manifest that commits it. Only the lock-held part blocks searches."""
+        with self._lock:
+            blob = faiss.serialize_index(self._index)
+            watermark, count, tombstones = self.watermark, self.ntotal, len(self._deleted)
+            self.dirty = False
+        index_dir = Path(index_dir)
+        digest = hashlib.sha256(memoryview(blob)).hexdigest()
+        atomic_write(index_dir / INDEX_FILE, memoryview(blob))
+        manifest = Manifest(watermark=watermark, vector_count=count, tombstone_count=tombstones,
+                            sha256=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
+                            saved_at=time.time())
+        atomic_write(index_dir / MANIFEST_FILE, manifest.to_json())
+        logger.debug("checkpoint: %d vectors up to id %d", count, watermark)
+        return manifest
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    path = Path(index_dir) / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_bytes())
+        if raw.pop("version", None) != MANIFEST_VERSION:
+            raise CheckpointInvalid(f"{path}: unknown manifest version")
+        raw.pop("index_file", None)
+        return Manifest(**raw)
+    except FileNotFoundError as exc:
+        raise CheckpointInvalid("no checkpoint (manifest.json missing)") from exc
+    except (ValueError, TypeError) as exc:
+        raise CheckpointInvalid(f"{path} is not a valid manifest: {exc}") from exc
+
+
+def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manifest]:
+    """The checkpointed index, verified against its manifest; raises CheckpointInvalid otherwise."""
+    manifest = read_manifest(index_dir)
+    if manifest.fingerprint != fingerprint:
+        raise CheckpointInvalid(f"checkpoint built with histogram settings {manifest.fingerprint}, "
+                                f"not {fingerprint}")
+    path = Path(index_dir) / INDEX_FILE
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointInvalid(f"{path} missing") from exc
+    if hashlib.sha256(blob).hexdigest() != manifest.sha256:
+        raise CheckpointInvalid(f"{path} does not match its manifest checksum (truncated or corrupted)")
+    try:
+        index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    except RuntimeError as exc:
+        raise CheckpointInvalid(f"{path} cannot be read by faiss: {str(exc).splitlines()[0]}") from exc
+    if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
+        raise CheckpointInvalid(f"{path} holds {index.ntotal} vectors of dimension {index.d}, manifest "
+                                f"says {manifest.vector_count} of {TOTAL_BINS}")
+    hnsw = faiss.downcast_index(index.index)
+    hnsw.hnsw.efSearch = EF_SEARCH
+    return LiveIndex(index, watermark=manifest.watermark), manifest
+
+
+def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> LiveIndex:
+    live = LiveIndex()
+    live.add_from(batches)
+    live.dirty = True
+    return live
+
+
+def configure_threads(threads: int) -> None:
+    """OpenMP threads FAISS may use for adds and searches in this process."""
+    faiss.omp_set_num_threads(max(1, threads))
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+__all__ = ["CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "load_checkpoint",
+           "read_manifest", "rebuild", "remove_stale_temps"]

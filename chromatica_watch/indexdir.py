@@ -1,0 +1,68 @@
+"""An index directory: the catalog, the live index and its checkpoint, opened and recovered together.
+
+Recovery: verify the manifest and checksum, load, add catalog rows past the watermark, apply
+tombstones. Anything that does not verify is rebuilt from the catalog, with a loud warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalog import Catalog
+from .errors import IndexDirError
+from .fsutil import remove_stale_temps
+from .index import CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
+
+logger = logging.getLogger(__name__)
+
+FAILED_REPORT = "failed_images_report.txt"
+INDEXING_REPORT = "indexing_report.json"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    loaded_checkpoint: bool
+    caught_up: int  # vectors added past the watermark
+    rebuilt_reason: str | None
+
+
+def ensure_writable(index_dir: Path) -> None:
+    """Create the directory and prove we can write to it, with one clear error if not."""
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IndexDirError(f"cannot create index dir {index_dir}: {exc.strerror}") from exc
+    probe = index_dir / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise IndexDirError(f"index dir {index_dir} is not writable: {exc.strerror}") from exc
+
+
+def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str) -> tuple[LiveIndex, Recovery]:
+    if not catalog.read_only:
+        remove_stale_temps(index_dir)
+    max_id = catalog.counts()["max_id"]
+    try:
+        live, manifest = load_checkpoint(index_dir, fingerprint)
+        if manifest.watermark > max_id:
+            raise CheckpointInvalid(f"checkpoint holds ids up to {manifest.watermark} but the catalog "
+                                    f"only up to {max_id}")
+    except CheckpointInvalid as exc:
+        has_rows = max_id > 0
+        if has_rows:
+            logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
+        live = rebuild(catalog.iter_histograms())
+        live.mark_deleted(catalog.deleted_ids())
+        return live, Recovery(False, 0, str(exc) if has_rows else None)
+    caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark))
+    live.mark_deleted(catalog.deleted_ids())
+    live.dirty = caught_up > 0
+    if caught_up:
+        logger.info("live index: loaded checkpoint (%d vectors) and caught up %d from the catalog",
+                    manifest.vector_count, caught_up)
+    return live, Recovery(True, caught_up, None)

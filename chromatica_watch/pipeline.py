@@ -1,0 +1,144 @@
+"""From ingest results to one committed batch: catalog first (the commit point), then the live index.
+
+Shared by `build` and the daemon. A file whose bytes hash to content the catalog already has is not
+decoded: a vanished file with that hash makes it a move (same id, new path); otherwise its histogram is
+copied from the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .catalog import Catalog, Changes, Failure, Move, NewImage
+from .index import LiveIndex
+from .ingest import Failed, Indexed, Known, Result, Task, Unstable
+from .scan import display_path
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, bytes]
+
+
+@dataclass
+class Vanished:
+    """Catalog rows whose files are gone from disk, by content hash, waiting to be claimed by a move."""
+
+    by_hash: dict[str, list[tuple[int, Key]]] = field(default_factory=dict)
+
+    def add(self, content_hash: str, image_id: int, key: Key) -> None:
+        self.by_hash.setdefault(content_hash, []).append((image_id, key))
+
+    def claim(self, content_hash: str) -> int | None:
+        rows = self.by_hash.get(content_hash)
+        if not rows:
+            return None
+        image_id, _ = rows.pop(0)
+        if not rows:
+            del self.by_hash[content_hash]
+        return image_id
+
+    def hashes(self) -> frozenset[str]:
+        return frozenset(self.by_hash)
+
+    def remaining_ids(self) -> list[int]:
+        return sorted(i for rows in self.by_hash.values() for i, _ in rows)
+
+
+@dataclass
+class Outcome:
+    added: int = 0
+    moved: int = 0
+    tombstoned: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    unstable: list[Unstable] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The catalog row a re-read file used to be."""
+
+    image_id: int
+    content_hash: str
+
+
+class Committer:
+    def __init__(self, catalog: Catalog, index: LiveIndex) -> None:
+        self.catalog = catalog
+        self.index = index
+
+    def commit(self, results: Iterable[Result], replaced: Mapping[Key, Replaced],
+               vanished: Vanished, extra_tombstones: Iterable[int] = ()) -> Outcome:
+        """Commit one batch: one catalog transaction, then the index; returns what happened."""
+        changes = Changes(tombstoned=list(extra_tombstones))
+        outcome = Outcome()
+        copies: list[Known] = []
+        for r in results:
+            key = (r.task.root, r.task.path)
+            old = replaced.get(key)
+            if isinstance(r, Unstable):
+                outcome.unstable.append(r)
+                continue
+            if isinstance(r, Known) and old is not None and r.content_hash == old.content_hash:
+                # Touched, not changed: keep the id, refresh the stat.
+                changes.moved.append(Move(old.image_id, r.task.root, r.task.path, r.size, r.mtime_ns))
+                continue
+            if old is not None:
+                changes.tombstoned.append(old.image_id)
+            if isinstance(r, Indexed):
+                changes.added.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash,
+                                              r.width, r.height, r.histogram))
+            elif isinstance(r, Known):
+                moved_id = vanished.claim(r.content_hash)
+                if moved_id is not None:
+                    changes.moved.append(Move(moved_id, r.task.root, r.task.path, r.size, r.mtime_ns))
+                else:
+                    copies.append(r)
+            elif isinstance(r, Failed):
+                f = Failure(r.task.root, r.task.path, r.size, r.mtime_ns, r.reason)
+                changes.failed.append(f)
+                outcome.failed.append(f)
+                logger.warning("cannot index %s: %s", display_path(absolute_key(key)), r.reason)
+        changes.added.extend(self._copies(copies))
+        ids = self.catalog.apply(changes) if changes else []
+        if ids:
+            self.index.add(np.asarray(ids, dtype=np.int64), np.stack([a.histogram for a in changes.added]))
+        if changes.tombstoned:
+            self.index.mark_deleted(changes.tombstoned)
+        outcome.added = len(ids)
+        outcome.moved = len(changes.moved)
+        outcome.tombstoned = len(changes.tombstoned)
+        return outcome
+
+    def _copies(self, copies: list[Known]) -> list[NewImage]:
+        """Files whose content the catalog already holds: reuse the stored histogram."""
+        if not copies:
+            return []
+        found = self.catalog.find_by_hash(r.content_hash for r in copies)
+        rows = self.catalog.rows([ids[0] for ids in found.values()])
+        out = []
+        for r in copies:
+            src = rows[found[r.content_hash][0]]
+            out.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash, src.width,
+                                src.height, src.histogram))
+        return out
+
+
+def absolute_key(key: Key) -> bytes:
+    root, path = key
+    return os.path.join(os.fsencode(root), path)
+
+
+def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replaced],
+               vanished: Vanished) -> list[Task]:
+    common = vanished.hashes()
+    tasks = []
+    for p in paths:
+        old = replaced.get((root, p))
+        skip = common | {old.content_hash} if old is not None else common
+        tasks.append(Task(root, p, skip))
+    return tasks
