@@ -1,0 +1,132 @@
+"""The catalog (real DuckDB files) and the live index (real FAISS HNSW) with its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chromatica_watch import histogram as H
+from chromatica_watch.catalog import Catalog, Changes, Failure, Move, NewImage
+from chromatica_watch.errors import IndexDirError
+from chromatica_watch.index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint
+from chromatica_watch.indexdir import open_live_index
+
+FP = H.fingerprint(256)
+
+
+def random_hists(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.random((n, H.TOTAL_BINS)).astype(np.float32) ** 8  # peaky, like real images
+    return h / h.sum(axis=1, keepdims=True)
+
+
+def new_images(hists: np.ndarray, prefix: str = "img") -> list[NewImage]:
+    return [NewImage("/root", f"{prefix}{i}.jpg".encode(), 100 + i, 10**18 + i, f"hash-{prefix}{i}", 10, 8, h)
+            for i, h in enumerate(hists)]
+
+
+def test_catalog_round_trip_with_odd_bytes_and_failures(tmp_path: Path) -> None:
+    cat = Catalog.open(tmp_path, FP)
+    hists = random_hists(3)
+    rows = new_images(hists)
+    rows[1] = NewImage("/root", b"odd \xff\n name.jpg", 5, 6, "h-odd", 1, 1, hists[1])
+    ids = cat.apply(Changes(added=rows, failed=[Failure("/root", b"bad.jpg", 3, 4, "not an image")]))
+    assert ids == [1, 2, 3]
+    live = cat.live_files("/root")
+    assert set(live) == {b"img0.jpg", b"odd \xff\n name.jpg", b"img2.jpg"}
+    got = cat.histograms(ids)
+    assert np.array_equal(got[2], hists[1])
+    assert cat.failed_files()[("/root", b"bad.jpg")].reason == "not an image"
+    # Failing again bumps attempts; indexing the path clears the failure.
+    cat.apply(Changes(failed=[Failure("/root", b"bad.jpg", 3, 4, "still bad")]))
+    assert cat.failed_files()[("/root", b"bad.jpg")].attempts == 2
+    cat.apply(Changes(added=[NewImage("/root", b"bad.jpg", 9, 9, "fixed", 1, 1, hists[0])]))
+    assert cat.failed_files() == {}
+    cat.close()
+
+
+def test_tombstones_and_moves_keep_ids_and_never_reuse_them(tmp_path: Path) -> None:
+    cat = Catalog.open(tmp_path, FP)
+    ids = cat.apply(Changes(added=new_images(random_hists(3))))
+    cat.apply(Changes(tombstoned=[ids[2]], moved=[Move(ids[0], "/root", b"renamed.jpg", 100, 10**18)]))
+    assert set(cat.live_files("/root")) == {b"renamed.jpg", b"img1.jpg"}
+    assert cat.live_files("/root")[b"renamed.jpg"].image_id == ids[0]
+    assert cat.deleted_ids().tolist() == [ids[2]]
+    assert cat.apply(Changes(added=new_images(random_hists(1, 5), "x"))) == [4]
+    cat.close()
+
+
+def test_arrow_insert_is_atomic_on_error(tmp_path: Path) -> None:
+    cat = Catalog.open(tmp_path, FP)
+    bad = Changes(added=new_images(random_hists(2)), moved=[Move(1, "/root", b"x", 1, 1)])
+    bad.added[1] = NewImage("/root", b"x", 1, 1, "h", 1, 1, np.zeros(7, np.float32))  # wrong length
+    with pytest.raises(Exception):  # noqa: B017 - whatever DuckDB/Arrow raise, nothing is committed
+        cat.apply(bad)
+    assert cat.counts()["live"] == 0
+    cat.close()
+
+
+def test_other_fingerprint_is_refused(tmp_path: Path) -> None:
+    Catalog.open(tmp_path, FP).close()
+    with pytest.raises(IndexDirError, match="histogram settings"):
+        Catalog.open(tmp_path, H.fingerprint(128))
+
+
+def test_search_excludes_tombstones_at_once() -> None:
+    hists = random_hists(300)
+    live = LiveIndex()
+    ids = np.arange(1, 301)
+    live.add(ids, hists)
+    found, _ = live.search(hists[41], 5)
+    assert found[0] == 42
+    live.mark_deleted([42])
+    found, _ = live.search(hists[41], 5)
+    assert 42 not in found and len(found) == 5
+
+
+def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path: Path) -> None:
+    hists = random_hists(50)
+    live = LiveIndex()
+    live.add(np.arange(1, 51), hists)
+    manifest = live.checkpoint(tmp_path, FP)
+    assert manifest.watermark == 50 and manifest.vector_count == 50
+    loaded, m2 = load_checkpoint(tmp_path, FP)
+    assert loaded.ntotal == 50 and m2.sha256 == manifest.sha256
+    assert np.allclose(loaded.reconstruct(7), H.hellinger(hists[6]))
+    with pytest.raises(CheckpointInvalid, match="histogram settings"):
+        load_checkpoint(tmp_path, H.fingerprint(64))
+    blob = (tmp_path / INDEX_FILE).read_bytes()
+    (tmp_path / INDEX_FILE).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointInvalid, match="checksum"):
+        load_checkpoint(tmp_path, FP)
+    flipped = bytearray(blob)
+    flipped[len(blob) // 3] ^= 0x40
+    (tmp_path / INDEX_FILE).write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointInvalid, match="checksum"):
+        load_checkpoint(tmp_path, FP)
+    (tmp_path / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(CheckpointInvalid, match="not a valid manifest"):
+        load_checkpoint(tmp_path, FP)
+
+
+def test_open_live_index_catches_up_and_rebuilds(tmp_path: Path) -> None:
+    cat = Catalog.open(tmp_path, FP)
+    hists = random_hists(40)
+    ids = cat.apply(Changes(added=new_images(hists[:30])))
+    live, rec = open_live_index(tmp_path, cat, FP)
+    assert rec.rebuilt_reason is not None and "manifest" in rec.rebuilt_reason
+    assert live.ntotal == 30
+    live.checkpoint(tmp_path, FP)
+    more = cat.apply(Changes(added=new_images(hists[30:], "b"), tombstoned=[ids[0]]))
+    live2, rec2 = open_live_index(tmp_path, cat, FP)
+    assert rec2.loaded_checkpoint and rec2.caught_up == 10
+    assert set(live2.ids().tolist()) == set(ids) | set(more)
+    found, _ = live2.search(hists[0], 5)
+    assert ids[0] not in found
+    (tmp_path / INDEX_FILE).write_bytes(b"garbage")
+    live3, rec3 = open_live_index(tmp_path, cat, FP)
+    assert not rec3.loaded_checkpoint and "checksum" in (rec3.rebuilt_reason or "")
+    assert set(live3.ids().tolist()) == set(cat.live_ids().tolist())
+    cat.close()

@@ -1,0 +1,151 @@
+"""Decoding every supported kind of image, and refusing bad input with a clear reason."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chromatica_watch import histogram as H
+from chromatica_watch import image
+from chromatica_watch.errors import ImageError
+from tests.conftest import photo, solid, write_rgb
+
+RED = (255, 0, 0)
+
+
+def dominant_bin(rgb: tuple[int, int, int]) -> int:
+    return int(H.lab_histogram(H.srgb_to_lab(np.array([[rgb]], dtype=np.uint8))).argmax())
+
+
+def feats(path: Path, max_dimension: int = 256) -> image.Features:
+    return image.features(path.read_bytes(), max_dimension)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_then_shrunk(tmp_path: Path) -> None:
+    big = np.kron(photo("coffee"), np.ones((8, 8, 1), dtype=np.uint8))  # 3200 x 4800
+    data = write_rgb(tmp_path / "big.jpg", big, IMWRITE_JPEG_QUALITY=90).read_bytes()
+    decoded = image.decode(data, 256)
+    assert (decoded.width, decoded.height) == (4800, 3200)
+    assert max(decoded.rgb.shape[:2]) == 256
+    assert image._reduced_jpeg_flag(4800, 3200, 256) == image.cv2.IMREAD_REDUCED_COLOR_8
+    small = image.features(write_rgb(tmp_path / "small.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
+                           .read_bytes(), 256)
+    big_h = image.features(data, 256).histogram
+    # Same picture at two scales: nearly the same colours.
+    assert 0.5 * np.abs(big_h - small.histogram).sum() < 0.1
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".webp", ".jpg"])
+def test_formats_decode_to_the_right_colour(tmp_path: Path, suffix: str) -> None:
+    f = feats(write_rgb(tmp_path / f"red{suffix}", solid(RED)))
+    assert f.histogram.argmax() == dominant_bin(RED)
+    assert (f.width, f.height) == (64, 48)
+
+
+def test_png_16_bit_with_alpha_ignores_transparent_pixels(tmp_path: Path) -> None:
+    rgba = np.zeros((40, 40, 4), dtype=np.uint16)
+    rgba[:, :20] = (65535, 0, 0, 65535)  # opaque red
+    rgba[:, 20:] = (0, 0, 65535, 0)  # fully transparent blue
+    f = feats(write_rgb(tmp_path / "rgba16.png", rgba))
+    assert f.histogram.argmax() == dominant_bin(RED)
+    assert f.histogram[dominant_bin((0, 0, 255))] < 1e-6
+
+
+def test_png_8_bit_with_alpha(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., :3] = (0, 0, 255)
+    rgba[:5, :, 3] = 255
+    f = feats(write_rgb(tmp_path / "a.png", rgba))
+    assert f.histogram.argmax() == dominant_bin((0, 0, 255))
+
+
+def test_fully_transparent_image_is_refused(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    with pytest.raises(ImageError, match="transparent"):
+        feats(write_rgb(tmp_path / "clear.png", rgba))
+
+
+def test_grayscale_and_cmyk(tmp_path: Path) -> None:
+    gray = tmp_path / "gray.png"
+    write_rgb(gray, photo("camera")[:, :, 0])
+    h = feats(gray).histogram
+    centres = H.bin_centers_lab()
+    assert np.all(np.abs(centres[h > 0.01][:, 1:]) < 20)  # neutral: a*, b* near zero
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(cmyk, quality=95)  # C=0 M=Y=100%: red
+    assert Image.open(cmyk).mode == "CMYK"
+    f = feats(cmyk)
+    lab_of_peak = centres[f.histogram.argmax()]
+    assert lab_of_peak[1] > 40  # strongly red (a* high)
+
+
+def test_one_by_one_image_is_indexed(tmp_path: Path) -> None:
+    f = feats(write_rgb(tmp_path / "pixel.png", solid(RED, (1, 1))))
+    assert (f.width, f.height) == (1, 1)
+    assert f.histogram.argmax() == dominant_bin(RED)
+
+
+def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
+    data = write_rgb(tmp_path / "p.jpg", photo("astronaut"), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    for cut in (2, 1000, len(data) // 2):
+        with pytest.raises(ImageError, match="truncated|could not decode"):
+            image.features(data[:-cut], 256)
+
+
+def test_truncation_check_skips_an_embedded_thumbnail() -> None:
+    """A complete thumbnail inside APP1 must not make a truncated main image look complete."""
+    thumb = io.BytesIO()
+    Image.new("RGB", (8, 8), RED).save(thumb, "JPEG")
+    main = io.BytesIO()
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(main, "JPEG")
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumb.getvalue()) + 2) + thumb.getvalue()
+    full = main.getvalue()[:2] + app1 + main.getvalue()[2:]
+    assert image._jpeg_scan_complete(full)
+    assert not image._jpeg_scan_complete(full[:-50])
+
+
+def test_empty_and_non_image_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="empty file"):
+        image.features(b"", 256)
+    with pytest.raises(ImageError, match="not an image"):
+        image.features(b"this is a text file, not a JPEG\n" * 10, 256)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) \
+        + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    bomb = png_declaring(50000, 50000)
+    assert len(bomb) < 200
+    with pytest.raises(ImageError, match=r"50000x50000.*pixel limit"):
+        image.features(bomb, 256)
+    with pytest.raises(ImageError, match="pixel limit 1000"):
+        image.features(png_declaring(40, 40), 256, max_pixels=1000)
+
+
+def test_read_file_reports_unreadable_and_missing(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="cannot open"):
+        image.read_file(str(tmp_path / "missing.jpg"))
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(tmp_path / "loop.jpg")
+    with pytest.raises(ImageError, match="symlink loop"):
+        image.read_file(str(loop))
+    with pytest.raises(ImageError, match="not a regular file"):
+        image.read_file(str(tmp_path))
+
+
+def test_content_hash_is_of_the_bytes() -> None:
+    assert image.hash_bytes(b"abc") == image.hash_bytes(b"abc") != image.hash_bytes(b"abd")
