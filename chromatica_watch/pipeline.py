@@ -53,6 +53,7 @@ class Vanished:
 class Outcome:
     added: int = 0
     moved: int = 0
+    refreshed: int = 0  # same content, new stat (touched): id kept
     tombstoned: int = 0
     failed: list[Failure] = field(default_factory=list)
     unstable: list[Unstable] = field(default_factory=list)
@@ -86,6 +87,7 @@ class Committer:
             if isinstance(r, Known) and old is not None and r.content_hash == old.content_hash:
                 # Touched, not changed: keep the id, refresh the stat.
                 changes.moved.append(Move(old.image_id, r.task.root, r.task.path, r.size, r.mtime_ns))
+                outcome.refreshed += 1
                 continue
             if old is not None:
                 changes.tombstoned.append(old.image_id)
@@ -110,7 +112,7 @@ class Committer:
         if changes.tombstoned:
             self.index.mark_deleted(changes.tombstoned)
         outcome.added = len(ids)
-        outcome.moved = len(changes.moved)
+        outcome.moved = len(changes.moved) - outcome.refreshed
         outcome.tombstoned = len(changes.tombstoned)
         return outcome
 
