@@ -21,8 +21,8 @@ from .catalog import Catalog, Changes, Failure
 from .errors import DatasetError, IndexDirError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
-from .ingest import IngestPool, Result
-from .pipeline import Committer, Replaced, Vanished, absolute_key, make_tasks
+from .ingest import IngestPool, Task
+from .pipeline import Committer, Key, Outcome, Replaced, Vanished, absolute_key, ingest_tasks, make_tasks
 from .reconcile import diff
 from .scan import display_path, scan
 
@@ -139,39 +139,34 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     return report
 
 
-def _run(tasks, opts, workers, committer, replaced, vanished, report, on_progress, started, output,  # type: ignore[no-untyped-def]
-         fp) -> None:
-    done = 0
-    batch: list[Result] = []
+def _run(tasks: list[Task], opts: BuildOptions, workers: int, committer: Committer,
+         replaced: dict[Key, Replaced], vanished: Vanished, report: BuildReport,
+         on_progress: ProgressFn | None, started: float, output: Path, fp: str) -> None:
+    if not tasks:
+        return
     last_checkpoint = time.monotonic()
 
-    def flush() -> None:
-        nonlocal batch, last_checkpoint
-        outcome = committer.commit(batch, replaced, vanished)
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(Progress(done, len(tasks), report.failed, time.monotonic() - started))
+
+    def after_batch(outcome: Outcome) -> None:
+        nonlocal last_checkpoint
         report.indexed += outcome.added
         report.moved += outcome.moved
         report.tombstoned += outcome.tombstoned
         report.failed += len(outcome.failed) + len(outcome.unstable)
         if outcome.unstable:
-            committer.catalog.apply(Changes(failed=
-                [Failure(u.task.root, u.task.path, 0, 0, u.reason) for u in outcome.unstable]))
-        batch = []
+            # Changed while being read: recorded with no stat, so the next run tries it again.
+            committer.catalog.apply(Changes(failed=[Failure(u.task.root, u.task.path, 0, 0, u.reason)
+                                                    for u in outcome.unstable]))
         if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
             committer.index.checkpoint(output, fp)
             last_checkpoint = time.monotonic()
 
-    if not tasks:
-        return
     with IngestPool(workers, opts.max_dimension, opts.max_pixels) as pool:
-        for result in pool.run(tasks):
-            batch.append(result)
-            done += 1
-            if len(batch) >= opts.batch_size:
-                flush()
-            if on_progress is not None:
-                on_progress(Progress(done, len(tasks), report.failed, time.monotonic() - started))
-        if batch:
-            flush()
+        ingest_tasks(pool, tasks, committer, replaced, vanished, opts.batch_size,
+                     on_result=progress, on_batch=after_batch)
 
 
 def write_reports(output: Path, report: BuildReport) -> None:

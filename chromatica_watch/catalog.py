@@ -267,6 +267,37 @@ class Catalog:
             [root]).fetchall()
         return {bytes(p): LiveFile(i, s, m, h) for p, i, s, m, h in rows}
 
+    def lookup(self, keys: Iterable[tuple[str, bytes]]) -> dict[tuple[str, bytes], LiveFile]:
+        """Live rows for these (root, path) keys."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        table = pa.table({"root": pa.array([k[0] for k in keys], pa.string()),
+                          "path": pa.array([k[1] for k in keys], pa.binary())})
+        cur = self._reader()
+        cur.register("_lookup_keys", table)
+        rows = cur.execute(
+            "SELECT i.root, i.path, i.id, i.size, i.mtime_ns, i.content_hash FROM images i "
+            "JOIN _lookup_keys k ON i.root = k.root AND i.path = k.path WHERE i.deleted_at IS NULL").fetchall()
+        cur.close()
+        return {(r, bytes(p)): LiveFile(i, s, m, h) for r, p, i, s, m, h in rows}
+
+    def live_under(self, root: str, prefix: bytes) -> dict[bytes, LiveFile]:
+        """Live rows of a folder (prefix) inside a root, or the whole root for prefix b"" or b"."."""
+        files = self.live_files(root)
+        if prefix in (b"", b"."):
+            return files
+        return {p: f for p, f in files.items() if p.startswith(prefix + b"/")}
+
+    def clear_failures(self, root: str | None = None) -> int:
+        with self.lock:
+            n = len(self.failed_files(root))
+            if root is None:
+                self._con.execute("DELETE FROM failures")
+            else:
+                self._con.execute("DELETE FROM failures WHERE root = ?", [root])
+        return n
+
     def failed_files(self, root: str | None = None) -> dict[tuple[str, bytes], Failure]:
         sql = "SELECT root, path, size, mtime_ns, reason, attempts FROM failures"
         args: list[object] = []

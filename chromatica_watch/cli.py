@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import config as config_mod
+from .client import daemon_available, request
+from .config import Config
 from .errors import ChromaticaError, UsageError
+from .status import EXIT_NOT_RUNNING, judge, pid_alive, read_status
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,87 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
+def _load_config(args: argparse.Namespace) -> Config:
+    return config_mod.load(Path(args.config) if args.config else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import run
+
+    return run(_load_config(args), Path(args.config) if args.config else None)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    data = read_status(cfg.status_path)
+    alive = data is not None and pid_alive(int(data.get("pid", 0)))
+    code, verdict = judge(data, alive)
+    if args.json:
+        print(json_dumps({"verdict": verdict, "exit_code": code, "status": data}))
+        return code
+    print(f"chromatica-watch: {verdict}")
+    if data is not None and code != EXIT_NOT_RUNNING:
+        c = data.get("counts", {})
+        print(f"  indexed {c.get('indexed', 0)}, queued {c.get('queued', 0)}, failed {c.get('failed', 0)}, "
+              f"tombstoned {c.get('tombstoned', 0)}")
+        print(f"  throughput {data.get('throughput_per_s', 0)} img/s"
+              + (f", ETA {_fmt_duration(data['eta_seconds'])}" if data.get("eta_seconds") else ""))
+        for root in data.get("roots", []):
+            mode = data.get("watcher_mode", {}).get(root["path"], "-")
+            print(f"  root {root['path']}: {'online' if root['online'] else 'OFFLINE'}, watcher {mode}")
+        if data.get("last_checkpoint"):
+            print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['last_checkpoint']))}")
+        for f in data.get("recent_failures", [])[-5:]:
+            print(f"  failed: {f['path']}: {f['reason']}")
+    return code
+
+
+def _failures_without_daemon(cfg: Config) -> list[dict[str, object]]:
+    from .catalog import Catalog
+    from .histogram import fingerprint
+    from .scan import display_path
+
+    catalog = Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), read_only=True)
+    try:
+        return [{"path": display_path(os.path.join(os.fsencode(root), path)), "reason": f.reason,
+                 "attempts": f.attempts, "size": f.size} for (root, path), f in catalog.failed_files().items()]
+    finally:
+        catalog.close()
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    if daemon_available(cfg.socket_path):
+        failures = request(cfg.socket_path, {"op": "failed"})["failures"]
+    else:
+        failures = _failures_without_daemon(cfg)
+    if args.json:
+        print(json_dumps(failures))
+        return 0
+    for f in failures:
+        print(f"{f['path']}\t{f['reason']}")
+    print(f"{len(failures)} failed file(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    if daemon_available(cfg.socket_path):
+        n = request(cfg.socket_path, {"op": "retry_failed"})["requeued"]
+        print(f"re-queued {n} failed file(s)")
+        return 0
+    from .catalog import Catalog
+    from .histogram import fingerprint
+
+    catalog = Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension))
+    try:
+        n = catalog.clear_failures()
+    finally:
+        catalog.close()
+    print(f"cleared {n} failure record(s); the daemon retries them at its next start")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chromatica-watch",
                                      description="Keep a color-search index of a photo folder live.")
@@ -108,6 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="show the daemon's status (exit 0 healthy, 1 degraded, 3 not running)")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("failed", help="list files that could not be indexed")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_failed)
+
+    p = sub.add_parser("retry-failed", help="queue failed files for another try")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_retry_failed)
     return parser
 
 

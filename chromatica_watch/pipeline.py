@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .catalog import Catalog, Changes, Failure, Move, NewImage
 from .index import LiveIndex
-from .ingest import Failed, Indexed, Known, Result, Task, Unstable
+from .ingest import Failed, Indexed, IngestPool, Known, Result, Task, Unstable
 from .scan import display_path
 
 logger = logging.getLogger(__name__)
@@ -144,3 +144,39 @@ def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replace
         skip = common | {old.content_hash} if old is not None else common
         tasks.append(Task(root, p, skip))
     return tasks
+
+
+def ingest_tasks(pool: IngestPool, tasks: list[Task], committer: Committer, replaced: Mapping[Key, Replaced],
+                 vanished: Vanished, batch_size: int, should_stop: Callable[[], bool] = lambda: False,
+                 on_result: Callable[[int], None] | None = None,
+                 on_batch: Callable[[Outcome], None] | None = None) -> Outcome:
+    """Stream tasks through the pool, committing every `batch_size` results in task order.
+
+    Stops between batches when `should_stop()`; what was committed stays committed.
+    """
+    total = Outcome()
+    batch: list[Result] = []
+
+    def flush() -> None:
+        outcome = committer.commit(batch, replaced, vanished)
+        batch.clear()
+        total.added += outcome.added
+        total.moved += outcome.moved
+        total.refreshed += outcome.refreshed
+        total.tombstoned += outcome.tombstoned
+        total.failed += outcome.failed
+        total.unstable += outcome.unstable
+        if on_batch is not None:
+            on_batch(outcome)
+
+    done = 0
+    for result in pool.run(tasks, should_stop=should_stop):
+        batch.append(result)
+        done += 1
+        if len(batch) >= batch_size:
+            flush()
+        if on_result is not None:
+            on_result(done)
+    if batch:
+        flush()
+    return total

@@ -1,0 +1,103 @@
+"""The debounced delta batcher: per-path coalescing, settle detection, and batch flushing.
+
+A file is ready once its (size, mtime) has not changed for `settle_seconds`, so files still being
+copied are never read half-written. A batch flushes when `batch_size` files are ready or
+`max_batch_delay` after the first became ready. Time comes from the caller (`now` arguments) and
+stat from an injected function, so tests drive it without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Key = tuple[str, bytes]  # (root, relative path)
+Stat = tuple[int, int]  # (size, mtime_ns)
+StatFn = Callable[[Key], Stat | None]
+
+
+def stat_key(key: Key) -> Stat | None:
+    try:
+        st = os.stat(os.path.join(os.fsencode(key[0]), key[1]))
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class _Pending:
+    stat: Stat | None
+    stable_since: float
+
+
+class Batcher:
+    def __init__(self, settle_seconds: float, batch_size: int, max_batch_delay: float,
+                 stat: StatFn = stat_key) -> None:
+        self.settle_seconds = settle_seconds
+        self.batch_size = batch_size
+        self.max_batch_delay = max_batch_delay
+        self._stat = stat
+        self._pending: dict[Key, _Pending] = {}
+        self._ready: dict[Key, Stat] = {}
+        self._first_ready_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._ready)
+
+    def note(self, key: Key, now: float) -> None:
+        """Something happened to this path: (re)start its settle clock."""
+        self._ready.pop(key, None)
+        self._pending[key] = _Pending(self._stat(key), now)
+
+    def forget(self, key: Key) -> None:
+        """The path is gone (deleted or moved away): nothing to index."""
+        self._pending.pop(key, None)
+        self._ready.pop(key, None)
+
+    def forget_prefix(self, root: str, prefix: bytes) -> None:
+        for table in (self._pending, self._ready):
+            for key in [k for k in table if k[0] == root and (k[1] == prefix or k[1].startswith(prefix + b"/"))]:
+                del table[key]
+
+    def forget_root(self, root: str) -> None:
+        for table in (self._pending, self._ready):
+            for key in [k for k in table if k[0] == root]:
+                del table[key]
+
+    def poll(self, now: float) -> None:
+        """Stat pending files; move those unchanged for settle_seconds to ready; drop vanished ones."""
+        for key, p in list(self._pending.items()):
+            current = self._stat(key)
+            if current is None:
+                del self._pending[key]
+                continue
+            if current != p.stat:
+                p.stat, p.stable_since = current, now
+                continue
+            if now - p.stable_since >= self.settle_seconds:
+                del self._pending[key]
+                self._ready[key] = current
+                if self._first_ready_at is None:
+                    self._first_ready_at = now
+
+    def take_batch(self, now: float, *, force: bool = False) -> list[Key]:
+        """Ready paths if a batch is due (full, or the oldest ready one waited max_batch_delay)."""
+        if not self._ready:
+            return []
+        due = (force or len(self._ready) >= self.batch_size
+               or (self._first_ready_at is not None and now - self._first_ready_at >= self.max_batch_delay))
+        if not due:
+            return []
+        keys = sorted(self._ready)[: self.batch_size]
+        for k in keys:
+            del self._ready[k]
+        self._first_ready_at = now if self._ready else None
+        return keys
+
+    def next_deadline(self, now: float) -> float:
+        """Seconds until something could change: how long the loop may wait for new events."""
+        waits = [self.settle_seconds / 4] if self._pending else []
+        if self._ready and self._first_ready_at is not None:
+            waits.append(max(0.0, self._first_ready_at + self.max_batch_delay - now))
+        return min(waits, default=1.0)

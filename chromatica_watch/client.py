@@ -1,0 +1,44 @@
+"""Talking to a running daemon over its Unix socket."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from .errors import ChromaticaError, DaemonNotRunning
+
+
+def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Send one request; raises DaemonNotRunning when nothing answers on the socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonNotRunning(f"no daemon answers on {socket_path}") from exc
+        s.sendall(json.dumps(payload).encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    try:
+        response = json.loads(b"".join(chunks))
+    except ValueError as exc:
+        raise ChromaticaError(f"bad response from the daemon on {socket_path}") from exc
+    if not response.get("ok"):
+        raise ChromaticaError(f"daemon: {response.get('error', 'unknown error')}")
+    return dict(response)
+
+
+def daemon_available(socket_path: Path) -> bool:
+    try:
+        request(socket_path, {"op": "ping"}, timeout=2.0)
+    except (DaemonNotRunning, OSError, ChromaticaError):
+        return False
+    return True

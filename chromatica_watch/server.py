@@ -1,0 +1,147 @@
+"""The local API: JSON lines over a Unix socket (mode 0600) in the runtime dir; loopback TCP if configured.
+
+One request line, one response line. Searches run on the connection's thread against the live index
+(whose lock keeps them from ever overlapping an add); anything that writes the catalog is handed to
+the indexer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ChromaticaError
+from .histogram import TOTAL_BINS
+from .scan import display_path
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST = 1 << 20
+
+
+def _failures(daemon: Daemon) -> list[dict[str, Any]]:
+    return [{"path": display_path(os.path.join(os.fsencode(root), path)), "reason": f.reason,
+             "attempts": f.attempts, "size": f.size}
+            for (root, path), f in daemon.catalog.failed_files().items()]
+
+
+def _search(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+    from .search import Searcher
+
+    hist = np.asarray(request.get("histogram", []), dtype=np.float32)
+    if hist.shape != (TOTAL_BINS,):
+        raise ValueError(f"histogram must have {TOTAL_BINS} values")
+    k = int(request.get("k", 10))
+    with daemon.index_lock:
+        live = daemon.live
+    searcher = Searcher(daemon.catalog, live, k_candidates=int(request.get("candidates", 200)))
+    return {"results": [r.to_json() for r in searcher.search(hist, k)]}
+
+
+def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+    op = request.get("op")
+    if op == "ping":
+        return {"pid": os.getpid()}
+    if op == "status":
+        return {"status": daemon.status()}
+    if op == "failed":
+        return {"failures": _failures(daemon)}
+    if op == "retry_failed":
+        return {"requeued": daemon.call(daemon.retry_failed).result(timeout=60)}
+    if op == "search":
+        return _search(daemon, request)
+    raise ValueError(f"unknown op {op!r}")
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _UnixServer | _TcpServer
+
+    def handle(self) -> None:
+        line = self.rfile.readline(MAX_REQUEST)
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("request must be a JSON object")
+            response = {"ok": True, **handle(self.server.daemon, request)}
+        except (ValueError, ChromaticaError, TimeoutError) as exc:
+            response = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # one bad request must not take the daemon down
+            logger.exception("request failed")
+            response = {"ok": False, "error": f"internal error: {exc}"}
+        try:
+            self.wfile.write(json.dumps(response).encode() + b"\n")
+        except OSError:
+            pass
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, daemon: Daemon) -> None:
+        self.daemon = daemon
+        super().__init__(path, _Handler)
+
+
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, daemon: Daemon) -> None:
+        self.daemon = daemon
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+class SearchServer:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.path = str(daemon.cfg.socket_path)
+        self._servers: list[socketserver.BaseServer] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        if os.path.exists(self.path):
+            if _answers(self.path):
+                raise ChromaticaError(f"another daemon already answers on {self.path}")
+            os.unlink(self.path)  # stale, from a crash
+        unix = _UnixServer(self.path, self.daemon)
+        os.chmod(self.path, 0o600)
+        self._servers.append(unix)
+        if self.daemon.cfg.tcp_port:
+            self._servers.append(_TcpServer(self.daemon.cfg.tcp_port, self.daemon))
+        for srv in self._servers:
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                                 name=f"api-{type(srv).__name__}")
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True

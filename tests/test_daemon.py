@@ -1,0 +1,192 @@
+"""The daemon end to end, as a real process: watch, settle, index, move, delete, recover."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
+from tests.daemon_harness import DaemonEnv, assert_index_matches_disk, daemon_env  # noqa: F401
+
+
+def test_end_to_end_drop_photos_and_status_shows_them(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.start()
+    for name in PHOTO_NAMES[:4]:
+        write_rgb(env.pictures / "new" / f"{name}.jpg", photo(name), IMWRITE_JPEG_QUALITY=90)
+    wait_until(lambda: env.idle_with(4), timeout=60)
+    proc = env.cli("status")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "indexed 4" in proc.stdout
+    as_json = json.loads(env.cli("status", "--json").stdout)
+    assert as_json["status"]["counts"]["indexed"] == 4
+    assert as_json["status"]["watcher_mode"][str(env.pictures)] == "native"
+
+    # Modified in place: new id, old one tombstoned. Renamed: same id. Deleted: gone at once.
+    write_rgb(env.pictures / "new" / "astronaut.jpg", solid((0, 255, 0)))
+    (env.pictures / "new" / "coffee.jpg").rename(env.pictures / "renamed coffee.jpg")
+    (env.pictures / "new" / "chelsea.jpg").unlink()
+    wait_until(lambda: env.idle_with(3), timeout=60)
+    wait_until(lambda: env.status()["counts"]["tombstoned"] == 2, timeout=30)
+    started = time.monotonic()
+    assert env.stop() == 0
+    assert time.monotonic() - started < 10
+    assert env.status()["state"] == "stopped"
+    assert env.cli("status").returncode == 3
+    assert_index_matches_disk(env)
+
+
+def test_slow_copy_is_indexed_once_complete_and_never_half(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.write_config(settle_seconds=0.6)
+    env.start()
+    data = write_rgb(env.pictures / "tmp.jpg", photo("rocket"), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    (env.pictures / "tmp.jpg").unlink()
+    target = env.pictures / "slow.jpg"
+    with target.open("wb") as f:
+        for i in range(0, len(data), len(data) // 8):
+            f.write(data[i:i + len(data) // 8])
+            f.flush()
+            time.sleep(0.25)  # the writer's pace (a slow copy), not a wait for the daemon
+            assert env.status()["counts"]["failed"] == 0
+            assert env.status()["counts"]["indexed"] == 0
+    wait_until(lambda: env.idle_with(1), timeout=30)
+    assert env.status()["counts"]["failed"] == 0
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_bad_files_are_recorded_and_the_daemon_keeps_running(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.start()
+    (env.pictures / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (env.pictures / "empty.png").write_bytes(b"")
+    wait_until(lambda: env.status()["counts"]["failed"] == 2, timeout=30)
+    write_rgb(env.pictures / "fine.png", solid((10, 20, 200)))
+    wait_until(lambda: env.idle_with(1), timeout=30)
+    listing = env.cli("failed")
+    assert listing.returncode == 0
+    assert "broken.jpg" in listing.stdout and "empty.png" in listing.stdout and "empty file" in listing.stdout
+    reasons = {f["reason"] for f in env.status()["recent_failures"]}
+    assert any("empty file" in r for r in reasons)
+    # Fix the broken file: it is retried because it changed.
+    write_rgb(env.pictures / "broken.jpg", photo("coffee"))
+    wait_until(lambda: env.idle_with(2) and env.status()["counts"]["failed"] == 1, timeout=30)
+    retry = env.cli("retry-failed")
+    assert retry.returncode == 0 and "re-queued 1" in retry.stdout
+    wait_until(lambda: env.status()["counts"]["failed"] == 1, timeout=30)  # still empty: failed again
+    assert env.stop() == 0
+
+
+def test_burst_of_2000_files_none_lost_and_short_lived_never_indexed(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.write_config(workers=2, batch_size=128)
+    env.start()
+    rng = np.random.default_rng(0)
+    for i in range(2000):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        write_rgb(env.pictures / f"burst{i // 200}" / f"{i:04d}.png", solid(color, (8, 8)))  # type: ignore[arg-type]
+    ghost = env.pictures / "ghost.jpg"
+    write_rgb(ghost, photo("chelsea"))
+    ghost.unlink()  # created and deleted before it settled
+    wait_until(lambda: env.idle_with(2000), timeout=180)
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_rename_storm_and_folder_moves(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.start()
+    for i, name in enumerate(PHOTO_NAMES[:3]):
+        write_rgb(env.pictures / "a" / f"{i}.jpg", photo(name))
+    wait_until(lambda: env.idle_with(3), timeout=30)
+    f = env.pictures / "a" / "0.jpg"
+    for i in range(60):
+        nxt = env.pictures / "a" / f"storm{i}.jpg"
+        f.rename(nxt)
+        f = nxt
+    (env.pictures / "a").rename(env.pictures / "b")  # a whole folder moved
+    wait_until(lambda: env.idle_with(3), timeout=30)
+    outside = env.pictures.parent / "outside"
+    (env.pictures / "b").rename(outside)  # moved out of the root: like a delete
+    wait_until(lambda: env.idle_with(0), timeout=30)
+    outside.rename(env.pictures / "c")  # and back in
+    wait_until(lambda: env.idle_with(3), timeout=30)
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_root_that_disappears_is_offline_not_deleted(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.start()
+    write_rgb(env.pictures / "x.png", solid((200, 0, 0)))
+    wait_until(lambda: env.idle_with(1), timeout=30)
+    away = env.pictures.parent / "unmounted"
+    env.pictures.rename(away)
+    wait_until(lambda: env.status()["roots"][0]["online"] is False, timeout=30)
+    assert env.status()["counts"]["indexed"] == 1  # nothing tombstoned
+    write_rgb(away / "y.png", solid((0, 200, 0)))
+    away.rename(env.pictures)
+    wait_until(lambda: env.status()["roots"][0]["online"] and env.idle_with(2), timeout=30)
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_index_dir_not_writable_is_a_clear_startup_error(daemon_env: DaemonEnv, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    daemon_env.write_config(index_dir=str(blocker / "index"))
+    proc = subprocess.run([CLI, "run", "--config", str(daemon_env.config)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert "index dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_config_is_refused_with_the_key_named(daemon_env: DaemonEnv) -> None:
+    daemon_env.config.write_text(daemon_env.config.read_text() + "setle_seconds = 3\n")
+    proc = subprocess.run([CLI, "run", "--config", str(daemon_env.config)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "setle_seconds" in proc.stderr
+
+
+INOTIFY = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access(INOTIFY, os.W_OK),
+                    reason="lowering the inotify watch limit needs root")
+def test_inotify_limit_falls_back_to_scans(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    for i in range(40):
+        (env.pictures / f"d{i}").mkdir()
+    env.write_config(rescan_interval=3600.0)
+    original = INOTIFY.read_text()
+    INOTIFY.write_text("1\n")
+    try:
+        env.start()
+    finally:
+        INOTIFY.write_text(original)
+    assert env.status()["watcher_mode"][str(env.pictures)] == "scan"
+    assert "fs.inotify.max_user_watches" in env.stderr()
+    write_rgb(env.pictures / "d3" / "late.png", solid((1, 200, 3)))
+    wait_until(lambda: env.idle_with(1), timeout=60)  # found by a periodic scan
+    assert env.stop() == 0
+
+
+def test_sighup_reloads_the_config(daemon_env: DaemonEnv, tmp_path: Path) -> None:
+    env = daemon_env
+    env.start()
+    second = tmp_path / "More"
+    second.mkdir()
+    write_rgb(second / "m.png", solid((9, 9, 200)))
+    env.write_config(roots=[str(env.pictures), str(second)])
+    assert env.proc is not None
+    env.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: env.idle_with(1) and len(env.status()["roots"]) == 2, timeout=30)
+    assert env.stop() == 0
