@@ -93,8 +93,27 @@ class _Handler(FileSystemEventHandler):
                 self._put("dir_moved", src, dest)
 
 
-class WatchLimitReached(Exception):
-    pass
+def inotify_watch_count() -> int | None:
+    """Inotify watches this process holds, from the kernel's /proc/self/fdinfo (None if unknown)."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    total = 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                total += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return total
+
+
+def count_dirs(root: str) -> int:
+    return 1 + sum(len([d for d in dirs if not os.path.islink(os.path.join(top, d))])
+                   for top, dirs, _ in os.walk(root))
 
 
 class Watcher:
@@ -118,20 +137,32 @@ class Watcher:
         """Watch a root recursively; returns the mode it ended up in."""
         if root in self._watches:
             return self.modes[root]
+        before = inotify_watch_count() if self._kind == "native" else None
         try:
             self._watches[root] = self._observer.schedule(_Handler(root, self.excludes, self.out), root,
                                                           recursive=True)
             self.modes[root] = self._kind
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                logger.error(
-                    "cannot watch %s: the inotify watch limit is reached. Raise it with "
-                    "`sysctl %s=524288` (and persist it in /etc/sysctl.d/); until then this folder is "
-                    "checked by periodic scans", root, INOTIFY_SYSCTL)
-            else:
-                logger.error("cannot watch %s (%s); falling back to periodic scans", root, exc.strerror)
-            self.modes[root] = "scan"
+            self._fall_back(root, exc.errno == errno.ENOSPC, exc.strerror or str(exc))
+            return self.modes[root]
+        # watchdog skips sub-folders it cannot watch without raising; the kernel's own count tells.
+        if before is not None:
+            after = inotify_watch_count()
+            wanted = count_dirs(root)
+            if after is not None and after - before < wanted:
+                self.unwatch(root)
+                self._fall_back(root, True, f"only {after - before} of {wanted} folders could be watched")
         return self.modes[root]
+
+    def _fall_back(self, root: str, limit_reached: bool, detail: str) -> None:
+        if limit_reached:
+            logger.error(
+                "cannot watch %s: the inotify watch limit is reached (%s). Raise it with "
+                "`sysctl %s=524288` (persist it in /etc/sysctl.d/); until then this folder is checked "
+                "by periodic scans", root, detail, INOTIFY_SYSCTL)
+        else:
+            logger.error("cannot watch %s (%s); falling back to periodic scans", root, detail)
+        self.modes[root] = "scan"
 
     def unwatch(self, root: str) -> None:
         watch = self._watches.pop(root, None)

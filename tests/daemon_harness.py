@@ -43,9 +43,9 @@ class DaemonEnv:
         lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
-    def start(self, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start(self, wait: bool = True, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         log = open(self.state_dir.parent / "daemon-stderr.log", "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen([CLI, "run", "--config", str(self.config)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen([*prefix, CLI, "run", "--config", str(self.config)], stdout=log, stderr=log)
         if wait:
             wait_until(lambda: self.state() in ("idle", "indexing") or self.proc.poll() is not None, timeout=60)
             assert self.proc.poll() is None, self.stderr()

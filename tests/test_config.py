@@ -1,0 +1,195 @@
+"""The shipped commented config matches `Config`, and `config.load` refuses what it should."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from chromatica_watch import config
+from chromatica_watch.config import Config
+from chromatica_watch.errors import ConfigError
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "chromatica-watch.toml"
+FIELDS = [f.name for f in dataclasses.fields(Config)]
+# Defaults computed by platformdirs: the file shows the Linux form, checked separately below.
+PLATFORM_KEYS = {"roots", "index_dir", "state_dir", "runtime_dir"}
+SETTING_LINE = re.compile(r"^# ?([a-z_]+) = (.+)$")
+
+
+def uncommented() -> tuple[str, list[str]]:
+    """The shipped file with every `# key = value` line uncommented, and the keys in file order."""
+    lines, keys = [], []
+    for line in SHIPPED.read_text(encoding="utf-8").splitlines():
+        m = SETTING_LINE.match(line)
+        if m:
+            keys.append(m.group(1))
+            line = f"{m.group(1)} = {m.group(2)}"
+        lines.append(line)
+    return "\n".join(lines) + "\n", keys
+
+
+def shipped_values() -> dict[str, object]:
+    return tomllib.loads(uncommented()[0])
+
+
+def test_shipped_config_names_every_key_exactly_once() -> None:
+    _, keys = uncommented()
+    assert sorted(keys) == sorted(FIELDS), (
+        f"missing: {sorted(set(FIELDS) - set(keys))}, unknown: {sorted(set(keys) - set(FIELDS))}, "
+        f"repeated: {sorted({k for k in keys if keys.count(k) > 1})}")
+
+
+def test_shipped_config_is_all_comments() -> None:
+    """Used as is, the file changes nothing: every setting is commented out."""
+    assert tomllib.loads(SHIPPED.read_text(encoding="utf-8")) == {}
+
+
+def test_every_key_has_a_comment_above_it() -> None:
+    lines = SHIPPED.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        m = SETTING_LINE.match(line)
+        if m:
+            above = lines[i - 1]
+            assert above.startswith("# ") and not SETTING_LINE.match(above), f"no comment above {m.group(1)}"
+
+
+def test_commented_defaults_equal_the_real_defaults() -> None:
+    values = shipped_values()
+    default = Config()
+    for key in FIELDS:
+        if key in PLATFORM_KEYS:
+            continue
+        expected = getattr(default, key)
+        got = values[key]
+        if isinstance(expected, tuple):
+            got = tuple(got)  # type: ignore[arg-type]
+        assert got == expected and type(got) is type(expected), f"{key}: file says {got!r}, default {expected!r}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the file shows the Linux defaults")
+def test_commented_platform_defaults_are_the_linux_ones(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a plain home (no XDG overrides), ~ in the file expands to what platformdirs computes."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_PICTURES_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    values = shipped_values()
+    assert [os.path.expanduser(r) for r in values["roots"]] == list(config.default_roots())  # type: ignore[attr-defined]
+    assert os.path.expanduser(str(values["index_dir"])) == config.default_index_dir()
+    assert os.path.expanduser(str(values["state_dir"])) == config.default_state_dir()
+    # The runtime dir depends on $XDG_RUNTIME_DIR and the uid: the file shows the usual form.
+    assert re.fullmatch(r"/run/user/\d+/chromatica-watch", str(values["runtime_dir"]))
+
+
+def test_load_accepts_the_uncommented_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(uncommented()[0], encoding="utf-8")
+    cfg = config.load(path, env={})
+    default = Config()
+    for key in FIELDS:
+        if key not in PLATFORM_KEYS:
+            assert getattr(cfg, key) == getattr(default, key), key
+    assert cfg.roots == (os.path.expanduser("~/Pictures"),)
+    assert cfg.index_dir == os.path.expanduser("~/.local/share/chromatica-watch/index")
+
+
+def test_load_with_no_file_gives_the_defaults() -> None:
+    cfg = config.load(None, env={})
+    default = Config()
+    for key in FIELDS:
+        if key not in PLATFORM_KEYS:
+            assert getattr(cfg, key) == getattr(default, key), key
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    path = write(tmp_path, 'roots = ["/photos"]\nsettle_secs = 1.0\n')
+    with pytest.raises(ConfigError, match="settle_secs"):
+        config.load(path, env={})
+
+
+def test_unknown_environment_key_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="CHROMATICA_WATCH_SETTLE_SECS"):
+        config.load(None, env={"CHROMATICA_WATCH_SETTLE_SECS": "1"})
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("settle_seconds = -1.0", "settle_seconds"),
+    ('log_level = "LOUD"', "log_level"),
+    ("batch_size = 0", "batch_size"),
+    ('roots = "/photos"\nbatch_size = 1.5', "batch_size"),
+    ('roots = ["/photos", 3]', "roots"),
+    ("roots = 7", "roots"),
+    ("roots = []", "roots"),
+    ('watcher = "magic"', "watcher"),
+    ("tcp_port = 70000", "tcp_port"),
+    ("rescan_jitter = 1.0", "rescan_jitter"),
+    ('workers = "many"', "workers"),
+    ("max_dimension = 4", "max_dimension"),
+])
+def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        config.load(write(tmp_path, text + "\n"), env={})
+
+
+def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "roots = [\n"), env={})
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml", env={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'roots = ["/photos"]\nsettle_seconds = 3.0\nbatch_size = 10\n')
+    cfg = config.load(path, env={"CHROMATICA_WATCH_SETTLE_SECONDS": "0.5"})
+    assert cfg.settle_seconds == 0.5
+    assert cfg.batch_size == 10
+    assert "CHROMATICA_WATCH_SETTLE_SECONDS" not in os.environ
+
+
+def test_environment_lists_and_config_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "batch_size = 7\n")
+    env = {"CHROMATICA_WATCH_CONFIG": str(path),
+           "CHROMATICA_WATCH_ROOTS": os.pathsep.join(["/a", "/b"]),
+           "CHROMATICA_WATCH_LOG_LEVEL": "debug"}
+    cfg = config.load(None, env=env)
+    assert cfg.batch_size == 7
+    assert cfg.roots == ("/a", "/b")
+    assert cfg.log_level == "DEBUG"
+
+
+def test_bad_environment_value_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="CHROMATICA_WATCH_BATCH_SIZE"):
+        config.load(None, env={"CHROMATICA_WATCH_BATCH_SIZE": "lots"})
+
+
+def test_paths_are_expanded_to_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, 'roots = ["~/pics", "rel/photos"]\nindex_dir = "idx"\nstate_dir = "~/st"\n'
+                           'runtime_dir = "./run/../run2"\n')
+    cfg = config.load(path, env={})
+    home = os.path.expanduser("~")
+    assert cfg.roots == (os.path.join(home, "pics"), str(tmp_path / "rel" / "photos"))
+    assert cfg.index_dir == str(tmp_path / "idx")
+    assert cfg.state_dir == os.path.join(home, "st")
+    assert cfg.runtime_dir == str(tmp_path / "run2")
+    assert all(os.path.isabs(p) for p in (*cfg.roots, cfg.index_dir, cfg.state_dir, cfg.runtime_dir))
+
+
+def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, "batch_size = 10\n")
+    cfg = config.load(path, env={"CHROMATICA_WATCH_BATCH_SIZE": "20"}, overrides={"batch_size": 30})
+    assert cfg.batch_size == 30
+    with pytest.raises(ConfigError, match="batch_size"):
+        config.load(path, env={}, overrides={"batch_size": -1})
