@@ -48,9 +48,18 @@ def test_kill_9_at_random_moments_recovers_to_what_is_on_disk(daemon_env: Daemon
         proc = env.start(wait=False)
         for _ in range(rng.randrange(0, 8)):
             mutate(env, rng, serial)
-        # Kill at a random moment: sometimes at startup, sometimes mid-batch, sometimes when idle.
-        wait_until(lambda r=rng.random(): env.status().get("pid") == proc.pid or r < 0.3 or proc.poll() is not None,
-                   timeout=60, interval=0.005)
+        # Kill at a random moment: during startup and recovery, mid-reconcile, or while indexing events.
+        moment = rng.choice(["startup", "running", "events"])
+        if moment != "startup":
+            wait_until(lambda: env.status().get("pid") == proc.pid or proc.poll() is not None, timeout=60,
+                       interval=0.005)
+        if moment == "events":
+            wait_until(lambda: env.state() in ("idle", "indexing") or proc.poll() is not None, timeout=60,
+                       interval=0.005)
+            for _ in range(rng.randrange(1, 10)):
+                mutate(env, rng, serial)
+            wait_until(lambda: env.status().get("counts", {}).get("queued", 0) > 0 or env.state() == "indexing"
+                       or rng.random() < 0.02 or proc.poll() is not None, timeout=30, interval=0.005)
         assert proc.poll() is None, env.stderr()[-3000:]
         env.stop(signal.SIGKILL)
         if kill % 5 == 4:
