@@ -173,6 +173,25 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from .service import install_service
+
+    if args.user and not args.system:
+        raise UsageError("--user only applies with --system")
+    plan = install_service(system=args.system, dry_run=args.dry_run,
+                           config_path=os.path.abspath(args.config) if args.config else None,
+                           user=args.user)
+    if plan.written:
+        print(f"wrote {plan.path}")
+    else:
+        print(f"would write {plan.path}:\n")
+        print(plan.unit_text)
+    print("to start it now and at every boot/login, run:")
+    for line in plan.commands:
+        print(f"  {line}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chromatica-watch",
                                      description="Keep a color-search index of a photo folder live.")
@@ -211,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry-failed", help="queue failed files for another try")
     p.add_argument("--config")
     p.set_defaults(func=cmd_retry_failed)
+
+    p = sub.add_parser("install-service", help="write the systemd unit and print the systemctl commands")
+    p.add_argument("--system", action="store_true",
+                   help="install the system template unit chromatica-watch@.service (needs root)")
+    p.add_argument("--dry-run", action="store_true", help="show the unit and the commands, write nothing")
+    p.add_argument("--config", help="TOML config file the service runs with")
+    p.add_argument("--user", help="with --system: whose photos to index (default: the user who ran sudo)")
+    p.set_defaults(func=cmd_install_service)
     return parser
 
 

@@ -82,6 +82,12 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+# Value types by key, read from the defaults without calling the platform-dependent factories.
+_KINDS: dict[str, type] = {
+    name: (tuple if name in ("roots", "excludes") else str) if f.default is dataclasses.MISSING
+    else type(f.default)
+    for name, f in _FIELDS.items()
+}
 _PATH_KEYS = ("index_dir", "state_dir", "runtime_dir")
 
 
@@ -91,7 +97,7 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    kind = type(getattr(Config(roots=("/",)), key))
+    kind = _KINDS[key]
     if kind is tuple:
         if isinstance(value, str):
             value = [value]
@@ -145,7 +151,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX):].lower()
         if key not in _FIELDS:
             raise ConfigError(f"environment variable {name}: unknown config key '{key}'")
-        kind = type(getattr(Config(roots=("/",)), key))
+        kind = _KINDS[key]
         try:
             if kind is tuple:
                 out[key] = [p for p in raw.split(os.pathsep) if p]

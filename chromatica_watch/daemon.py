@@ -206,7 +206,9 @@ class Daemon:
     def periodic(self, now: float) -> None:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
+            self.notifier.reloading()
             self.reload()
+            self.notifier.ready()
         if now - self._last_root_check >= ROOT_CHECK_EVERY_S:
             self.check_roots()
         if not self.watcher.healthy():
@@ -344,6 +346,7 @@ class Daemon:
                                                "reason": f.reason, "at": time.time()})
         for u in outcome.unstable:
             self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
+        self.write_status()  # rate-limited; also the systemd watchdog ping during long reconciles
 
     # -- reconciling -----------------------------------------------------------------------------
     def reconcile_all(self) -> None:

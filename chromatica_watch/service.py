@@ -8,6 +8,7 @@ rewrites them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -260,7 +261,8 @@ def _argv(exec_start: str | Sequence[str]) -> list[str]:
     return [exec_start] if isinstance(exec_start, str) else list(exec_start)
 
 
-def _render(template: str, exec_start: str | Sequence[str], config_path: str | os.PathLike[str] | None) -> str:
+def _render(template: str, exec_start: str | Sequence[str],
+            config_path: str | os.PathLike[str] | None) -> str:
     argv = [*_argv(exec_start), "run"]
     if config_path is not None:
         argv += ["--config", os.path.abspath(os.fspath(config_path))]
@@ -330,7 +332,7 @@ def _instance_user(user: str | None, env: Mapping[str, str]) -> str:
         user = sudo_user if os.geteuid() == 0 and sudo_user else pwd.getpwuid(os.getuid()).pw_name
         if user == "root":
             raise UsageError("refusing to install the system unit for root: run it with sudo from the "
-                             "account whose photos should be indexed, or name the user")
+                             "account whose photos should be indexed, or pass --user NAME")
     if not _INSTANCE_RE.match(user):
         raise UsageError(f"{user!r} cannot be used as a systemd instance name")
     try:
@@ -351,15 +353,9 @@ def _write_atomic(path: Path, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        with_suppress_unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
-
-
-def with_suppress_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def install_service(system: bool = False, dry_run: bool = False, *,

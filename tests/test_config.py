@@ -69,7 +69,8 @@ def test_commented_defaults_equal_the_real_defaults() -> None:
         got = values[key]
         if isinstance(expected, tuple):
             got = tuple(got)  # type: ignore[arg-type]
-        assert got == expected and type(got) is type(expected), f"{key}: file says {got!r}, default {expected!r}"
+        assert got == expected and type(got) is type(expected), (
+            f"{key}: file says {got!r}, default {expected!r}")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the file shows the Linux defaults")
