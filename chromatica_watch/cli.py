@@ -10,12 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from . import config as config_mod
 from .client import daemon_available, request
 from .config import Config
 from .errors import ChromaticaError, UsageError
 from .status import EXIT_NOT_RUNNING, judge, pid_alive, read_status
+
+if TYPE_CHECKING:
+    from .build import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +34,14 @@ def _fmt_duration(seconds: float) -> str:
 class ProgressBar:
     """A one-line bar with rate and ETA on a terminal; a line every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30, interval: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, interval: float = 5.0) -> None:
         self.stream = stream
         self.width = width
         self.tty = stream.isatty()
         self.interval = 0.2 if self.tty else interval
         self._last = 0.0
 
-    def __call__(self, p) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, p: Progress) -> None:
         now = time.monotonic()
         final = p.done >= p.total
         if not final and now - self._last < self.interval:

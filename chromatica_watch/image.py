@@ -217,4 +217,6 @@ def decode_reduced_only(data: bytes, max_dimension: int) -> tuple[int, int]:
         width, height = im.size
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8),
                           _reduced_jpeg_flag(width, height, max_dimension) | _IGNORE_ORIENTATION)
+    if pixels is None:
+        raise ImageError("could not decode")
     return pixels.shape[1], pixels.shape[0]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -56,7 +57,7 @@ class Manifest:
                           indent=2).encode()
 
 
-def _new_hnsw() -> faiss.Index:
+def _new_hnsw() -> Any:
     inner = faiss.IndexHNSWFlat(TOTAL_BINS, HNSW_M)
     inner.hnsw.efConstruction = EF_CONSTRUCTION
     inner.hnsw.efSearch = EF_SEARCH
@@ -66,11 +67,12 @@ def _new_hnsw() -> faiss.Index:
 class LiveIndex:
     """Hellinger vectors of catalog histograms, searchable with tombstoned ids excluded."""
 
-    def __init__(self, index: faiss.Index | None = None, watermark: int = 0) -> None:
-        self._index = index if index is not None else _new_hnsw()
+    def __init__(self, index: Any = None, watermark: int = 0) -> None:
+        self._index: Any = index if index is not None else _new_hnsw()
         self._lock = threading.Lock()
         self._deleted: set[int] = set()
-        self._selector: faiss.IDSelector | None = None
+        self._selector: Any = None
+        self._selector_parts: Any = None
         self.watermark = watermark
         self.dirty = False  # changed since the last checkpoint
 
@@ -116,13 +118,14 @@ class LiveIndex:
         with self._lock:
             return np.asarray(self._index.reconstruct(int(image_id)))
 
-    def _search_params(self, k: int) -> faiss.SearchParametersHNSW:
+    def _search_params(self, k: int) -> Any:
         if self._selector is None and self._deleted:
             deleted = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
             batch = faiss.IDSelectorBatch(deleted)
             self._selector = faiss.IDSelectorNot(batch)
             self._selector_parts = batch  # keep the wrapped selector alive as long as the wrapper
-        return faiss.SearchParametersHNSW(sel=self._selector, efSearch=max(EF_SEARCH, k))
+        params: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
+        return params(sel=self._selector, efSearch=max(EF_SEARCH, k))
 
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, squared L2 distances between Hellinger vectors), best first, tombstones excluded."""
@@ -136,14 +139,10 @@ class LiveIndex:
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), distances[0][keep]
 
-    def serialize(self) -> np.ndarray:
-        with self._lock:
-            return faiss.serialize_index(self._index)
-
     def checkpoint(self, index_dir: Path, fingerprint: str) -> Manifest:
         """Write the index, then the manifest that commits it. Only the lock-held part blocks searches."""
         with self._lock:
-            blob = faiss.serialize_index(self._index)
+            blob: Any = faiss.serialize_index(self._index)
             watermark, count, tombstones = self.watermark, self.ntotal, len(self._deleted)
             self.dirty = False
         index_dir = Path(index_dir)
@@ -185,13 +184,13 @@ def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manif
     if hashlib.sha256(blob).hexdigest() != manifest.sha256:
         raise CheckpointInvalid(f"{path} does not match its manifest checksum (truncated or corrupted)")
     try:
-        index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     except RuntimeError as exc:
         raise CheckpointInvalid(f"{path} cannot be read by faiss: {str(exc).splitlines()[0]}") from exc
     if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
         raise CheckpointInvalid(f"{path} holds {index.ntotal} vectors of dimension {index.d}, manifest "
                                 f"says {manifest.vector_count} of {TOTAL_BINS}")
-    hnsw = faiss.downcast_index(index.index)
+    hnsw: Any = faiss.downcast_index(index.index)
     hnsw.hnsw.efSearch = EF_SEARCH
     return LiveIndex(index, watermark=manifest.watermark), manifest
 

@@ -1,8 +1,7 @@
 """The local API: JSON lines over a Unix socket (mode 0600) in the runtime dir; loopback TCP if configured.
 
-One request line, one response line. Searches run on the connection's thread against the live index
-(whose lock keeps them from ever overlapping an add); anything that writes the catalog is handed to
-the indexer thread.
+One request line, one response line. Reads run on the connection's thread; anything that writes the
+catalog is handed to the indexer thread.
 """
 
 from __future__ import annotations
@@ -15,10 +14,7 @@ import socketserver
 import threading
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .errors import ChromaticaError
-from .histogram import TOTAL_BINS
 from .scan import display_path
 
 if TYPE_CHECKING:
@@ -35,19 +31,6 @@ def _failures(daemon: Daemon) -> list[dict[str, Any]]:
             for (root, path), f in daemon.catalog.failed_files().items()]
 
 
-def _search(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
-    from .search import Searcher
-
-    hist = np.asarray(request.get("histogram", []), dtype=np.float32)
-    if hist.shape != (TOTAL_BINS,):
-        raise ValueError(f"histogram must have {TOTAL_BINS} values")
-    k = int(request.get("k", 10))
-    with daemon.index_lock:
-        live = daemon.live
-    searcher = Searcher(daemon.catalog, live, k_candidates=int(request.get("candidates", 200)))
-    return {"results": [r.to_json() for r in searcher.search(hist, k)]}
-
-
 def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
@@ -58,8 +41,6 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         return {"failures": _failures(daemon)}
     if op == "retry_failed":
         return {"requeued": daemon.call(daemon.retry_failed).result(timeout=60)}
-    if op == "search":
-        return _search(daemon, request)
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from skimage import data
 
+pytest_plugins = ["tests.daemon_harness"]  # the daemon_env fixture
+
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
 VENV_BIN = Path(sys.executable).parent
 CLI = str(VENV_BIN / "chromatica-watch")

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from chromatica_watch import histogram as H
 from chromatica_watch.catalog import Catalog

@@ -10,7 +10,7 @@ import numpy as np
 
 from chromatica_watch.index import INDEX_FILE
 from tests.conftest import solid, wait_until, write_rgb
-from tests.daemon_harness import DaemonEnv, assert_index_matches_disk, daemon_env, disk_state  # noqa: F401
+from tests.daemon_harness import DaemonEnv, assert_index_matches_disk, disk_state
 
 KILLS = int(os.environ.get("CHROMATICA_CRASH_KILLS", "20"))
 

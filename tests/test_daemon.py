@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
-from tests.daemon_harness import DaemonEnv, assert_index_matches_disk, daemon_env  # noqa: F401
+from tests.daemon_harness import DaemonEnv, assert_index_matches_disk
 
 
 def test_end_to_end_drop_photos_and_status_shows_them(daemon_env: DaemonEnv) -> None:

@@ -1,0 +1,695 @@
+"""Build benchmark: the seed's pipeline vs ours, the decode-only limit, peak RSS, catalog inserts.
+
+    .venv/bin/python bench/bench_build.py [--images N] [--out DIR]
+
+Everything is measured side by side in one run on the same machine, so the ratios mean something even
+when absolute figures drift. The corpus (camera-like 12-megapixel JPEGs made from the real photos
+scikit-image ships) is generated once and cached in OUT; the summary is printed and written to
+OUT/bench_build.json. Not a pytest test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from chromatica_watch import histogram, image
+
+if TYPE_CHECKING:
+    import psutil
+
+    from chromatica_watch.catalog import NewImage
+
+# Spawned worker processes (ours and the benchmark's own) re-run this module's top level, so only what
+# the ingest workers import anyway is imported here; build/catalog (faiss, duckdb, pyarrow) and psutil
+# are imported where used, or every worker of the timed builds would pay for importing them.
+
+BENCH_DIR = Path(__file__).resolve().parent
+CLI = str(Path(sys.executable).parent / "chromatica-watch")
+MAX_DIMENSION = 256
+
+# Corpus: 4000x3000 JPEGs at quality 90 with sensor-like noise. Bump CORPUS_VERSION when the recipe
+# changes so stale cached files are not reused.
+CORPUS_VERSION = 1
+WIDTH, HEIGHT = 4000, 3000
+JPEG_QUALITY = 90
+SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "motorcycle_right",
+           "hubble_deep_field", "immunohistochemistry", "retina")
+
+TARGET_SEED_RATIO = 3.0
+TARGET_DECODE_RATIO = 0.85
+TARGET_RSS_MB = 1024.0
+TARGET_ROWS_PER_S = 5000.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rate:
+    """One throughput measurement: wall time plus CPU seconds spent in the main process and workers."""
+
+    name: str
+    items: int
+    seconds: float
+    main_cpu: float = 0.0
+    worker_cpu: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_item(self) -> float:
+        return (self.main_cpu + self.worker_cpu) / self.items if self.items else 0.0
+
+    def row(self) -> str:
+        return (f"  {self.name:<44} {self.items:>6} in {self.seconds:6.2f} s = {self.per_second:8.1f}/s"
+                f"  CPU {self.cpu_per_item * 1000:5.1f} ms/item (main {self.main_cpu:4.1f} s, "
+                f"workers {self.worker_cpu:4.1f} s)")
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "per_second": round(self.per_second, 2)}
+
+
+@dataclass(frozen=True)
+class RssPeak:
+    main_mb: float
+    tree_mb: float
+    max_processes: int
+    samples: int
+    seconds: float
+    images: int
+    main_cpu_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    figure: str
+    value: float
+    unit: str
+    target: str
+    passed: bool | None  # None: informational, no target
+
+
+@dataclass
+class Summary:
+    checks: list[Check] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)
+
+    def add(self, figure: str, value: float, unit: str, target: str = "", passed: bool | None = None) -> None:
+        self.checks.append(Check(figure, round(value, 3), unit, target, passed))
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@functools.cache
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    return multiprocessing.get_context("spawn")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Corpus
+# ---------------------------------------------------------------------------------------------------
+@functools.cache
+def source_photo(name: str) -> np.ndarray:
+    """A real photo shipped with scikit-image, as BGR uint8."""
+    from skimage import data
+
+    if name.startswith("motorcycle_"):
+        left, right, _ = data.stereo_motorcycle()
+        rgb = left if name.endswith("left") else right
+    else:
+        rgb = getattr(data, name)()
+    return np.ascontiguousarray(rgb[:, :, 2::-1])
+
+
+def random_crop(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random 4:3 crop covering 55-100% of the largest 4:3 window, flipped at random."""
+    h, w = bgr.shape[:2]
+    full_w = min(w, h * 4 // 3)
+    cw = max(32, int(full_w * rng.uniform(0.55, 1.0)))
+    ch = cw * 3 // 4
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    crop = bgr[y:y + ch, x:x + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.15:
+        crop = crop[::-1]
+    return np.ascontiguousarray(crop)
+
+
+def shift_hue(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL)
+    hsv[:, :, 0] += np.uint8(rng.integers(0, 256))  # uint8 wraps: hue is circular
+    sat = hsv[:, :, 1].astype(np.float32) * np.float32(rng.uniform(0.8, 1.2))
+    hsv[:, :, 1] = np.clip(sat, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL)
+
+
+def add_sensor_noise(bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Luma grain + chroma noise at pixel scale, and low-frequency 'texture' so JPEGs are 3-6 MB."""
+    h, w = bgr.shape[:2]
+    cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
+    luma = np.empty((h, w), np.int16)
+    cv2.randn(luma, 0, float(rng.uniform(5.0, 7.0)))
+    texture = np.empty((h // 4, w // 4), np.float32)
+    cv2.randn(texture, 0, 8.0)
+    luma += cv2.resize(texture, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    noisy = bgr.astype(np.int16)
+    chroma = np.empty_like(noisy)
+    cv2.randn(chroma, (0, 0, 0), (3.0, 3.0, 3.0))
+    noisy += chroma
+    noisy += luma[:, :, None]
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def camera_like_jpeg(index: int) -> bytes:
+    rng = np.random.default_rng(1_000 + index)
+    src = source_photo(SOURCES[index % len(SOURCES)])
+    small = shift_hue(random_crop(src, rng), rng)
+    big = cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(".jpg", add_sensor_noise(big, rng), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _make_corpus_file(job: tuple[int, str]) -> int:
+    index, path = job
+    data = camera_like_jpeg(index)
+    write_atomic(Path(path), data)
+    return len(data)
+
+
+def corpus_dir(out: Path) -> Path:
+    return out / f"corpus-{WIDTH}x{HEIGHT}-q{JPEG_QUALITY}-v{CORPUS_VERSION}"
+
+
+def make_corpus(out: Path, count: int) -> list[Path]:
+    """The first `count` corpus files, generating (on all cores) whichever are not cached yet."""
+    folder = corpus_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"photo_{i:04d}.jpg" for i in range(count)]
+    missing = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        started = time.monotonic()
+        with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=spawn_context()) as pool:
+            list(pool.map(_make_corpus_file, missing, chunksize=2))
+        print(f"  generated {len(missing)} JPEGs in {time.monotonic() - started:.1f} s")
+    return paths
+
+
+def linked_set(out: Path, paths: Sequence[Path]) -> Path:
+    """A dataset folder holding exactly these files (hard links, so no copy)."""
+    folder = out / "sets" / f"n{len(paths)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for p in paths:
+        os.link(p, folder / p.name)
+    return folder
+
+
+def warm_page_cache(paths: Sequence[Path]) -> int:
+    total = 0
+    for p in paths:
+        total += len(p.read_bytes())
+    return total
+
+
+def describe_corpus(paths: Sequence[Path], summary: Summary) -> None:
+    sizes = np.array([p.stat().st_size for p in paths]) / 1e6
+    warm_page_cache(paths)
+    print(f"  {len(paths)} JPEGs {WIDTH}x{HEIGHT} q{JPEG_QUALITY} in {paths[0].parent}")
+    print(f"  file size MB: mean {sizes.mean():.2f}, min {sizes.min():.2f}, max {sizes.max():.2f} "
+          f"(page cache warmed: every file read once before timing)")
+    summary.details["corpus"] = {
+        "images": len(paths), "width": WIDTH, "height": HEIGHT, "quality": JPEG_QUALITY,
+        **{f"{k}_mb": round(float(v), 3) for k, v in (("mean", sizes.mean()), ("min", sizes.min()),
+                                                        ("max", sizes.max()))}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Images per second
+# ---------------------------------------------------------------------------------------------------
+def seed_process_single_image(image_path: Path, max_dimension: int) -> np.ndarray:
+    """The seed's section 5 `process_single_image`, with our histogram as its last step."""
+    from skimage import color
+
+    img = cv2.imread(str(image_path))
+    if img is None:
+        raise ValueError(f"Could not load image: {image_path}")
+    image_rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    height, width = image_rgb.shape[:2]
+    if max(height, width) > max_dimension:
+        scale = max_dimension / max(height, width)
+        image_rgb = cv2.resize(image_rgb, (int(width * scale), int(height * scale)))
+    image_lab = color.rgb2lab(image_rgb)
+    return histogram.lab_histogram(image_lab.reshape(-1, 3))
+
+
+def decode_only(path: str) -> tuple[int, int]:
+    """(d): read the bytes, header probe and reduced-scale decode; nothing else."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return image.decode_reduced_only(data, MAX_DIMENSION)
+
+
+def ours_features(path: str) -> np.ndarray:
+    """What one ingest worker does per file, without the build around it: read, hash, features."""
+    data = image.read_file(path).data
+    return image.features(data, MAX_DIMENSION, content_hash=image.hash_bytes(data)).histogram
+
+
+WORK: dict[str, Callable[[str], object]] = {
+    "seed": lambda p: seed_process_single_image(Path(p), MAX_DIMENSION),
+    "decode": decode_only,
+    "features": ours_features,
+}
+
+
+def _worker_init() -> None:
+    """Like the ingest workers: one decoding thread per process; heavy imports done before timing."""
+    image.limit_decoder_threads()
+    from skimage import color  # noqa: F401
+
+
+def _timed_batch(kind: str, paths: list[str]) -> float:
+    """Run one kind of work over paths in a worker; returns the worker's CPU seconds."""
+    started = time.process_time()
+    for p in paths:
+        WORK[kind](p)
+    return time.process_time() - started
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])
+
+
+def pool_rate(name: str, kind: str, paths: Sequence[Path], workers: int) -> Rate:
+    """Throughput of `kind` over paths in a warm spawn pool (pool start-up not timed)."""
+    items = [str(p) for p in paths]
+    with ProcessPoolExecutor(workers, mp_context=spawn_context(), initializer=_worker_init) as pool:
+        list(pool.map(_timed_batch, [kind] * workers, [items[:1]] * workers))  # start and warm the workers
+        started = time.perf_counter()
+        cpu = sum(pool.map(_timed_batch, [kind] * len(items), chunks(items, 2)))
+        seconds = time.perf_counter() - started
+    return Rate(name, len(items), seconds, worker_cpu=cpu)
+
+
+def build_rate(name: str, dataset: Path, output: Path, workers: int) -> Rate:
+    """The whole `build` in this process, timed from the call to its return (pool start-up included)."""
+    from chromatica_watch.build import BuildOptions, build
+
+    shutil.rmtree(output, ignore_errors=True)
+    main0, kids0 = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    report = build(BuildOptions(dataset=dataset, output=output, workers=workers))
+    seconds = time.perf_counter() - started
+    expected = len(list(dataset.iterdir()))
+    if report.indexed != expected:
+        raise RuntimeError(f"{name}: indexed {report.indexed} of {expected} ({report.failures[:3]})")
+    return Rate(name, report.indexed, seconds, main_cpu=cpu_seconds(resource.RUSAGE_SELF) - main0,
+                worker_cpu=cpu_seconds(resource.RUSAGE_CHILDREN) - kids0)
+
+
+def best_of(repeat: int, measure: Callable[[], Rate]) -> Rate:
+    rate = min((measure() for _ in range(repeat)), key=lambda r: r.seconds)
+    print(rate.row(), flush=True)
+    return rate
+
+
+def ratio_line(label: str, value: float, target: float | None = None) -> None:
+    goal = f"  (target >= {target})" if target is not None else ""
+    print(f"  {label:<58} = {value:5.2f}{goal}")
+
+
+def bench_speed(out: Path, paths: Sequence[Path], repeat: int, summary: Summary) -> None:
+    cores = len(os.sched_getaffinity(0))
+    dataset = linked_set(out, paths)
+    runs = out / "runs"
+    print(f"  best of {repeat} run(s) each; {cores} cores; every worker process: spawn, 1 OpenCV thread")
+    seed = best_of(repeat, lambda: pool_rate("(a) seed pipeline, 1 process", "seed", paths, 1))
+    ours1 = best_of(repeat, lambda: build_rate("(b) ours build(), workers=1", dataset, runs / "w1", 1))
+    ours_all = best_of(repeat, lambda: build_rate(f"(c) ours build(), workers=0 ({cores})", dataset,
+                                                  runs / "all", 0))
+    limit = best_of(repeat, lambda: pool_rate(f"(d) read + decode_reduced_only, {cores} procs", "decode",
+                                              paths, cores))
+    feats1 = best_of(repeat, lambda: pool_rate("(e) ours read+features() only, 1 process", "features",
+                                               paths, 1))
+    feats_all = best_of(repeat, lambda: pool_rate(f"(f) ours read+features() only, {cores} procs",
+                                                  "features", paths, cores))
+    vs_seed = ours1.per_second / seed.per_second
+    vs_limit = ours_all.per_second / limit.per_second
+    ceiling = seed.cpu_per_item / limit.cpu_per_item
+    ratio_line("ours build 1 worker / seed                   (b)/(a)", vs_seed, TARGET_SEED_RATIO)
+    ratio_line("ours build all cores / decode-only limit     (c)/(d)", vs_limit, TARGET_DECODE_RATIO)
+    ratio_line("ceiling of (b)/(a): seed CPU / decode-only CPU per image", ceiling)
+    ratio_line("pipeline alone vs seed, 1 process            (e)/(a)", feats1.per_second / seed.per_second)
+    ratio_line("pipeline alone vs decode-only, all cores     (f)/(d)", feats_all.per_second / limit.per_second)
+    ratio_line("build overhead: build vs its pipeline alone  (c)/(f)", ours_all.per_second / feats_all.per_second)
+    for r in (seed, ours1, ours_all, limit):
+        summary.add(r.name, r.per_second, "img/s")
+    summary.add("ours 1 worker / seed", vs_seed, "x", f">= {TARGET_SEED_RATIO}", vs_seed >= TARGET_SEED_RATIO)
+    summary.add("ours all cores / decode-only", vs_limit, "ratio", f">= {TARGET_DECODE_RATIO}",
+                vs_limit >= TARGET_DECODE_RATIO)
+    summary.add("ceiling: seed / decode-only CPU per image", ceiling, "x")
+    summary.details["speed"] = {r.name: r.to_json() for r in (seed, ours1, ours_all, limit, feats1, feats_all)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Peak RSS of `chromatica-watch build`
+# ---------------------------------------------------------------------------------------------------
+def rss_set(out: Path, sources: Sequence[Path], count: int) -> Path:
+    """`count` distinct files (a unique trailer after the JPEG EOI) in folders of 100, cached."""
+    folder = out / f"rss-{count}-v{CORPUS_VERSION}"
+    marker = out / f".rss-{count}-v{CORPUS_VERSION}.complete"
+    if marker.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.monotonic()
+    blobs = [p.read_bytes() for p in sources]
+    for i in range(count):
+        sub = folder / f"dir_{i // 100:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        trailer = b"BENCH" + i.to_bytes(8, "little") + os.urandom(8)
+        (sub / f"photo_{i:05d}.jpg").write_bytes(blobs[i % len(blobs)] + trailer)
+    marker.write_text(f"{count}\n")
+    print(f"  wrote {count} files in {time.monotonic() - started:.1f} s (cached for later runs)")
+    return folder
+
+
+@dataclass
+class TreeSampler:
+    """Peak RSS of a process and its descendants, and the CPU each of them used, by polling."""
+
+    proc: psutil.Process
+    peak_main: int = 0
+    peak_tree: int = 0
+    peak_processes: int = 0
+    samples: int = 0
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> last seen user+sys seconds
+    _children: list[psutil.Process] = field(default_factory=list)
+
+    def sample(self) -> None:
+        if self.samples % 10 == 0:  # listing descendants walks /proc: refresh every 10th sample only
+            self._children = self.proc.children(recursive=True)
+        main = self._measure(self.proc)
+        tree = main + sum(self._measure(c) for c in self._children)
+        self.peak_main, self.peak_tree = max(self.peak_main, main), max(self.peak_tree, tree)
+        alive = sum(1 for c in self._children if c.is_running())
+        self.peak_processes = max(self.peak_processes, 1 + alive)
+        self.samples += 1
+
+    def _measure(self, p: psutil.Process) -> int:
+        import psutil
+
+        try:
+            with p.oneshot():
+                times = p.cpu_times()
+                self.cpu[p.pid] = times.user + times.system
+                return int(p.memory_info().rss)
+        except psutil.NoSuchProcess:
+            return 0
+
+    def main_cpu(self) -> float:
+        return self.cpu.get(self.proc.pid, 0.0)
+
+    def others_cpu(self) -> float:
+        return sum(v for pid, v in self.cpu.items() if pid != self.proc.pid)
+
+
+def run_cli_build(dataset: Path, output: Path, log: Path) -> tuple[RssPeak, float]:
+    """Run the CLI build, sampling its process tree every 50 ms; (peak, descendants' CPU seconds)."""
+    import psutil
+
+    shutil.rmtree(output, ignore_errors=True)
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        popen = subprocess.Popen([CLI, "build", "--dataset", str(dataset), "--output", str(output), "-q"],
+                                 stdout=sink, stderr=subprocess.STDOUT)
+        sampler = TreeSampler(psutil.Process(popen.pid))
+        while popen.poll() is None:
+            sampler.sample()
+            time.sleep(0.05)
+        rc = popen.wait()
+    seconds = time.perf_counter() - started
+    if rc != 0:
+        raise RuntimeError(f"chromatica-watch build exited {rc}; see {log}")
+    indexed = int(json.loads((output / "indexing_report.json").read_text())["indexed"])
+    mb = 1024 * 1024
+    peak = RssPeak(sampler.peak_main / mb, sampler.peak_tree / mb, sampler.peak_processes, sampler.samples,
+                   seconds, indexed, sampler.main_cpu())
+    return peak, sampler.others_cpu()
+
+
+def bench_rss(out: Path, sources: Sequence[Path], count: int, summary: Summary) -> None:
+    dataset = rss_set(out, sources, count)
+    warm_page_cache(sorted(dataset.rglob("*.jpg")))
+    peak, workers_cpu = run_cli_build(dataset, out / "runs" / "rss", out / "rss_build.log")
+    print(f"  chromatica-watch build -q over {peak.images} x {WIDTH}x{HEIGHT} JPEGs: {peak.seconds:.1f} s = "
+          f"{peak.per_second:.1f} img/s; CPU main {peak.main_cpu_s:.1f} s, children {workers_cpu:.1f} s "
+          f"({(peak.main_cpu_s + workers_cpu) / peak.images * 1000:.1f} ms/img)")
+    print(f"  peak RSS: main process {peak.main_mb:.0f} MB; main + children {peak.tree_mb:.0f} MB "
+          f"(up to {peak.max_processes} processes incl. the resource tracker; {peak.samples} samples)")
+    summary.add(f"CLI build, {peak.images} images", peak.per_second, "img/s")
+    summary.add("peak RSS, main process", peak.main_mb, "MB", f"<= {TARGET_RSS_MB:.0f}",
+                peak.main_mb <= TARGET_RSS_MB)
+    summary.add("peak RSS, main + workers (sum)", peak.tree_mb, "MB", f"<= {TARGET_RSS_MB:.0f}",
+                peak.tree_mb <= TARGET_RSS_MB)
+    summary.details["rss"] = {**asdict(peak), "per_second": round(peak.per_second, 2),
+                              "children_cpu_s": round(workers_cpu, 2)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Catalog inserts
+# ---------------------------------------------------------------------------------------------------
+def random_histograms(rng: np.random.Generator, count: int, density: float = 1.0) -> np.ndarray:
+    """L1-normalised random histograms; `density` < 1 zeroes bins like real photos do (~4-20% used)."""
+    hists = rng.random((count, histogram.TOTAL_BINS), dtype=np.float32)
+    if density < 1.0:
+        hists[rng.random(hists.shape) >= density] = 0.0
+        hists[:, 0] += np.float32(1e-3)  # never an all-zero row
+    return hists / hists.sum(axis=1, keepdims=True)
+
+
+def new_images(start: int, hists: np.ndarray) -> list[NewImage]:
+    from chromatica_watch.catalog import NewImage
+
+    return [NewImage("/bench/root", f"dir/photo_{start + i:06d}.jpg".encode(), 4_000_000 + i,
+                     1_700_000_000_000_000_000 + i, f"{start + i:032x}", WIDTH, HEIGHT, h)
+            for i, h in enumerate(hists)]
+
+
+def fresh_catalog(path: Path) -> Path:
+    """An empty index dir whose catalog has our schema (made by Catalog.open itself)."""
+    from chromatica_watch.catalog import Catalog
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    Catalog.open(path, histogram.fingerprint(MAX_DIMENSION)).close()
+    return path
+
+
+def catalog_apply_rate(name: str, folder: Path, hists: np.ndarray, batch: int) -> tuple[Rate, list[float]]:
+    """Catalog.apply(Changes(added=...)) per batch into a fresh catalog; also each batch's rows/s."""
+    from chromatica_watch.catalog import Catalog, Changes
+
+    batches = [new_images(i, hists[i:i + batch]) for i in range(0, len(hists), batch)]
+    catalog = Catalog.open(fresh_catalog(folder), histogram.fingerprint(MAX_DIMENSION))
+    per_batch = []
+    main0 = cpu_seconds(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    try:
+        for rows in batches:
+            t = time.perf_counter()
+            catalog.apply(Changes(added=rows))
+            per_batch.append(len(rows) / (time.perf_counter() - t))
+    finally:
+        catalog.close()
+    seconds = time.perf_counter() - started
+    return Rate(name, len(hists), seconds, main_cpu=cpu_seconds(resource.RUSAGE_SELF) - main0), per_batch
+
+
+def executemany_rate(name: str, folder: Path, hists: np.ndarray, batch: int) -> Rate:
+    """Plain executemany into the same schema, one transaction per batch (parameters built untimed)."""
+    import duckdb
+
+    fresh_catalog(folder)
+    params = [[i + 1, r.root, r.path, r.size, r.mtime_ns, r.content_hash, r.width, r.height,
+               r.histogram.tolist()] for i, r in enumerate(new_images(0, hists))]
+    sql = ("INSERT INTO images (id, root, path, size, mtime_ns, content_hash, width, height, histogram) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    con = duckdb.connect(str(folder / "chromatica_metadata.db"))
+    main0 = cpu_seconds(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    try:
+        for i in range(0, len(params), batch):
+            con.execute("BEGIN TRANSACTION")
+            con.executemany(sql, params[i:i + batch])
+            con.execute("COMMIT")
+    finally:
+        con.close()
+    seconds = time.perf_counter() - started
+    return Rate(name, len(params), seconds, main_cpu=cpu_seconds(resource.RUSAGE_SELF) - main0)
+
+
+def batch_spread(per_batch: list[float]) -> str:
+    slowest = int(np.argmin(per_batch))
+    return (f"    rows/s per batch: median {np.median(per_batch):,.0f}, slowest {per_batch[slowest]:,.0f} "
+            f"(batch {slowest + 1} of {len(per_batch)}: DuckDB checkpoints rewrite the open row group)")
+
+
+def bench_catalog(out: Path, rows: int, executemany_rows: int, summary: Summary) -> None:
+    rng = np.random.default_rng(7)
+    dense = random_histograms(rng, rows)
+    arrow, per_batch = catalog_apply_rate("Catalog.apply, dense random, 1000/batch",
+                                          out / "runs" / "catalog-apply", dense, 1000)
+    print(arrow.row())
+    print(batch_spread(per_batch))
+    sparse, sparse_batches = catalog_apply_rate("Catalog.apply, 15% bins used, 1000/batch",
+                                                out / "runs" / "catalog-sparse",
+                                                random_histograms(rng, rows, 0.15), 1000)
+    print(sparse.row())
+    print(batch_spread(sparse_batches))
+    plain = executemany_rate("plain executemany, dense random, 1000/batch",
+                             out / "runs" / "catalog-executemany", dense[:executemany_rows], 1000)
+    print(plain.row())
+    ratio = arrow.per_second / plain.per_second
+    ratio_line("Catalog.apply / executemany (dense)", ratio)
+    summary.add("catalog inserts (Catalog.apply)", arrow.per_second, "rows/s", f">= {TARGET_ROWS_PER_S:.0f}",
+                arrow.per_second >= TARGET_ROWS_PER_S)
+    summary.add("catalog inserts, photo-like sparse rows", sparse.per_second, "rows/s")
+    summary.add("plain executemany inserts", plain.per_second, "rows/s")
+    summary.add("Catalog.apply / executemany", ratio, "x")
+    summary.details["catalog"] = {"apply": arrow.to_json(), "apply_sparse": sparse.to_json(),
+                                  "executemany": plain.to_json(),
+                                  "apply_batch_rows_per_s": [round(r) for r in per_batch],
+                                  "apply_sparse_batch_rows_per_s": [round(r) for r in sparse_batches]}
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------
+def verdict(check: Check) -> str:
+    return "info" if check.passed is None else ("PASS" if check.passed else "FAIL")
+
+
+def print_summary(summary: Summary) -> None:
+    section("Summary")
+    print(f"  {'figure':<46} {'value':>12} {'unit':<7} {'target':<10} result")
+    for c in summary.checks:
+        print(f"  {c.figure:<46} {c.value:>12,.2f} {c.unit:<7} {c.target:<10} {verdict(c)}")
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores other processes keep busy right now (this one is idle while measuring)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=seconds) / 100 * (os.cpu_count() or 1)
+
+
+def warn_if_busy(when: str, summary: Summary) -> None:
+    busy = busy_cores()
+    summary.details[f"busy_cores_{when}"] = round(busy, 2)
+    if busy > 0.2:
+        print(f"  WARNING: other processes keep {busy:.1f} cores busy {when}; figures will be low and noisy")
+
+
+def environment(args: argparse.Namespace) -> dict[str, object]:
+    import duckdb
+    import faiss
+
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cores": len(os.sched_getaffinity(0)), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "opencv": cv2.__version__, "faiss": faiss.__version__, "duckdb": duckdb.__version__,
+            "numpy": np.__version__, "images": args.images, "rss_images": args.rss_images,
+            "catalog_rows": args.catalog_rows, "repeat": args.repeat}
+
+
+def write_json(out: Path, summary: Summary) -> Path:
+    path = out / "bench_build.json"
+    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100, help="corpus size for the speed runs (100)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="cache and results (bench/out)")
+    parser.add_argument("--rss-images", type=int, default=2000, help="images in the peak-RSS build (2000)")
+    parser.add_argument("--catalog-rows", type=int, default=20_000, help="rows for Catalog.apply (20000)")
+    parser.add_argument("--executemany-rows", type=int, default=5_000, help="rows for executemany (5000)")
+    parser.add_argument("--repeat", type=int, default=2, help="speed runs: best of this many (2)")
+    args = parser.parse_args(argv)
+    if min(args.images, args.rss_images, args.catalog_rows, args.executemany_rows, args.repeat) < 1:
+        parser.error("counts must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary = Summary(details={"environment": environment(args)})
+    print(f"bench_build: {json.dumps(summary.details['environment'])}")
+    warn_if_busy("at start", summary)
+    section(f"1. Corpus: {args.images} camera-like JPEGs")
+    paths = make_corpus(out, args.images)
+    describe_corpus(paths, summary)
+    section("2. Images per second (max_dimension 256)")
+    bench_speed(out, paths, args.repeat, summary)
+    section(f"4. Catalog inserts: {args.catalog_rows} rows of FLOAT[1152] (run before 3, whose first run "
+            "writes GBs)")
+    bench_catalog(out, args.catalog_rows, min(args.executemany_rows, args.catalog_rows), summary)
+    section(f"3. Peak RSS of `chromatica-watch build` over {args.rss_images} images")
+    bench_rss(out, paths, args.rss_images, summary)
+    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
+    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    warn_if_busy("at the end", summary)
+    print_summary(summary)
+    details = summary.details
+    print(f"\n  total {details['seconds_total']} s; load average at end {details['loadavg_end']}; "
+          f"JSON: {write_json(out, summary)}")
+    failed = [c for c in summary.checks if c.passed is False]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
