@@ -1,0 +1,134 @@
+"""Search: ANN candidates from the live index, reranked by Earth Mover's Distance on catalog histograms.
+
+Stage 1 asks the live index (HNSW on Hellinger vectors; tombstones excluded by its IDSelector) for
+`k_candidates` neighbours. Stage 2 fetches their raw histograms from the catalog, double-checks that
+each row is still live (a tombstone may have been committed since the index answered), reranks by
+EMD (`rerank.rerank`) and keeps the best k. Each result carries its dominant colours, so it explains
+itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import histogram, rerank
+from .catalog import Catalog
+from .errors import UsageError
+from .index import LiveIndex
+from .indexdir import open_live_index
+from .scan import display_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_K = 10
+DEFAULT_K_CANDIDATES = 200
+MAX_K = 1000
+DOMINANT_COLORS = 5
+# similarity = exp(-score / SIMILARITY_SCALE): 1 for the same colours, 1/e when every bit of colour
+# must move 20 delta E on average (clearly different), ~0.05 at 60.
+SIMILARITY_SCALE = 20.0
+DEFAULT_MAX_DIMENSION = 256
+
+Row = tuple[str, bytes, bool]  # catalog.describe: (root, path, live)
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int
+    root: str
+    path: bytes  # the catalog key: relative to root, raw bytes
+    display_path: str  # absolute, printable on one line
+    score: float  # EMD in delta E units: lower is more similar, 0 for the same colours
+    similarity: float  # exp(-score / 20), in [0, 1]
+    dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share), largest share first
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "root": display_path(self.root),
+            "path": self.display_path,
+            "relative_path": display_path(self.path),
+            "score": round(self.score, 4),
+            "similarity": round(self.similarity, 4),
+            "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.dominant_colors],
+        }
+
+
+def similarity(score: float) -> float:
+    return math.exp(-max(score, 0.0) / SIMILARITY_SCALE)
+
+
+class Searcher:
+    """Answers queries against a catalog and its live index; safe to call from several threads."""
+
+    def __init__(self, catalog: Catalog, live_index: LiveIndex, k_candidates: int = DEFAULT_K_CANDIDATES,
+                 refine: int = rerank.DEFAULT_REFINE) -> None:
+        if k_candidates < 1:
+            raise ValueError("k_candidates must be at least 1")
+        self.catalog = catalog
+        self.live_index = live_index
+        self.k_candidates = k_candidates
+        self.refine = refine
+
+    def candidates(self, query_hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[int, Row]]:
+        """Stage 1 and the catalog fetch: ids (index order), raw histograms and rows of live candidates."""
+        ids, _ = self.live_index.search(query_hist, max(self.k_candidates, k))
+        hists = self.catalog.histograms(ids)
+        rows = self.catalog.describe(ids)
+        keep = [int(i) for i in ids if int(i) in hists and int(i) in rows and rows[int(i)][2]]
+        if len(keep) < len(ids):
+            logger.debug("search: %d of %d candidates are no longer live in the catalog", len(ids) - len(keep),
+                         len(ids))
+        stacked = np.stack([hists[i] for i in keep]) if keep else np.zeros((0, histogram.TOTAL_BINS), np.float32)
+        return np.array(keep, dtype=np.int64), stacked, rows
+
+    def search(self, query_hist: np.ndarray, k: int = DEFAULT_K) -> list[Result]:
+        """The k best matches, best first."""
+        if not 1 <= k <= MAX_K:
+            raise UsageError(f"bad number of results {k}: must be between 1 and {MAX_K}")
+        query = np.asarray(query_hist, dtype=np.float32).reshape(-1)
+        if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or np.any(query < 0) \
+                or not query.sum() > 0:
+            raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
+        query = query / query.sum()
+        ids, hists, rows = self.candidates(query, k)
+        if len(ids) == 0:
+            return []
+        order, distances = rerank.rerank(query, ids, hists, k=k, refine=self.refine)
+        position = {image_id: n for n, image_id in enumerate(ids.tolist())}
+        results = []
+        for image_id, score in zip(order[:k].tolist(), distances[:k].tolist(), strict=True):
+            root, path, _ = rows[image_id]
+            results.append(Result(
+                id=image_id, root=root, path=path,
+                display_path=display_path(os.path.join(os.fsencode(root), path)),
+                score=float(score), similarity=similarity(score),
+                dominant_colors=tuple(rerank.dominant_colors(hists[position[image_id]], top=DOMINANT_COLORS))))
+        return results
+
+
+def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION) -> tuple[Catalog, LiveIndex]:
+    """Catalog (read-only) and live index of an index dir, for searching without the daemon.
+
+    The checkpoint is loaded and verified, and catalog rows past its watermark are added in memory
+    (an unusable checkpoint is rebuilt in memory, with a warning). Nothing is written to the
+    directory. Raises IndexDirError when the daemon holds the catalog, or it was built with another
+    `max_dimension`. The caller closes the catalog.
+    """
+    index_dir = Path(index_dir)
+    fingerprint = histogram.fingerprint(max_dimension)
+    catalog = Catalog.open(index_dir, fingerprint, read_only=True)
+    try:
+        live, recovery = open_live_index(index_dir, catalog, fingerprint)
+    except BaseException:
+        catalog.close()
+        raise
+    logger.debug("opened %s read-only: %d vectors, %d caught up from the catalog", index_dir, live.ntotal,
+                 recovery.caught_up)
+    return catalog, live
