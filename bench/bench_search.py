@@ -42,7 +42,7 @@ from skimage import data
 from chromatica_watch import histogram, index, rerank
 from chromatica_watch.catalog import Catalog, Changes, NewImage
 from chromatica_watch.query import ColorWeight, color_query_histogram
-from chromatica_watch.search import Searcher, open_readonly
+from chromatica_watch.searcher import Searcher, open_readonly
 
 BENCH_DIR = Path(__file__).resolve().parent
 DATASET_VERSION = 1  # bump when the recipe below changes, so a cached index is not reused

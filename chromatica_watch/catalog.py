@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import IndexDirError
+from .errors import IndexDirBusy, IndexDirError
 from .histogram import TOTAL_BINS
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class Catalog:
         except duckdb.IOException as exc:
             msg = str(exc).splitlines()[0]
             if "lock" in msg.lower():
-                raise IndexDirError(f"catalog {path} is in use by another process (is the daemon running?)") \
+                raise IndexDirBusy(f"catalog {path} is in use by another process (is the daemon running?)") \
                     from exc
             raise IndexDirError(f"cannot open catalog {path}: {msg}") from exc
         except duckdb.Error as exc:

@@ -19,6 +19,7 @@ from .errors import ChromaticaError, UsageError
 from .status import EXIT_NOT_RUNNING, judge, pid_alive, read_status
 
 if TYPE_CHECKING:
+    from .api import Match
     from .build import Progress
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,56 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _swatch(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"\x1b[48;2;{r};{g};{b}m  \x1b[0m"
+
+
+def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str]:
+    """A table: rank, colour distance (EMD in CIE delta E: 0 = the same colours), dominant colours, path."""
+    lines = [f"{'#':>3}  {'ΔE':>5}  {'colors':<{_COLORS_WIDTH}}  path"]
+    for rank, m in enumerate(matches, 1):
+        shown = m.dominant_colors[:3]
+        colors = "  ".join(f"{h} {share:3.0%}" for h, share in shown)
+        if swatches:  # the swatch is 2 visible columns, added after padding so widths stay right
+            colors = "  ".join(f"{_swatch(h)} {h} {share:3.0%}" for h, share in shown) + \
+                " " * (_COLORS_WIDTH - len(colors) - 3 * len(shown))
+        lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{_COLORS_WIDTH}}  {m.path}")
+    return lines
+
+
+_COLORS_WIDTH = 3 * len("#rrggbb 100%") + 2 * 2
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .api import query_histogram, search_configured, search_index_dir
+
+    cfg = _load_config(args)
+    if args.color and args.image:
+        raise UsageError("search by --color or by --image, not both")
+    if not args.color and not args.image:
+        raise UsageError("nothing to search for: give --color '#ff8800[:weight]' (repeatable) or --image PATH")
+    query = query_histogram(args.color or None, args.image, max_dimension=cfg.max_dimension,
+                            max_pixels=cfg.max_pixels)
+    if args.k < 1:
+        raise UsageError(f"-k must be at least 1, got {args.k}")
+    if args.index_dir:
+        matches = search_index_dir(Path(args.index_dir), query, args.k, max_dimension=cfg.max_dimension,
+                                   candidates=cfg.search_candidates)
+    else:
+        matches = search_configured(cfg, query, args.k)
+    if args.json:
+        print(json_dumps([m.to_json() for m in matches]))
+        return 0
+    if not matches:
+        print("no matches: the index is empty", file=sys.stderr)
+        return 0
+    swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for line in format_matches(matches, swatches):
+        print(line)
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from .service import install_service
 
@@ -234,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry-failed", help="queue failed files for another try")
     p.add_argument("--config")
     p.set_defaults(func=cmd_retry_failed)
+
+    p = sub.add_parser("search", help="find photos by color or by an example image",
+                       description="Find photos by weighted colors or by an example image. Asks the running "
+                                   "daemon; with none running, opens the index read-only.")
+    p.add_argument("--color", "-c", action="append", default=[], metavar="HEX[:WEIGHT]",
+                   help="a color like '#ff8800' or '#f80', optionally weighted ('#ff8800:0.7'); repeatable, "
+                        "up to 8")
+    p.add_argument("--image", "-i", metavar="PATH", help="find photos colored like this one")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--json", action="store_true", help="results as JSON")
+    p.add_argument("--index-dir", help="search this index directory read-only (e.g. one made by build)")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("install-service", help="write the systemd unit and print the systemctl commands")
     p.add_argument("--system", action="store_true",

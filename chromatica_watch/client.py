@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import ChromaticaError, DaemonNotRunning
+from .errors import ChromaticaError, DaemonNotRunning, UsageError
 
 
 def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -32,7 +32,9 @@ def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -
     except ValueError as exc:
         raise ChromaticaError(f"bad response from the daemon on {socket_path}") from exc
     if not response.get("ok"):
-        raise ChromaticaError(f"daemon: {response.get('error', 'unknown error')}")
+        # A bad request (exit code 2) stays a usage error across the socket.
+        error = UsageError if response.get("exit_code") == UsageError.exit_code else ChromaticaError
+        raise error(f"daemon: {response.get('error', 'unknown error')}")
     return dict(response)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,11 @@ def default_state_dir() -> str:
 
 
 def default_runtime_dir() -> str:
-    return platformdirs.user_runtime_dir(APP)
+    # Without XDG_RUNTIME_DIR (cron, su, containers) platformdirs warns on every call and falls back
+    # to a per-user folder under /tmp, which is what we want: say nothing on each CLI command.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_dir(APP)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Config:
     max_pixels: int = 150_000_000
     watcher: str = "auto"
     tcp_port: int = 0
+    search_candidates: int = 200
     log_level: str = "INFO"
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
@@ -123,7 +129,7 @@ def _validate(cfg: Config) -> Config:
     for key in ("settle_seconds", "max_batch_delay", "checkpoint_interval", "rescan_interval",
                 "status_interval"):
         _positive(key, getattr(cfg, key), allow_zero=key in ("settle_seconds", "max_batch_delay"))
-    for key in ("batch_size", "max_dimension", "max_pixels"):
+    for key in ("batch_size", "max_dimension", "max_pixels", "search_candidates"):
         _positive(key, getattr(cfg, key))
     _positive("workers", cfg.workers, allow_zero=True)
     if not 0 <= cfg.rescan_jitter < 1:

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
+
 from . import __version__, histogram
 from . import config as config_mod
 from .batcher import Batcher, Key
@@ -36,6 +38,7 @@ from .ingest import IngestPool, Task
 from .pipeline import Committer, Outcome, Replaced, Vanished, absolute_key, ingest_tasks, make_tasks
 from .reconcile import diff
 from .scan import DiskFile, ScanProblem, display_path, scan
+from .searcher import Result, Searcher
 from .server import SearchServer
 from .service import SystemdNotifier
 from .status import write_status
@@ -501,6 +504,13 @@ class Daemon:
             with self.index_lock:
                 self.live = fresh
             self.checkpoint()
+
+    def search(self, query: np.ndarray, k: int) -> list[Result]:
+        """Answer a query on a socket thread. The live index's own lock keeps this search and the
+        indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
+        with self.index_lock:
+            live = self.live
+        return Searcher(self.catalog, live, self.cfg.search_candidates).search(query, k)
 
     def checkpoint(self) -> None:
         try:

@@ -29,6 +29,10 @@ class IndexDirError(ChromaticaError):
     """The index directory cannot be created, written, read, or was built with other settings."""
 
 
+class IndexDirBusy(IndexDirError):
+    """Another process (the daemon) holds the catalog for writing."""
+
+
 class DaemonNotRunning(ChromaticaError):
     """No live daemon answers for this index directory."""
 

@@ -14,8 +14,11 @@ import socketserver
 import threading
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .errors import ChromaticaError
 from .scan import display_path
+from .searcher import DEFAULT_K
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -31,6 +34,20 @@ def _failures(daemon: Daemon) -> list[dict[str, Any]]:
             for (root, path), f in daemon.catalog.failed_files().items()]
 
 
+def _query_histogram(request: dict[str, Any]) -> np.ndarray:
+    values = request.get("histogram")
+    if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
+        raise ValueError("search: 'histogram' must be a list of numbers")
+    return np.asarray(values, dtype=np.float32)
+
+
+def _k(request: dict[str, Any]) -> int:
+    k = request.get("k", DEFAULT_K)
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise ValueError("search: 'k' must be an integer")
+    return k
+
+
 def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
@@ -39,6 +56,8 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         return {"status": daemon.status()}
     if op == "failed":
         return {"failures": _failures(daemon)}
+    if op == "search":
+        return {"results": [r.to_json() for r in daemon.search(_query_histogram(request), _k(request))]}
     if op == "retry_failed":
         return {"requeued": daemon.call(daemon.retry_failed).result(timeout=60)}
     raise ValueError(f"unknown op {op!r}")
@@ -54,7 +73,9 @@ class _Handler(socketserver.StreamRequestHandler):
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
             response = {"ok": True, **handle(self.server.daemon, request)}
-        except (ValueError, ChromaticaError, TimeoutError) as exc:
+        except ChromaticaError as exc:
+            response = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        except (ValueError, TimeoutError) as exc:
             response = {"ok": False, "error": str(exc)}
         except Exception as exc:  # one bad request must not take the daemon down
             logger.exception("request failed")

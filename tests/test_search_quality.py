@@ -24,7 +24,7 @@ from chromatica_watch.catalog import Catalog, Changes, NewImage
 from chromatica_watch.errors import IndexDirError, UsageError
 from chromatica_watch.index import LiveIndex
 from chromatica_watch.query import color_query_histogram, image_query_histogram, parse_colors
-from chromatica_watch.search import Searcher, open_readonly
+from chromatica_watch.searcher import Searcher, open_readonly
 from tests.conftest import photo, solid, write_rgb
 
 NAMED = {
