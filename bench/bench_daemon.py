@@ -1,0 +1,718 @@
+"""Daemon benchmark: drop-to-indexed latency, a burst vs `build`, startup reconcile of 100k files, idle cost.
+
+    flock /tmp/chromatica-bench.lock .venv/bin/python bench/bench_daemon.py [--drops 20] [--burst 1000]
+        [--tree 100000] [--idle-seconds 60] [--workers 0] [--sections latency,burst,reconcile,idle]
+        [--out bench/out]
+
+Not a pytest test. Every figure comes from the real `chromatica-watch run --config FILE` in a subprocess,
+with a temp config that sets only paths, `workers` and `log_level`: settle_seconds, max_batch_delay,
+batch_size, status_interval... are the built-in defaults, read back with the config loader (never typed
+here). Prints figures, ratios and PASS/FAIL per target, writes OUT/bench_daemon.json, exits 1 when a
+target is missed. The machine may be shared: every section prints how many cores other processes kept
+busy meanwhile ("others"), so noisy figures can be recognised. Run it under the flock above so that no
+two benchmarks overlap.
+
+1. Drop-to-indexed latency (target p95 - settle_seconds <= 1.5 s). A daemon watches an empty folder;
+   N distinct camera-like 12 MP JPEGs (bench_build's corpus, each with a unique trailer after the EOI
+   marker so every file is new content) are dropped one at a time, each after the previous one was
+   indexed and a random 0.3-1 s pause. A drop is a hard link made in a staging folder outside the root
+   on the same file system, then one rename(2) into the root: the file appears atomically, complete.
+   The clock starts just before the rename and stops when the daemon reports one more indexed image:
+   over its socket (`{"op": "status"}`, counts from the committed catalog), polled every --poll s.
+   status.json (what `chromatica-watch status` reads) is polled in the same loop and reported beside.
+2. Burst (target daemon / build <= 1.15). `chromatica-watch build --workers W` on the burst folder
+   (wall time of the CLI, interpreter and worker start-up included), then the same files dropped at
+   once (one rename each, as fast as the loop goes) into the running daemon with the same W workers:
+   time from the first rename until the socket reports all indexed and nothing queued.
+3. Startup reconcile of an unchanged tree of --tree files (target <= 3 s, and no image opened). Tiny
+   distinct JPEGs in folders of 100, generated and built once with `chromatica-watch build` (cached
+   in OUT/daemon). The daemon is started on that index: the reconcile time is the daemon's own log
+   line ("reconciled N files in S s": scan + catalog query + diff), checked against the state changes
+   seen in status.json. The daemon is then started again under `strace -f -e trace=open,openat,openat2`
+   (all its processes, workers included) and every open of a path under the root is counted; an open
+   of a file with an image extension is an image open (target 0). Without strace (`apt-get install -y
+   strace`) that check is skipped and says so. The dentry/inode cache is warm (the tree was just
+   walked); a first start after boot walks a cold cache.
+4. Idle daemon (targets: CPU ~0, i.e. <= 0.6 s per minute = 1%; RSS <= index + 200 MB). The daemon of
+   section 3 (its index holds --tree vectors), once idle: CPU (utime + stime from /proc, main process
+   and its workers) over --idle-seconds, and peak RSS sampled every second, main process and the whole
+   tree, against the size of the FAISS index file + 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bench_build as bb
+import cv2
+import numpy as np
+
+from chromatica_watch import config as config_mod
+from chromatica_watch.client import request
+from chromatica_watch.image import has_image_extension
+
+BENCH_DIR = Path(__file__).resolve().parent
+CLI = bb.CLI
+
+TARGET_LATENCY_P95_S = 1.5
+TARGET_BURST_RATIO = 1.15
+TARGET_RECONCILE_S = 3.0
+TARGET_IMAGE_OPENS = 0
+TARGET_IDLE_CPU_S_PER_MIN = 0.6  # "~0": at most 1% of one core
+TARGET_RSS_MARGIN_MB = 200.0
+TREE_VERSION = 1
+MB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results (same shape as bench_build's summary)
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    checks: list[bb.Check] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, figure: str, value: float, unit: str, target: str = "", passed: bool | None = None) -> None:
+        self.checks.append(bb.Check(figure, round(value, 3), unit, target, passed))
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def own_cpu() -> float:
+    return bb.cpu_seconds(resource.RUSAGE_SELF) + bb.cpu_seconds(resource.RUSAGE_CHILDREN)
+
+
+class OutsideLoad:
+    """Cores kept busy by processes other than ours (this one, its children, and `tree_cpu`) meanwhile."""
+
+    def __init__(self, tree_cpu: Callable[[], float] = lambda: 0.0) -> None:
+        self.tree_cpu = tree_cpu
+        self.busy0, self.ours0, self.tree0 = bb.busy_cpu_seconds(), own_cpu(), tree_cpu()
+        self.started = time.perf_counter()
+
+    def cores(self) -> float:
+        seconds = time.perf_counter() - self.started
+        ours = own_cpu() - self.ours0 + self.tree_cpu() - self.tree0
+        return round(max(0.0, bb.busy_cpu_seconds() - self.busy0 - ours) / max(seconds, 1e-9), 2)
+
+
+def process_tree_cpu(pid: int) -> Callable[[], float]:
+    """user+sys seconds of a process and its descendants (/proc/PID/stat via psutil); remembers the
+    last value of processes that have exited so the total never goes backwards."""
+    import psutil
+
+    seen: dict[int, float] = {}
+    main = psutil.Process(pid)
+
+    def total() -> float:
+        try:
+            procs = [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                seen[p.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return sum(seen.values())
+
+    return total
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+# ---------------------------------------------------------------------------------------------------
+# A daemon in a subprocess
+# ---------------------------------------------------------------------------------------------------
+def clean_env() -> dict[str, str]:
+    """The daemon's environment without CHROMATICA_WATCH_* overrides, so its config is the file's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CHROMATICA_WATCH_")}
+
+
+@dataclass
+class DaemonRun:
+    name: str
+    roots: list[Path]
+    index_dir: Path
+    workdir: Path  # state dir, config and stderr log live here
+    workers: int
+    runtime_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cwb-", dir="/tmp")))
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        values = {"roots": [str(r) for r in self.roots], "index_dir": str(self.index_dir),
+                  "state_dir": str(self.state_dir), "runtime_dir": str(self.runtime_dir),
+                  "workers": self.workers, "log_level": "INFO"}
+        self.config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+        self.cfg = config_mod.load(self.config)  # defaults filled in by the daemon's own loader
+
+    @property
+    def config(self) -> Path:
+        return self.workdir / "cw.toml"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def log_file(self) -> Path:
+        return self.cfg.log_path
+
+    def start(self, prefix: Sequence[str] = ()) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # a fresh log and status.json per start
+        with (self.workdir / "stderr.log").open("ab") as log:
+            self.proc = subprocess.Popen([*prefix, CLI, "run", "--config", str(self.config)], stdout=log,
+                                         stderr=log, env=clean_env())
+
+    def status_json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.cfg.status_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def socket_status(self) -> dict[str, Any]:
+        return dict(request(self.cfg.socket_path, {"op": "status"}, timeout=10.0)["status"])
+
+    @property
+    def pid(self) -> int:
+        """The daemon's own pid (under strace, Popen's pid is strace's)."""
+        return int(self.status_json().get("pid", 0))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_idle(self, timeout: float, queued_zero: bool = True) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name}: daemon exited; see {self.workdir / 'stderr.log'}")
+            s = self.status_json()
+            if s.get("state") == "idle" and (not queued_zero or s.get("counts", {}).get("queued") == 0):
+                return s
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: not idle within {timeout} s; see {self.workdir / 'stderr.log'}")
+
+    def stop(self, timeout: float = 120.0) -> None:
+        if not self.alive():
+            return
+        pid = self.pid
+        assert self.proc is not None
+        try:
+            os.kill(pid if pid > 0 else self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------
+def unique_photos(out: Path, sources: Sequence[Path], count: int, tag: str) -> Path:
+    """`count` distinct camera-like 12 MP JPEGs: corpus photos cycled, each with a unique trailer after
+    the JPEG EOI marker (distinct content hashes, same decode work). Cached."""
+    folder = out / "daemon" / f"{tag}-{count}-v{bb.CORPUS_VERSION}"
+    marker = out / "daemon" / f".{tag}-{count}-v{bb.CORPUS_VERSION}.complete"
+    if marker.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.monotonic()
+    blobs = [p.read_bytes() for p in sources]
+    for i in range(count):
+        trailer = tag.encode() + i.to_bytes(8, "little") + os.urandom(8)
+        (folder / f"{tag}_{i:05d}.jpg").write_bytes(blobs[i % len(blobs)] + trailer)
+    marker.write_text(f"{count}\n")
+    print(f"  wrote {count} {tag} files in {time.monotonic() - started:.1f} s (cached for later runs)")
+    return folder
+
+
+def staged(files: Sequence[Path], staging: Path) -> list[Path]:
+    """Hard links to the files in a staging folder (outside the root, same file system)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    links = []
+    for f in files:
+        link = staging / f.name
+        os.link(f, link)
+        links.append(link)
+    return links
+
+
+def tiny_tree(out: Path, count: int) -> Path:
+    """`count` distinct tiny JPEGs (16x16 noise) in folders of 100. Cached."""
+    folder = out / "daemon" / f"tree-{count}-v{TREE_VERSION}"
+    marker = out / "daemon" / f".tree-{count}-v{TREE_VERSION}.complete"
+    if marker.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.monotonic()
+    rng = np.random.default_rng(12345)
+    for i in range(count):
+        sub = folder / f"d_{i // 100:04d}"
+        if i % 100 == 0:
+            sub.mkdir(parents=True)
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        ok, buf = cv2.imencode(".jpg", cv2.resize(small, (16, 16), interpolation=cv2.INTER_LINEAR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        (sub / f"img_{i:06d}.jpg").write_bytes(buf.tobytes())
+    marker.write_text(f"{count}\n")
+    print(f"  wrote {count} tiny JPEGs in {count // 100} folders in {time.monotonic() - started:.1f} s")
+    return folder
+
+
+def run_build(dataset: Path, output: Path, workers: int, log: Path,
+              fresh: bool = True) -> tuple[float, float, dict[str, Any]]:
+    """`chromatica-watch build` as a CLI: (wall seconds, outside load in cores, indexing report)."""
+    if fresh:
+        shutil.rmtree(output, ignore_errors=True)
+    load = OutsideLoad()
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        rc = subprocess.call([CLI, "build", "--dataset", str(dataset), "--output", str(output), "-q",
+                              "--workers", str(workers)], stdout=sink, stderr=subprocess.STDOUT, env=clean_env())
+    seconds = time.perf_counter() - started
+    if rc != 0:
+        raise RuntimeError(f"chromatica-watch build exited {rc}; see {log}")
+    return seconds, load.cores(), json.loads((output / "indexing_report.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Latency
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class Drop:
+    socket_s: float
+    status_json_s: float | None
+
+
+def drop_and_wait(daemon: DaemonRun, link: Path, dest: Path, before: int, poll: float,
+                  timeout: float = 60.0) -> Drop:
+    t_socket: float | None = None
+    t_json: float | None = None
+    started = time.perf_counter()
+    os.rename(link, dest)
+    while t_socket is None or t_json is None:
+        now = time.perf_counter()
+        if now - started > timeout:
+            if t_socket is None:
+                raise RuntimeError(f"{dest.name} not indexed within {timeout} s")
+            break  # status.json lagging is reported as missing, the socket figure stands
+        if t_socket is None:
+            s = daemon.socket_status()
+            if s["counts"]["failed"]:
+                raise RuntimeError(f"the daemon failed to index a file: {s['recent_failures']}")
+            if s["counts"]["indexed"] > before:
+                t_socket = time.perf_counter() - started
+        if t_json is None and daemon.status_json().get("counts", {}).get("indexed", 0) > before:
+            t_json = time.perf_counter() - started
+        time.sleep(poll)
+    assert t_socket is not None
+    return Drop(t_socket, t_json)
+
+
+def bench_latency(daemon: DaemonRun, files: Sequence[Path], staging: Path, poll: float,
+                  summary: Summary) -> None:
+    settle = daemon.cfg.settle_seconds
+    print(f"  daemon defaults: settle_seconds {settle}, max_batch_delay {daemon.cfg.max_batch_delay}, "
+          f"batch_size {daemon.cfg.batch_size}, status_interval {daemon.cfg.status_interval}, "
+          f"workers {daemon.cfg.worker_count}; polling every {poll * 1000:.0f} ms")
+    links = staged(files, staging)
+    bb.warm_page_cache(files)
+    target_dir = daemon.roots[0] / "drops"
+    target_dir.mkdir(exist_ok=True)
+    time.sleep(daemon.cfg.settle_seconds + 1)  # the new folder's own event passes first
+    daemon.wait_idle(60)
+    rng = random.Random(3)
+    drops: list[Drop] = []
+    load = OutsideLoad(process_tree_cpu(daemon.pid))
+    for link in links:
+        before = int(daemon.socket_status()["counts"]["indexed"])
+        drops.append(drop_and_wait(daemon, link, target_dir / link.name, before, poll))
+        time.sleep(rng.uniform(0.3, 1.0))  # not in phase with the daemon's loop
+    others = load.cores()
+    sock = [d.socket_s - settle for d in drops]
+    js = [d.status_json_s - settle for d in drops if d.status_json_s is not None]
+    print(f"  {len(drops)} drops, seconds after the rename minus settle_seconds ({settle}); others {others} cores")
+    print(f"    socket status      : p50 {percentile(sock, 50):5.2f}  p95 {percentile(sock, 95):5.2f}  "
+          f"min {min(sock):5.2f}  max {max(sock):5.2f}")
+    if js:
+        print(f"    status.json        : p50 {percentile(js, 50):5.2f}  p95 {percentile(js, 95):5.2f}  "
+              f"min {min(js):5.2f}  max {max(js):5.2f}  ({len(js)} of {len(drops)} seen)")
+    p95 = percentile(sock, 95)
+    summary.add("drop-to-indexed p50 - settle (socket)", percentile(sock, 50), "s")
+    summary.add("drop-to-indexed p95 - settle (socket)", p95, "s", f"<= {TARGET_LATENCY_P95_S}",
+                p95 <= TARGET_LATENCY_P95_S)
+    if js:
+        summary.add("drop-to-indexed p95 - settle (status.json)", percentile(js, 95), "s")
+    summary.details["latency"] = {"settle_seconds": settle, "max_batch_delay": daemon.cfg.max_batch_delay,
+                                  "poll_s": poll, "outside_load": others,
+                                  "socket_minus_settle_s": [round(x, 4) for x in sock],
+                                  "status_json_minus_settle_s": [round(x, 4) for x in js]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Burst vs build
+# ---------------------------------------------------------------------------------------------------
+def bench_burst(out: Path, daemon: DaemonRun, burst_dir: Path, staging: Path, workers: int, poll: float,
+                summary: Summary) -> None:
+    files = sorted(burst_dir.iterdir())
+    n = len(files)
+    bb.warm_page_cache(files)
+    build_s, build_others, report = run_build(burst_dir, out / "daemon" / "runs" / "build-burst", workers,
+                                              out / "daemon" / "build-burst.log")
+    if report["indexed"] != n:
+        raise RuntimeError(f"build indexed {report['indexed']} of {n}")
+    print(f"  chromatica-watch build --workers {workers}: {n} files in {build_s:.2f} s wall = "
+          f"{n / build_s:.1f} img/s (its own report: {report['seconds']:.2f} s); others {build_others} cores")
+
+    links = staged(files, staging)
+    bb.warm_page_cache(files)
+    daemon.wait_idle(120)
+    before = int(daemon.socket_status()["counts"]["indexed"])
+    dest = daemon.roots[0] / "burst"
+    dest.mkdir(exist_ok=True)
+    time.sleep(daemon.cfg.settle_seconds + 1)
+    daemon.wait_idle(60)
+    load = OutsideLoad(process_tree_cpu(daemon.pid))
+    started = time.perf_counter()
+    for link in links:
+        os.rename(link, dest / link.name)
+    dropped = time.perf_counter() - started
+    while True:
+        s = daemon.socket_status()
+        if s["counts"]["failed"]:
+            raise RuntimeError(f"the daemon failed to index files: {s['recent_failures']}")
+        if s["counts"]["indexed"] >= before + n and s["counts"]["queued"] == 0:
+            break
+        if time.perf_counter() - started > max(600.0, 20 * build_s):
+            raise RuntimeError(f"burst not indexed in time: {s['counts']}")
+        time.sleep(poll)
+    daemon_s = time.perf_counter() - started
+    others = load.cores()
+    ratio = daemon_s / build_s
+    print(f"  daemon, {n} files renamed in at once ({dropped:.2f} s to rename them all): all indexed after "
+          f"{daemon_s:.2f} s = {n / daemon_s:.1f} img/s; others {others} cores")
+    bb.ratio_line("burst: daemon / build (same files, same workers)", ratio)
+    summary.add(f"build, {n} x 12 MP JPEGs, {workers} workers", build_s, "s")
+    summary.add(f"daemon burst, {n} x 12 MP JPEGs", daemon_s, "s")
+    summary.add("burst: daemon / build", ratio, "ratio", f"<= {TARGET_BURST_RATIO}", ratio <= TARGET_BURST_RATIO)
+    summary.details["burst"] = {"files": n, "workers": workers, "build_wall_s": round(build_s, 3),
+                                "build_report_s": report["seconds"], "build_outside_load": build_others,
+                                "daemon_s": round(daemon_s, 3), "rename_s": round(dropped, 3),
+                                "daemon_outside_load": others, "ratio": round(ratio, 4)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Startup reconcile of an unchanged tree
+# ---------------------------------------------------------------------------------------------------
+RECONCILED = re.compile(r"reconciled (\d+) files in ([0-9.]+) s \((\d+) unchanged, (\d+) read, (\d+) gone\)")
+
+
+def built_tree(out: Path, count: int, workers: int) -> tuple[Path, Path]:
+    tree = tiny_tree(out, count)
+    index = out / "daemon" / f"tree-{count}-v{TREE_VERSION}.index"
+    marker = out / "daemon" / f".tree-{count}-v{TREE_VERSION}.built"
+    if not marker.exists():
+        print(f"  building the index of the tree once (resumable; cached in {index}) ...", flush=True)
+        seconds, others, report = run_build(tree, index, workers, out / "daemon" / "build-tree.log", fresh=False)
+        if report["total_live"] != count:
+            raise RuntimeError(f"tree build has {report['total_live']} of {count} images; see the build log")
+        marker.write_text(f"{count}\n")
+        print(f"  built in {seconds:.0f} s (others {others} cores)")
+    return tree, index
+
+
+def reconcile_line(daemon: DaemonRun) -> tuple[int, float, int, int, int]:
+    for line in reversed(daemon.log_file.read_text(errors="replace").splitlines()):
+        m = RECONCILED.search(line)
+        if m:
+            return int(m[1]), float(m[2]), int(m[3]), int(m[4]), int(m[5])
+    raise RuntimeError(f"no reconcile line in {daemon.log_file}")
+
+
+def watch_states(daemon: DaemonRun, timeout: float) -> dict[str, float]:
+    """Poll status.json tightly until idle; first time (since now) each state was seen."""
+    seen: dict[str, float] = {}
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if not daemon.alive():
+            raise RuntimeError(f"{daemon.name}: daemon exited; see {daemon.workdir / 'stderr.log'}")
+        s = daemon.status_json()
+        state = s.get("state")
+        if state and state not in seen and s.get("pid") and s.get("started_at", 0) > 0:
+            seen[state] = time.perf_counter() - started
+        if state == "idle":
+            return seen
+        time.sleep(0.01)
+    raise RuntimeError(f"{daemon.name}: not idle within {timeout} s")
+
+
+OPENAT = re.compile(r'\b(open|openat|openat2)\((?:[^,]*, )?"((?:[^"\\]|\\.)*)"(?:, ([A-Z_|]+))?')
+
+
+def count_opens(trace: Path, root: Path) -> dict[str, Any]:
+    prefix = str(root) + "/"
+    dirs = files = images = 0
+    examples: list[str] = []
+    for line in trace.read_text(errors="replace").splitlines():
+        m = OPENAT.search(line)
+        if not m:
+            continue
+        path, flags = m[2], m[3] or ""
+        if not (path.startswith(prefix) or path == str(root) or not path.startswith("/")):
+            continue
+        if not path.startswith("/") and not has_image_extension(path):
+            continue  # relative to some dirfd: only an image name could matter
+        if "O_DIRECTORY" in flags:
+            dirs += 1
+            continue
+        files += 1
+        if has_image_extension(path):
+            images += 1
+            if len(examples) < 5:
+                examples.append(line.strip()[:200])
+    return {"folder_opens": dirs, "file_opens": files, "image_opens": images, "examples": examples}
+
+
+def bench_reconcile(out: Path, tree: Path, index: Path, workers: int, check_opens: bool, idle_seconds: float,
+                    summary: Summary) -> None:
+    n = sum(1 for _ in tree.rglob("*.jpg"))
+    faiss_mb = (index / "chromatica_index.faiss").stat().st_size / MB
+    print(f"  tree: {n} tiny JPEGs in {tree}; index {faiss_mb:.0f} MB (FAISS file), catalog "
+          f"{(index / 'chromatica_metadata.db').stat().st_size / MB:.0f} MB")
+    daemon = DaemonRun("reconcile", [tree], index, out / "daemon" / "runs" / "reconcile", workers)
+    try:
+        load = OutsideLoad()
+        started = time.perf_counter()
+        daemon.start()
+        states = watch_states(daemon, 600)
+        to_idle = time.perf_counter() - started
+        others = load.cores()
+        files, seconds, unchanged, read, gone = reconcile_line(daemon)
+        window = states["idle"] - states.get("reconciling", states["idle"])
+        print(f"  daemon log: reconciled {files} files in {seconds:.2f} s ({unchanged} unchanged, {read} read, "
+              f"{gone} gone); others {others} cores")
+        print(f"  status.json: reconciling -> idle seen {window:.2f} s apart; exec -> idle {to_idle:.2f} s "
+              f"(interpreter, imports, index load and verify, watches, reconcile)")
+        if read or gone or files != n:
+            print(f"  WARNING: the tree is not unchanged for the daemon ({read} read, {gone} gone, {files} of {n})")
+        summary.add(f"startup reconcile, {files} unchanged files", seconds, "s", f"<= {TARGET_RECONCILE_S}",
+                    seconds <= TARGET_RECONCILE_S and read == 0 and gone == 0)
+        summary.add("daemon start: exec -> idle", to_idle, "s")
+        summary.details["reconcile"] = {"files": files, "seconds": seconds, "unchanged": unchanged,
+                                        "read": read, "gone": gone, "status_json_window_s": round(window, 3),
+                                        "exec_to_idle_s": round(to_idle, 3), "outside_load": others,
+                                        "faiss_mb": round(faiss_mb, 1)}
+        if idle_seconds > 0:
+            section(f"4. Idle daemon over {idle_seconds:.0f} s (the daemon of section 3, {n} vectors)")
+            bench_idle(daemon, index, idle_seconds, summary)
+    finally:
+        daemon.cleanup()
+
+    if not check_opens:
+        return
+    if shutil.which("strace") is None:
+        print("  image opens: SKIPPED (strace not found; `apt-get install -y strace` to check)")
+        summary.details["reconcile"]["opens"] = "skipped: no strace"
+        return
+    section("3b. Image opens during start-up and reconcile (strace)")
+    trace = out / "daemon" / "runs" / "reconcile-strace.txt"
+    traced = DaemonRun("reconcile-strace", [tree], index, out / "daemon" / "runs" / "reconcile-strace", workers)
+    try:
+        traced.start(prefix=("strace", "-f", "-qq", "--seccomp-bpf", "-s", "4096", "-e",
+                             "trace=open,openat,openat2", "-o", str(trace)))
+        traced.wait_idle(900)
+        time.sleep(2.0)
+        traced.stop()
+    finally:
+        traced.cleanup()
+    files_, _, _, read_, _ = reconcile_line(traced)
+    opens = count_opens(trace, tree)
+    print(f"  under strace -f (every process of the daemon, start to stop): {opens['image_opens']} image files "
+          f"opened under the root, {opens['file_opens']} files in all, {opens['folder_opens']} folder listings "
+          f"({files_} files reconciled, {read_} read)")
+    for ex in opens["examples"]:
+        print(f"    e.g. {ex}")
+    summary.add("image files opened by startup + reconcile", opens["image_opens"], "files",
+                f"== {TARGET_IMAGE_OPENS}", opens["image_opens"] == TARGET_IMAGE_OPENS)
+    summary.details["reconcile"]["opens"] = opens
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Idle
+# ---------------------------------------------------------------------------------------------------
+def rss_mb(pid: int) -> tuple[float, float, int]:
+    import psutil
+
+    main = psutil.Process(pid)
+    procs = [main, *main.children(recursive=True)]
+    sizes = []
+    for p in procs:
+        try:
+            sizes.append(p.memory_info().rss)
+        except psutil.NoSuchProcess:
+            pass
+    return sizes[0] / MB, sum(sizes) / MB, len(sizes)
+
+
+def bench_idle(daemon: DaemonRun, index: Path, seconds: float, summary: Summary) -> None:
+    daemon.wait_idle(60)
+    time.sleep(3.0)  # let the start-up settle (first status rewrites, worker start)
+    pid = daemon.pid
+    cpu = process_tree_cpu(pid)
+    load = OutsideLoad(cpu)
+    cpu0 = cpu()
+    peak_main = peak_tree = 0.0
+    procs = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        main, tree, procs = rss_mb(pid)
+        peak_main, peak_tree = max(peak_main, main), max(peak_tree, tree)
+        time.sleep(1.0)
+    elapsed = time.perf_counter() - started
+    used = cpu() - cpu0
+    per_min = used / elapsed * 60
+    others = load.cores()
+    faiss_mb = (index / "chromatica_index.faiss").stat().st_size / MB
+    limit = faiss_mb + TARGET_RSS_MARGIN_MB
+    state = daemon.status_json().get("state")
+    print(f"  CPU (daemon + {procs - 1} child processes): {used:.3f} s in {elapsed:.0f} s = {per_min:.3f} s per "
+          f"minute; state {state}; others {others} cores")
+    print(f"  peak RSS: main {peak_main:.0f} MB, main + children {peak_tree:.0f} MB; index file {faiss_mb:.0f} MB "
+          f"+ {TARGET_RSS_MARGIN_MB:.0f} MB = {limit:.0f} MB")
+    summary.add("idle CPU, daemon + workers", per_min, "s/min", f"<= {TARGET_IDLE_CPU_S_PER_MIN}",
+                per_min <= TARGET_IDLE_CPU_S_PER_MIN)
+    summary.add("idle RSS, main + workers", peak_tree, "MB", f"<= {limit:.0f}", peak_tree <= limit)
+    summary.add("idle RSS, main process", peak_main, "MB")
+    summary.details["idle"] = {"seconds": round(elapsed, 1), "cpu_s": round(used, 4),
+                               "cpu_s_per_min": round(per_min, 4), "processes": procs,
+                               "peak_rss_main_mb": round(peak_main, 1),
+                               "peak_rss_tree_mb": round(peak_tree, 1), "faiss_mb": round(faiss_mb, 1),
+                               "limit_mb": round(limit, 1), "outside_load": others, "state": state}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------
+SECTIONS = ("latency", "burst", "reconcile", "idle")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="cache and results (bench/out)")
+    parser.add_argument("--drops", type=int, default=20, help="single-photo drops for the latency (20)")
+    parser.add_argument("--burst", type=int, default=1000, help="12 MP JPEGs dropped at once (1000)")
+    parser.add_argument("--tree", type=int, default=100_000, help="files in the unchanged tree (100000)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle measurement window (60)")
+    parser.add_argument("--workers", type=int, default=0, help="daemon and build workers; 0 = one per core")
+    parser.add_argument("--sources", type=int, default=100, help="distinct corpus photos to cycle (100)")
+    parser.add_argument("--poll", type=float, default=0.02, help="latency: status polling interval, s (0.02)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if unknown := set(args.sections) - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(unknown)}")
+    if min(args.drops, args.burst, args.tree, args.sources) < 1:
+        parser.error("counts must be >= 1")
+    if args.workers <= 0:
+        args.workers = len(os.sched_getaffinity(0))
+    return args
+
+
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cores": len(os.sched_getaffinity(0)), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+            "drops": args.drops, "burst": args.burst, "tree": args.tree, "idle_seconds": args.idle_seconds,
+            "workers": args.workers, "sections": args.sections, "strace": shutil.which("strace")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for k in [k for k in os.environ if k.startswith("CHROMATICA_WATCH_")]:
+        del os.environ[k]  # the config loader (ours and the daemon's) sees only the temp config
+    out = args.out.resolve()
+    runs = out / "daemon" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    summary = Summary(details={"environment": environment(args)})
+    print(f"bench_daemon: {json.dumps(summary.details['environment'])}")
+    bb.warn_if_busy("at start", summary)  # type: ignore[arg-type]
+
+    if "latency" in args.sections or "burst" in args.sections:
+        section(f"Corpus: {args.sources} camera-like 12 MP JPEGs (bench_build's), made distinct per file")
+        sources = bb.make_corpus(out, args.sources)
+        drops_dir = unique_photos(out, sources, args.drops, "drop")
+        burst_dir = unique_photos(out, sources, args.burst, "burst")
+        pictures = runs / "live" / "Pictures"
+        shutil.rmtree(runs / "live", ignore_errors=True)
+        pictures.mkdir(parents=True)
+        daemon = DaemonRun("live", [pictures], runs / "live" / "index", runs / "live" / "work", args.workers)
+        try:
+            daemon.start()
+            daemon.wait_idle(120)
+            if "latency" in args.sections:
+                section(f"1. Drop-to-indexed latency, {args.drops} single 12 MP JPEGs")
+                bench_latency(daemon, sorted(drops_dir.iterdir()), runs / "staging", args.poll, summary)
+            if "burst" in args.sections:
+                section(f"2. Burst of {args.burst} x 12 MP JPEGs: daemon vs build, {args.workers} workers")
+                bench_burst(out, daemon, burst_dir, runs / "staging", args.workers, 0.1, summary)
+        finally:
+            daemon.cleanup()
+
+    if "reconcile" in args.sections or "idle" in args.sections:
+        section(f"3. Startup reconcile of an unchanged tree of {args.tree} files")
+        tree, index = built_tree(out, args.tree, args.workers)
+        if "reconcile" not in args.sections:
+            print("  (reconcile not requested: only starting the daemon for the idle measurement)")
+        bench_reconcile(out, tree, index, args.workers,
+                        check_opens="reconcile" in args.sections,
+                        idle_seconds=args.idle_seconds if "idle" in args.sections else 0.0, summary=summary)
+
+    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
+    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    bb.warn_if_busy("at the end", summary)  # type: ignore[arg-type]
+    bb.print_summary(summary)  # type: ignore[arg-type]
+    path = out / "bench_daemon.json"
+    doc = {"summary": [{**asdict(c), "result": bb.verdict(c)} for c in summary.checks], **summary.details}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\n  total {summary.details['seconds_total']} s; load average at end {summary.details['loadavg_end']}; "
+          f"JSON: {path}")
+    return 1 if any(c.passed is False for c in summary.checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
