@@ -9,7 +9,10 @@
    (minutes at 100k on 2 cores); it is measured once and the directory is cached in OUT, so reruns
    start at step 2. `--rebuild` forces a new one; a smaller `--n` (e.g. 20000) gives a quick run.
 2. Search latency in-process through `Searcher` (K=200 candidates, rerank, top 10), p50/p95, with the
-   time of each stage. `measure(search_fn, queries)` is reusable for other transports (the socket).
+   time of each stage. Then the same colour queries end to end through a real daemon
+   (`chromatica-watch run` on a copy of the index): over its Unix socket (client JSON included;
+   target p95 <= 50 ms), and as whole `chromatica-watch search` processes with the daemon running
+   and without it (each opens the index read-only). `--cli-queries 0` skips this part.
 3. The rerank against a full 1152 x 1152 Sinkhorn per candidate with POT (`ot.sinkhorn2`, reg 2 delta
    E, POT's default 1000 iterations) on the same 200 candidates: speed ratio (target >= 20x) and
    top-10 agreement (target >= 0.9). Exact EMD (POT's network simplex `ot.emd2`) is the ground truth
@@ -22,13 +25,17 @@ Prints the figures and writes them to OUT/bench_search.json. Not a pytest test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -39,12 +46,16 @@ import cv2
 import numpy as np
 from skimage import data
 
+from chromatica_watch import config as config_mod
 from chromatica_watch import histogram, index, rerank
+from chromatica_watch.api import search_daemon
 from chromatica_watch.catalog import Catalog, Changes, NewImage
-from chromatica_watch.query import ColorWeight, color_query_histogram
+from chromatica_watch.client import daemon_available
+from chromatica_watch.query import ColorWeight, color_query_histogram, parse_colors
 from chromatica_watch.searcher import Searcher, open_readonly
 
 BENCH_DIR = Path(__file__).resolve().parent
+CLI = str(Path(sys.executable).parent / "chromatica-watch")
 DATASET_VERSION = 1  # bump when the recipe below changes, so a cached index is not reused
 MAX_DIMENSION = 256
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
@@ -56,6 +67,7 @@ K = 10
 POT_REG = 2.0  # delta E: the entropic blur of the reference Sinkhorn
 TARGET_RATIO = 20.0
 TARGET_AGREEMENT = 0.9
+TARGET_SOCKET_P95_MS = 50.0
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -240,6 +252,78 @@ def stage_breakdown(searcher: Searcher, queries: Sequence[np.ndarray]) -> dict[s
 
 # -- rerank against POT -------------------------------------------------------------------------
 
+def _hex_args(q: np.ndarray) -> list[str]:
+    """A colour query as CLI arguments: the 3 heaviest bins' centres, weighted (same for every transport)."""
+    top = np.argsort(q)[::-1][:3]
+    rgb = np.rint(rerank.lab_to_srgb(histogram.bin_centers_lab()[top]) * 255).astype(int)
+    args = []
+    for (r, g, b), w in zip(rgb.tolist(), q[top].tolist(), strict=True):
+        args += ["--color", f"#{r:02x}{g:02x}{b:02x}:{max(w, 1e-3):.4f}"]
+    return args
+
+
+@contextlib.contextmanager
+def running_daemon(index_dir: Path, work: Path) -> Iterator[Path]:
+    """A real `chromatica-watch run` serving a copy of index_dir (its rows belong to no watched root, so
+    the daemon leaves them alone); yields its config file."""
+    served = work / "index"
+    if served.exists():
+        shutil.rmtree(served)
+    shutil.copytree(index_dir, served)
+    (work / "pictures").mkdir(exist_ok=True)
+    runtime = Path(tempfile.mkdtemp(prefix="cwb-", dir="/tmp"))  # Unix socket paths must stay short
+    config = work / "daemon.toml"
+    config.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {
+        "roots": [str(work / "pictures")], "index_dir": str(served), "state_dir": str(work / "state"),
+        "runtime_dir": str(runtime), "workers": 1, "log_level": "WARNING"}.items()) + "\n")
+    log = (work / "daemon.log").open("wb")
+    proc = subprocess.Popen([CLI, "run", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 300
+        while not daemon_available(runtime / "chromatica-watch.sock"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"daemon did not come up: {(work / 'daemon.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        log.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+        shutil.rmtree(served, ignore_errors=True)
+
+
+def cli_latency(args_list: Sequence[list[str]]) -> dict[str, float]:
+    """Wall-clock of whole `chromatica-watch search ... --json` processes, start-up included."""
+    times = []
+    for args in args_list:
+        t0 = time.perf_counter()
+        subprocess.run([CLI, "search", *args, "--json"], check=True, capture_output=True)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return _summary(times)
+
+
+def transports(index_dir: Path, out: Path, queries: Sequence[tuple[str, np.ndarray]], n_cli: int
+               ) -> dict[str, dict[str, float]]:
+    """The same colour queries through the socket of a running daemon, and as CLI processes with and
+    without the daemon (without: each process opens the index directory read-only)."""
+    hists = [color_query_histogram_from_args(_hex_args(q)) for _, q in queries]
+    cli_args = [[*_hex_args(q), "-k", str(K)] for _, q in queries[:n_cli]]
+    work = out / "daemon-run"
+    work.mkdir(exist_ok=True)
+    result: dict[str, dict[str, float]] = {}
+    with running_daemon(index_dir, work) as config:
+        sock = config_mod.load(config).socket_path
+        result["socket"] = measure(lambda q: search_daemon(sock, q, K), hists)
+        result["cli_with_daemon"] = cli_latency([[*a, "--config", str(config)] for a in cli_args])
+    result["cli_without_daemon"] = cli_latency([[*a, "--index-dir", str(index_dir)] for a in cli_args[:5]])
+    return result
+
+
+def color_query_histogram_from_args(args: Sequence[str]) -> np.ndarray:
+    return color_query_histogram(parse_colors([a for a in args if a != "--color"]))
+
+
 def _positive(h: np.ndarray) -> np.ndarray:
     """POT's Sinkhorn divides by the marginals: every bin needs some mass (1e-9, renormalized)."""
     h = np.asarray(h, np.float64) + 1e-9
@@ -337,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="indexed histograms (default 100000)")
     parser.add_argument("--queries", type=int, default=200, help="latency queries (default 200)")
     parser.add_argument("--pot-queries", type=int, default=3, help="queries compared with POT (0: skip)")
+    parser.add_argument("--cli-queries", type=int, default=30,
+                        help="queries timed as CLI processes (0: skip the daemon, socket and CLI part)")
     parser.add_argument("--pot-timed", type=int, default=5, help="candidates timed one by one with POT")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="cache and results folder")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached index dir")
@@ -366,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else {"skipped": "--pot-queries 0"}
     finally:
         catalog.close()
+    latency.update(transports(index_dir, args.out, queries, args.cli_queries) if args.cli_queries > 0 else {})
 
     result = {
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)),
@@ -374,7 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "open_readonly_s": round(open_s, 2)},
         "search": {"k_candidates": K_CANDIDATES, "k": K, "latency": latency, "stages": stages},
         "rerank_vs_pot": pot,
-        "targets": {"speed_ratio_vs_pot_per_candidate": TARGET_RATIO, "top10_agreement": TARGET_AGREEMENT},
+        "targets": {"speed_ratio_vs_pot_per_candidate": TARGET_RATIO, "top10_agreement": TARGET_AGREEMENT,
+                    "socket_p95_ms": TARGET_SOCKET_P95_MS},
     }
     (args.out / "bench_search.json").write_text(json.dumps(result, indent=2))
     report(result)
@@ -392,6 +480,10 @@ def report(r: dict[str, Any]) -> None:
     for name, m in s["latency"].items():
         print(f"search ({name}, K={s['k_candidates']}, top {s['k']}): p50 {m['p50_ms']} ms, p95 {m['p95_ms']} ms, "
               f"mean {m['mean_ms']} ms, max {m['max_ms']} ms over {m['n']}")
+    if "socket" in s["latency"]:
+        p95 = s["latency"]["socket"]["p95_ms"]
+        print(f"socket p95 {p95} ms (target <= {TARGET_SOCKET_P95_MS:.0f} ms: "
+              f"{'met' if p95 <= TARGET_SOCKET_P95_MS else 'NOT met'})")
     for name, m in s["stages"].items():
         print(f"  stage {name}: p50 {m['p50_ms']} ms, p95 {m['p95_ms']} ms")
     if "skipped" in pot:
