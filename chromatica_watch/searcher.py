@@ -14,15 +14,17 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import histogram, rerank
-from .catalog import Catalog
 from .errors import UsageError
-from .index import LiveIndex
-from .indexdir import open_live_index
 from .scan import display_path
+
+if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never loads DuckDB or FAISS
+    from .catalog import Catalog
+    from .index import LiveIndex
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,9 @@ def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION) -
     directory. Raises IndexDirError when the daemon holds the catalog, or it was built with another
     `max_dimension`. The caller closes the catalog.
     """
+    from .catalog import Catalog
+    from .indexdir import open_live_index
+
     index_dir = Path(index_dir)
     fingerprint = histogram.fingerprint(max_dimension)
     catalog = Catalog.open(index_dir, fingerprint, read_only=True)
