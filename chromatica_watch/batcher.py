@@ -86,7 +86,8 @@ class Batcher:
         if not self._ready:
             return []
         due = (force or len(self._ready) >= self.batch_size
-               or (self._first_ready_at is not None and now - self._first_ready_at >= self.max_batch_delay))
+               or (self._first_ready_at is not None and now - self._first_ready_at >= self.max_batch_delay)
+               or not self._can_grow(now))
         if not due:
             return []
         keys = sorted(self._ready)[: self.batch_size]
@@ -95,9 +96,25 @@ class Batcher:
         self._first_ready_at = now if self._ready else None
         return keys
 
+    def _can_grow(self, now: float) -> bool:
+        """Whether waiting for max_batch_delay could still add a file to the batch.
+
+        A file joins only once it has been stable for settle_seconds, so if no pending file can settle
+        before the batch's deadline and a file noted from now on would settle after it, waiting only
+        adds latency: the batch is flushed at once (a lone photo does not wait max_batch_delay)."""
+        if self._first_ready_at is None:
+            return False
+        deadline = self._first_ready_at + self.max_batch_delay
+        if now + self.settle_seconds <= deadline:
+            return True
+        return any(p.stable_since + self.settle_seconds <= deadline for p in self._pending.values())
+
     def next_deadline(self, now: float) -> float:
-        """Seconds until something could change: how long the loop may wait for new events."""
-        waits = [self.settle_seconds / 4] if self._pending else []
+        """Seconds until something could change: how long the loop may wait for new events.
+
+        A pending file is checked again when it could have settled (its stable_since + settle_seconds),
+        not on a fixed tick, so it is ready as soon as it has settled."""
+        waits = [max(0.0, p.stable_since + self.settle_seconds - now) for p in self._pending.values()]
         if self._ready and self._first_ready_at is not None:
             waits.append(max(0.0, self._first_ready_at + self.max_batch_delay - now))
         return min(waits, default=1.0)

@@ -29,9 +29,37 @@ def test_file_is_ready_only_after_it_stops_changing(tmp_path: Path) -> None:
     b.poll(4.0)
     assert b.take_batch(4.0) == []
     b.poll(4.6)
-    assert b.take_batch(4.6) == []  # ready at 4.5, but the batch waits max_batch_delay
-    assert b.take_batch(5.6) == [key(tmp_path, "a.jpg")]
+    # Ready at 4.5; nothing else could settle within max_batch_delay, so the batch does not wait for it.
+    assert b.take_batch(4.6) == [key(tmp_path, "a.jpg")]
     assert len(b) == 0
+
+
+def test_batch_waits_max_batch_delay_only_while_another_file_could_join(tmp_path: Path) -> None:
+    b = Batcher(settle_seconds=2.0, batch_size=10, max_batch_delay=1.0)
+    a, bb, c = (key(tmp_path, n) for n in ("a.jpg", "b.jpg", "c.jpg"))
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    b.note(a, now=0.0)
+    b.note(bb, now=0.5)
+    assert b.next_deadline(0.5) == 1.5  # checked again exactly when a could have settled
+    b.poll(2.0)
+    assert b.take_batch(2.0) == []  # a is ready; b settles at 2.5, before the 3.0 deadline: wait for it
+    assert b.next_deadline(2.0) == 0.5
+    b.note(c, now=2.5)  # settles at 4.5, after the deadline: cannot join this batch
+    b.poll(2.5)
+    assert b.take_batch(2.5) == [a, bb]  # flushed at once instead of at 3.0
+    b.poll(4.5)
+    assert b.take_batch(4.5) == [c]
+    assert len(b) == 0 and b.next_deadline(5.0) == 1.0
+
+
+def test_lone_file_waits_when_a_file_noted_now_could_still_join(tmp_path: Path) -> None:
+    b = Batcher(settle_seconds=0.3, batch_size=10, max_batch_delay=1.0)
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    b.note(key(tmp_path, "a.jpg"), now=0.0)
+    b.poll(0.3)
+    assert b.take_batch(0.3) == []  # a file noted before 1.0 would settle by 1.3: the batch may grow
+    assert b.take_batch(1.1) == [key(tmp_path, "a.jpg")]  # 1.1 + 0.3 > 1.3: nothing more can join
 
 
 def test_batch_flushes_when_full_and_coalesces_events(tmp_path: Path) -> None:
