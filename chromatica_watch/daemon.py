@@ -50,6 +50,7 @@ Clock = Callable[[], float]
 RECENT_FAILURES = 20
 ROOT_CHECK_EVERY_S = 2.0
 SCAN_FALLBACK_INTERVAL_S = 10.0
+POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work (idle RSS)
 
 
 def configure_logging(cfg: Config) -> None:
@@ -113,7 +114,8 @@ class Daemon:
         self.index_lock = threading.Lock()  # guards swapping self.live (rebuilds)
         self.catalog: Catalog
         self.live: LiveIndex
-        self.pool: IngestPool
+        self.pool: IngestPool | None = None  # started when files are queued, stopped when idle
+        self._pool_used_at = 0.0
         self.watcher: Watcher
         self.batcher = Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay)
         self.in_flight = 0
@@ -139,7 +141,6 @@ class Daemon:
         self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
         if recovery.rebuilt_reason:
             self.checkpoint()
-        self.pool = IngestPool(self.cfg.worker_count, self.cfg.max_dimension, self.cfg.max_pixels)
         self.watcher = Watcher(self.cfg.excludes, self.events, use_polling=self.cfg.watcher == "polling")
         self.watcher.start()
 
@@ -149,7 +150,8 @@ class Daemon:
         if self._server is not None:
             self._server.stop()
         self.watcher.stop()
-        self.pool.close(cancel=True)
+        if self.pool is not None:
+            self.pool.close(cancel=True)
         self.checkpoint()
         self.write_status(force=True)  # last counts, while the catalog is open
         self.catalog.close()
@@ -192,6 +194,8 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------------------------
     def step(self) -> None:
+        if self.pool is None and len(self.batcher):
+            self.ingest_pool(warm=True)  # the workers start while the queued files settle
         now = self.clock()
         self.drain_events(timeout=min(self.batcher.next_deadline(now), self.cfg.status_interval, 0.2))
         if self.stop_event.is_set():
@@ -223,6 +227,10 @@ class Daemon:
             self.reconcile_all()
             self.schedule_rescan()
         self.maybe_compact()
+        if self.pool is not None and not len(self.batcher) and now - self._pool_used_at >= POOL_IDLE_S:
+            logger.debug("no work for %.0f s: stopping the worker processes", POOL_IDLE_S)
+            self.pool.close()
+            self.pool = None
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()
         self.write_status()
@@ -327,11 +335,23 @@ class Daemon:
                       if (root, path) in replaced else frozenset()) for root, path in keys]
         self.in_flight = len(tasks)
         try:
-            results = self.pool.process(tasks)
+            results = self.ingest_pool().process(tasks)
         finally:
             self.in_flight = 0
+            self._pool_used_at = self.clock()
         outcome = self.committer().commit(results, replaced, Vanished())
         self.after_commit(outcome)
+
+    def ingest_pool(self, warm: bool = False) -> IngestPool:
+        """The worker pool, started on demand (and stopped after POOL_IDLE_S without work, so that an
+        idle daemon holds no worker processes). `warm` starts the processes now, without waiting."""
+        if self.pool is None:
+            self.pool = IngestPool(self.cfg.worker_count, self.cfg.max_dimension, self.cfg.max_pixels)
+            if warm:
+                for _ in range(self.pool.workers):
+                    self.pool._executor.submit(os.getpid)  # each submit starts one worker process
+        self._pool_used_at = self.clock()
+        return self.pool
 
     def committer(self) -> Committer:
         return Committer(self.catalog, self.live)
@@ -396,8 +416,12 @@ class Daemon:
         if tasks:
             logger.info("%s: %d files to read (%d new, %d changed), %d gone", root, len(tasks), len(delta.new),
                         len(delta.changed), len(delta.vanished))
-        outcome = ingest_tasks(self.pool, tasks, self.committer(), replaced, vanished, self.cfg.batch_size,
-                               should_stop=self.stop_event.is_set, on_batch=self.after_commit)
+        outcome = Outcome()
+        if tasks:
+            outcome = ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, vanished,
+                                   self.cfg.batch_size, should_stop=self.stop_event.is_set,
+                                   on_batch=self.after_commit)
+            self._pool_used_at = self.clock()
         if not self.stop_event.is_set():
             self.commit_direct(Changes(tombstoned=vanished.remaining_ids()))
         self.record_scan_problems(root, problems, failures)

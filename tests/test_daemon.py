@@ -197,3 +197,38 @@ def test_sighup_reloads_the_config(daemon_env: DaemonEnv, tmp_path: Path) -> Non
     env.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: env.idle_with(1) and len(env.status()["roots"]) == 2, timeout=30)
     assert env.stop() == 0
+
+
+def test_workers_start_when_files_are_queued_and_stop_when_idle(daemon_env: DaemonEnv) -> None:
+    """In process, with a fake clock: an idle daemon holds no worker processes (idle RSS); they are
+    started as soon as a file is queued, so their start-up overlaps the settle time."""
+    import multiprocessing
+
+    from chromatica_watch import config as config_mod
+    from chromatica_watch.daemon import POOL_IDLE_S, Daemon
+
+    env = daemon_env
+    now = [1000.0]
+    cfg = config_mod.load(env.config, env={})
+    daemon = Daemon(cfg, env.config, clock=lambda: now[0])
+    daemon.open()
+    try:
+        assert daemon.pool is None and not multiprocessing.active_children()
+        write_rgb(env.pictures / "a.jpg", photo("coffee"))
+        daemon.batcher.note((str(env.pictures), b"a.jpg"), now[0])
+        daemon.step()
+        assert daemon.pool is not None
+        assert len(multiprocessing.active_children()) >= cfg.worker_count  # started before the file settled
+        now[0] += cfg.settle_seconds + cfg.max_batch_delay
+        daemon.step()
+        daemon.step()
+        assert daemon.catalog.counts()["live"] == 1
+        now[0] += POOL_IDLE_S - 1
+        daemon.step()
+        assert daemon.pool is not None  # still recent work
+        now[0] += 2
+        daemon.step()
+        assert daemon.pool is None
+        assert not [p for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")]
+    finally:
+        daemon.close()
