@@ -226,26 +226,21 @@ def _summary(times_ms: Sequence[float]) -> dict[str, float]:
 
 
 def stage_breakdown(searcher: Searcher, queries: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
-    stages: dict[str, list[float]] = {"1_ann": [], "2a_catalog_histograms": [], "2b_catalog_describe": [],
-                                      "2c_rerank": [], "2d_dominant_colors": [],
-                                      "alt_catalog_rows_one_query": []}
+    stages: dict[str, list[float]] = {"1_ann": [], "2a_catalog_rows": [], "2b_rerank": [],
+                                      "2c_dominant_colors": []}
     for q in queries:
         t0 = time.perf_counter()
         ids, _ = searcher.live_index.search(q, K_CANDIDATES)
         t1 = time.perf_counter()
-        hists = searcher.catalog.histograms(ids)
+        found = searcher.catalog.search_rows(ids)
         t2 = time.perf_counter()
-        searcher.catalog.describe(ids)
-        t3 = time.perf_counter()
-        stacked = np.stack([hists[int(i)] for i in ids])
+        stacked = np.stack([found[int(i)][3] for i in ids])
         order, _ = rerank.rerank(q, ids, stacked, k=K)
-        t4 = time.perf_counter()
+        t3 = time.perf_counter()
         for i in order[:K]:
-            rerank.dominant_colors(hists[int(i)])
-        t5 = time.perf_counter()
-        searcher.catalog.rows(ids)
-        t6 = time.perf_counter()
-        for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+            rerank.dominant_colors(found[int(i)][3])
+        t4 = time.perf_counter()
+        for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             stages[name].append(dt * 1000.0)
     return {name: _summary(times) for name, times in stages.items()}
 

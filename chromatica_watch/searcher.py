@@ -37,7 +37,7 @@ DOMINANT_COLORS = 5
 SIMILARITY_SCALE = 20.0
 DEFAULT_MAX_DIMENSION = 256
 
-Row = tuple[str, bytes, bool]  # catalog.describe: (root, path, live)
+Row = tuple[str, bytes, bool]  # (root, path, live)
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,13 @@ class Searcher:
     def candidates(self, query_hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[int, Row]]:
         """Stage 1 and the catalog fetch: ids (index order), raw histograms and rows of live candidates."""
         ids, _ = self.live_index.search(query_hist, max(self.k_candidates, k))
-        hists = self.catalog.histograms(ids)
-        rows = self.catalog.describe(ids)
-        keep = [int(i) for i in ids if int(i) in hists and int(i) in rows and rows[int(i)][2]]
+        found = self.catalog.search_rows(ids)
+        keep = [i for i in ids.tolist() if i in found and found[i][2]]
         if len(keep) < len(ids):
             logger.debug("search: %d of %d candidates are no longer live in the catalog", len(ids) - len(keep),
                          len(ids))
-        stacked = np.stack([hists[i] for i in keep]) if keep else np.zeros((0, histogram.TOTAL_BINS), np.float32)
-        return np.array(keep, dtype=np.int64), stacked, rows
+        stacked = np.stack([found[i][3] for i in keep]) if keep else np.zeros((0, histogram.TOTAL_BINS), np.float32)
+        return np.array(keep, dtype=np.int64), stacked, {i: found[i][:3] for i in keep}
 
     def search(self, query_hist: np.ndarray, k: int = DEFAULT_K) -> list[Result]:
         """The k best matches, best first."""
