@@ -206,8 +206,8 @@ class Daemon:
         if keys:
             self.set_state("indexing")
             self.index_keys(keys)
-        elif not len(self.batcher) and self.state == "indexing":
-            self.set_state("idle")
+        if not len(self.batcher) and self.state == "indexing":
+            self.set_state("idle")  # now, so that status.json shows the batch as soon as it is committed
         self.periodic(self.clock())
 
     def periodic(self, now: float) -> None:

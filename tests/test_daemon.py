@@ -199,7 +199,7 @@ def test_sighup_reloads_the_config(daemon_env: DaemonEnv, tmp_path: Path) -> Non
     assert env.stop() == 0
 
 
-def test_workers_start_when_files_are_queued_and_stop_when_idle(daemon_env: DaemonEnv) -> None:
+def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(daemon_env: DaemonEnv) -> None:
     """In process, with a fake clock: an idle daemon holds no worker processes (idle RSS); they are
     started as soon as a file is queued, so their start-up overlaps the settle time."""
     import multiprocessing
@@ -221,8 +221,10 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle(daemon_env: Daem
         assert len(multiprocessing.active_children()) >= cfg.worker_count  # started before the file settled
         now[0] += cfg.settle_seconds + cfg.max_batch_delay
         daemon.step()
-        daemon.step()
         assert daemon.catalog.counts()["live"] == 1
+        # status.json already shows it: written when the batch committed, not on the next loop turn
+        status = json.loads(cfg.status_path.read_text())
+        assert status["state"] == "idle" and status["counts"]["indexed"] == 1 and status["counts"]["queued"] == 0
         now[0] += POOL_IDLE_S - 1
         daemon.step()
         assert daemon.pool is not None  # still recent work
