@@ -76,13 +76,20 @@ class _Problems:
         self.diff = d
         self.mass = np.maximum(d, 0.0).sum(axis=1)  # t: the mass each side must move
 
-    def _side(self, signed: np.ndarray, t: np.ndarray, solver: Solver) -> tuple[np.ndarray, np.ndarray]:
-        """Heaviest bins first, (rows, cap) each, cut to `solver.frac` of t (masses zeroed after the cut)."""
-        cap = min(solver.cap, TOTAL_BINS)
-        # Selection keys in float32: argpartition runs 2.5x faster than on float64, and a near-tie at
-        # the cut only swaps which of two equally light bins is kept.
-        bins = np.argpartition(-signed.astype(np.float32), cap - 1, axis=1)[:, :cap] if cap < TOTAL_BINS else \
-            np.broadcast_to(np.arange(TOTAL_BINS), signed.shape)
+    @staticmethod
+    def _heaviest(d: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `cap` most positive and `cap` most negative bins of each row, unordered: one argpartition
+        with two pivots serves both sides. Keys in float32: it runs 2.5x faster than on float64, and a
+        near-tie at the cut only swaps which of two equally light bins is kept."""
+        if 2 * cap > TOTAL_BINS:
+            every = np.broadcast_to(np.arange(TOTAL_BINS), d.shape)
+            return every, every
+        part = np.argpartition(d.astype(np.float32), (cap - 1, TOTAL_BINS - cap), axis=1)
+        return part[:, TOTAL_BINS - cap:], part[:, :cap]
+
+    @staticmethod
+    def _side(signed: np.ndarray, bins: np.ndarray, t: np.ndarray, solver: Solver) -> tuple[np.ndarray, np.ndarray]:
+        """Those bins heaviest first, cut to `solver.frac` of t (masses zeroed after the cut)."""
         mass = np.maximum(np.take_along_axis(signed, bins, axis=1), 0.0)
         order = np.argsort(-mass, axis=1, kind="stable")
         bins = np.take_along_axis(bins, order, axis=1)
@@ -98,8 +105,9 @@ class _Problems:
         if len(which) == 0:
             return out
         d, t = self.diff[which], self.mass[which]
-        pos_bins, pos_mass = self._side(d, t, solver)
-        neg_bins, neg_mass = self._side(-d, t, solver)
+        pos_heavy, neg_heavy = self._heaviest(d, min(solver.cap, TOTAL_BINS))
+        pos_bins, pos_mass = self._side(d, pos_heavy, t, solver)
+        neg_bins, neg_mass = self._side(-d, neg_heavy, t, solver)
         n_pos, n_neg = (pos_mass > 0).sum(axis=1), (neg_mass > 0).sum(axis=1)
         todo = np.nonzero((n_pos > 0) & (n_neg > 0))[0]
         todo = todo[np.argsort(n_pos[todo] * n_neg[todo], kind="stable")]
