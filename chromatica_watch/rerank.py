@@ -61,7 +61,7 @@ class Solver:
     steps: tuple[tuple[float, int], ...]
 
 
-SCREEN = Solver(frac=0.95, cap=48, steps=((4.0, 5), (2.0, 10)))
+SCREEN = Solver(frac=0.95, cap=32, steps=((4.0, 5), (2.0, 10)))
 ACCURATE = Solver(frac=0.995, cap=256, steps=((8.0, 10), (4.0, 10), (2.0, 10), (1.0, 10), (0.5, 20)))
 DEFAULT_REFINE = 10  # = the default k: results past the k-th are never shown
 
