@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -179,3 +182,40 @@ def test_match_round_trips_through_json() -> None:
     m = Match(path="/p/a.jpg", relative_path="a.jpg", root="/p", id=3, score=1.5, similarity=0.9,
               dominant_colors=(("#ff0000", 0.75), ("#0000ff", 0.25)))
     assert Match.from_json(json.loads(json.dumps(m.to_json()))) == m
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp writes them) listening on this port."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+                    found.add(address)
+    return found
+
+
+def test_socket_is_private_and_tcp_only_on_loopback_when_configured(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    port = free_port()
+    env.write_config(tcp_port=port)
+    write_rgb(env.pictures / "red.png", solid((255, 0, 0)))
+    env.start()
+    wait_until(lambda: env.idle_with(1), timeout=60)
+    cfg = config_mod.load(env.config)
+    assert stat.S_IMODE(os.stat(cfg.socket_path).st_mode) == 0o600
+    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+    query = color_query_histogram(parse_colors(["#f00"]))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(json.dumps({"op": "search", "histogram": query.tolist(), "k": 1}).encode() + b"\n")
+        response = json.loads(s.makefile("rb").readline())
+    assert response["ok"] and response["results"][0]["path"] == str(env.pictures / "red.png")
+    assert env.stop() == 0
