@@ -115,6 +115,8 @@ class Daemon:
         self.catalog: Catalog
         self.live: LiveIndex
         self.pool: IngestPool | None = None  # started when files are queued, stopped when idle
+        # Fixed at startup like the fingerprint: a reload must not change how histograms are made.
+        self._pool_args = (cfg.worker_count, cfg.max_dimension, cfg.max_pixels)
         self._pool_used_at = 0.0
         self.watcher: Watcher
         self.batcher = Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay)
@@ -346,7 +348,7 @@ class Daemon:
         """The worker pool, started on demand (and stopped after POOL_IDLE_S without work, so that an
         idle daemon holds no worker processes). `warm` starts the processes now, without waiting."""
         if self.pool is None:
-            self.pool = IngestPool(self.cfg.worker_count, self.cfg.max_dimension, self.cfg.max_pixels)
+            self.pool = IngestPool(*self._pool_args)
             if warm:
                 for _ in range(self.pool.workers):
                     self.pool._executor.submit(os.getpid)  # each submit starts one worker process

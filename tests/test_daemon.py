@@ -234,3 +234,21 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(d
         assert not [p for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")]
     finally:
         daemon.close()
+
+
+def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: DaemonEnv) -> None:
+    """Workers are stopped when idle and started again later: after a config reload that changed
+    max_dimension (which needs a restart), they must still make histograms matching the fingerprint."""
+    import dataclasses
+
+    from chromatica_watch import config as config_mod
+    from chromatica_watch.daemon import Daemon
+
+    cfg = config_mod.load(daemon_env.config, env={})
+    daemon = Daemon(cfg, daemon_env.config)
+    daemon.cfg = dataclasses.replace(cfg, max_dimension=cfg.max_dimension * 2, workers=cfg.worker_count + 1)
+    pool = daemon.ingest_pool()
+    try:
+        assert (pool.max_dimension, pool.workers) == (cfg.max_dimension, cfg.worker_count)
+    finally:
+        pool.close()
