@@ -539,9 +539,10 @@ def bench_reconcile(out: Path, tree: Path, index: Path, workers: int, check_open
           f"{(index / 'chromatica_metadata.db').stat().st_size / MB:.0f} MB")
     daemon = DaemonRun("reconcile", [tree], index, out / "daemon" / "runs" / "reconcile", workers)
     try:
-        load = OutsideLoad()
         started = time.perf_counter()
         daemon.start()
+        assert daemon.proc is not None
+        load = OutsideLoad(process_tree_cpu(daemon.proc.pid))  # the daemon's own CPU is not "others"
         states = watch_states(daemon, 600)
         to_idle = time.perf_counter() - started
         others = load.cores()
