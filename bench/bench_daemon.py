@@ -37,7 +37,9 @@ two benchmarks overlap.
    seen in status.json. The daemon is then started again under `strace -f -e trace=open,openat,openat2`
    (all its processes, workers included) and every open of a path under the root is counted; an open
    of a file with an image extension is an image open (target 0). Without strace (`apt-get install -y
-   strace`) that check is skipped and says so. The dentry/inode cache is warm (the tree was just
+   strace`) that check is skipped and says so. Positive control in the same trace: once started, one
+   new image is dropped in (and deleted again); its opens are counted apart and must be >= 1, or the
+   check fails. The dentry/inode cache is warm (the tree was just
    walked); a first start after boot walks a cold cache.
 4. Idle daemon (targets: CPU ~0, i.e. <= 0.6 s per minute = 1% of a core; RSS <= index + 200 MB).
    (a) the daemon of section 3 (its index holds --tree vectors) once idle after its start, and (b) the
@@ -507,7 +509,7 @@ def watch_states(daemon: DaemonRun, timeout: float) -> dict[str, float]:
 OPENAT = re.compile(r'\b(open|openat|openat2)\((?:[^,]*, )?"((?:[^"\\]|\\.)*)"(?:, ([A-Z_|]+))?')
 
 
-def count_opens(trace: Path, root: Path) -> dict[str, Any]:
+def count_opens(trace: Path, root: Path, skip: str = "") -> dict[str, Any]:
     prefix = str(root) + "/"
     dirs = files = images = 0
     examples: list[str] = []
@@ -516,6 +518,8 @@ def count_opens(trace: Path, root: Path) -> dict[str, Any]:
         if not m:
             continue
         path, flags = m[2], m[3] or ""
+        if skip and (path == skip or path == os.path.basename(skip)):
+            continue
         if not (path.startswith(prefix) or path == str(root) or not path.startswith("/")):
             continue
         if not path.startswith("/") and not has_image_extension(path):
@@ -576,23 +580,41 @@ def bench_reconcile(out: Path, tree: Path, index: Path, workers: int, check_open
     section("3b. Image opens during start-up and reconcile (strace)")
     trace = out / "daemon" / "runs" / "reconcile-strace.txt"
     traced = DaemonRun("reconcile-strace", [tree], index, out / "daemon" / "runs" / "reconcile-strace", workers)
+    # Positive control, after the startup: one new image dropped in must show up as opened (by a worker),
+    # proving the trace sees the processes that would read images. It is deleted again before the stop.
+    control = tree / "strace_control.jpg"
     try:
         traced.start(prefix=("strace", "-f", "-qq", "--seccomp-bpf", "-s", "4096", "-e",
                              "trace=open,openat,openat2", "-o", str(trace)))
         traced.wait_idle(900)
-        time.sleep(2.0)
+        before = int(traced.socket_status()["counts"]["indexed"])
+        _, buf = cv2.imencode(".jpg", np.random.default_rng().integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        staging = out / "daemon" / "runs" / "strace_control.jpg"
+        staging.write_bytes(buf.tobytes())
+        os.replace(staging, control)
+        deadline = time.monotonic() + 120
+        while traced.socket_status()["counts"]["indexed"] <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        control.unlink()
+        while traced.socket_status()["counts"]["indexed"] > before and time.monotonic() < deadline:
+            time.sleep(0.1)
         traced.stop()
     finally:
+        control.unlink(missing_ok=True)
         traced.cleanup()
     files_, _, _, read_, _ = reconcile_line(traced)
-    opens = count_opens(trace, tree)
+    all_opens = count_opens(trace, tree, skip=str(control))
+    control_opens = count_opens(trace, tree)["image_opens"] - all_opens["image_opens"]
+    opens = {**all_opens, "control_opens": control_opens}
     print(f"  under strace -f (every process of the daemon, start to stop): {opens['image_opens']} image files "
           f"opened under the root, {opens['file_opens']} files in all, {opens['folder_opens']} folder listings "
           f"({files_} files reconciled, {read_} read)")
     for ex in opens["examples"]:
         print(f"    e.g. {ex}")
+    print(f"  positive control: one image dropped in after the start was opened {control_opens} time(s) in the "
+          "same trace" + ("" if control_opens else "  WARNING: the trace does not see image reads"))
     summary.add("image files opened by startup + reconcile", opens["image_opens"], "files",
-                f"== {TARGET_IMAGE_OPENS}", opens["image_opens"] == TARGET_IMAGE_OPENS)
+                f"== {TARGET_IMAGE_OPENS}", opens["image_opens"] == TARGET_IMAGE_OPENS and control_opens > 0)
     summary.details["reconcile"]["opens"] = opens
 
 
