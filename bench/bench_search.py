@@ -226,21 +226,23 @@ def _summary(times_ms: Sequence[float]) -> dict[str, float]:
 
 
 def stage_breakdown(searcher: Searcher, queries: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
-    stages: dict[str, list[float]] = {"1_ann": [], "2a_catalog_rows": [], "2b_rerank": [],
-                                      "2c_dominant_colors": []}
+    stages: dict[str, list[float]] = {"1_ann": [], "2a_histograms_from_index": [], "2b_rerank": [],
+                                      "2c_catalog_rows_of_top_k": [], "2d_dominant_colors": []}
     for q in queries:
         t0 = time.perf_counter()
         ids, _ = searcher.live_index.search(q, K_CANDIDATES)
         t1 = time.perf_counter()
-        found = searcher.catalog.search_rows(ids)
+        hists = searcher.live_index.histograms(ids)
         t2 = time.perf_counter()
-        stacked = np.stack([found[int(i)][3] for i in ids])
-        order, _ = rerank.rerank(q, ids, stacked, k=K)
+        order, _ = rerank.rerank(q, ids, hists, k=K)
         t3 = time.perf_counter()
-        for i in order[:K]:
-            rerank.dominant_colors(found[int(i)][3])
+        searcher.catalog.describe(order[:K])
         t4 = time.perf_counter()
-        for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        position = {int(i): n for n, i in enumerate(ids)}
+        for i in order[:K]:
+            rerank.dominant_colors(hists[position[int(i)]])
+        t5 = time.perf_counter()
+        for name, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             stages[name].append(dt * 1000.0)
     return {name: _summary(times) for name, times in stages.items()}
 
@@ -348,7 +350,7 @@ def pot_comparison(searcher: Searcher, queries: Sequence[tuple[str, np.ndarray]]
         [q for q in queries if q[0] == "color"][: n_queries // 2]
     per_query = []
     for kind, q in picked:
-        ids, hists = searcher.candidates(q, K)[:2]
+        ids, hists = searcher.candidates(q, K)
         ours_times = []
         for _ in range(5):
             t0 = time.perf_counter()

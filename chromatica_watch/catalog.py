@@ -365,17 +365,15 @@ class Catalog:
                                                    strict=True)
         }
 
-    def search_rows(self, ids: Iterable[int]) -> dict[int, tuple[str, bytes, bool, np.ndarray]]:
-        """id -> (root, path, live, raw histogram): everything a search result needs, in one query."""
+    def describe(self, ids: Iterable[int]) -> dict[int, tuple[str, bytes, bool]]:
+        """id -> (root, path, live) for result display."""
         ids = [int(i) for i in ids]
         if not ids:
             return {}
-        table = self._reader().sql(
-            "SELECT id, root, path, deleted_at IS NULL AS live, histogram FROM images "
-            "WHERE id IN (SELECT unnest(?::BIGINT[]))", params=[ids]).to_arrow_table()
-        cols = [table.column(n).to_pylist() for n in ("id", "root", "path", "live")]
-        hists = table.column("histogram").combine_chunks().values.to_numpy().reshape(-1, TOTAL_BINS)
-        return {int(i): (r, bytes(p), bool(lv), h) for i, r, p, lv, h in zip(*cols, hists, strict=True)}
+        rows = self._reader().execute(
+            "SELECT id, root, path, deleted_at IS NULL FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
+            [ids]).fetchall()
+        return {int(i): (r, bytes(p), bool(live)) for i, r, p, live in rows}
 
     def sample_histograms(self, n: int) -> np.ndarray:
         table = self._reader().sql(

@@ -1,9 +1,11 @@
 """Search: ANN candidates from the live index, reranked by Earth Mover's Distance on catalog histograms.
 
 Stage 1 asks the live index (HNSW on Hellinger vectors; tombstones excluded by its IDSelector) for
-`k_candidates` neighbours. Stage 2 fetches their raw histograms from the catalog, double-checks that
-each row is still live (a tombstone may have been committed since the index answered), reranks by
-EMD (`rerank.rerank`) and keeps the best k. Each result carries its dominant colours, so it explains
+`k_candidates` neighbours and their raw histograms (the index holds sqrt(h) of each catalog
+histogram, so squaring gives it back exactly to float32 rounding, without a catalog round trip).
+Stage 2 reranks them by EMD (`rerank.rerank`); the best k are looked up in the catalog for their paths,
+and any tombstoned since the index answered (the catalog commits first) is dropped and the rest
+ranked again. Each result carries its dominant colours, so it explains
 itself.
 """
 
@@ -78,16 +80,10 @@ class Searcher:
         self.k_candidates = k_candidates
         self.refine = refine
 
-    def candidates(self, query_hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[int, Row]]:
-        """Stage 1 and the catalog fetch: ids (index order), raw histograms and rows of live candidates."""
+    def candidates(self, query_hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1: ids of the nearest Hellinger vectors (tombstones excluded) and their raw histograms."""
         ids, _ = self.live_index.search(query_hist, max(self.k_candidates, k))
-        found = self.catalog.search_rows(ids)
-        keep = [i for i in ids.tolist() if i in found and found[i][2]]
-        if len(keep) < len(ids):
-            logger.debug("search: %d of %d candidates are no longer live in the catalog", len(ids) - len(keep),
-                         len(ids))
-        stacked = np.stack([found[i][3] for i in keep]) if keep else np.zeros((0, histogram.TOTAL_BINS), np.float32)
-        return np.array(keep, dtype=np.int64), stacked, {i: found[i][:3] for i in keep}
+        return ids, self.live_index.histograms(ids)
 
     def search(self, query_hist: np.ndarray, k: int = DEFAULT_K) -> list[Result]:
         """The k best matches, best first."""
@@ -98,13 +94,26 @@ class Searcher:
                 or not query.sum() > 0:
             raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
         query = query / query.sum()
-        ids, hists, rows = self.candidates(query, k)
-        if len(ids) == 0:
-            return []
-        order, distances = rerank.rerank(query, ids, hists, k=k, refine=self.refine)
+        ids, hists = self.candidates(query, k)
+        while len(ids):
+            order, distances = rerank.rerank(query, ids, hists, k=k, refine=self.refine)
+            rows = self.catalog.describe(order[:k])
+            dead = [i for i in order[:k].tolist() if not rows.get(i, ("", b"", False))[2]]
+            if not dead:
+                return self._results(order[:k], distances[:k], rows, ids, hists)
+            # Tombstoned since the index answered (the catalog commits first): rank the rest again, so
+            # that every result shown carries an accurate distance.
+            logger.debug("search: %d of the best %d were deleted meanwhile", len(dead), k)
+            alive = ~np.isin(ids, dead)
+            ids, hists = ids[alive], hists[alive]
+        return []
+
+    @staticmethod
+    def _results(order: np.ndarray, distances: np.ndarray, rows: dict[int, Row], ids: np.ndarray,
+                 hists: np.ndarray) -> list[Result]:
         position = {image_id: n for n, image_id in enumerate(ids.tolist())}
         results = []
-        for image_id, score in zip(order[:k].tolist(), distances[:k].tolist(), strict=True):
+        for image_id, score in zip(order.tolist(), distances.tolist(), strict=True):
             root, path, _ = rows[image_id]
             results.append(Result(
                 id=image_id, root=root, path=path,

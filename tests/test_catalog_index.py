@@ -130,3 +130,17 @@ def test_open_live_index_catches_up_and_rebuilds(tmp_path: Path) -> None:
     assert not rec3.loaded_checkpoint and "checksum" in (rec3.rebuilt_reason or "")
     assert set(live3.ids().tolist()) == set(cat.live_ids().tolist())
     cat.close()
+
+
+def test_index_gives_back_the_catalog_histograms(tmp_path: Path) -> None:
+    """Search reranks on histograms squared back from the index's Hellinger vectors: they must be the
+    catalog's own, to float32 rounding."""
+    rng = np.random.default_rng(3)
+    hists = rng.dirichlet(np.full(H.TOTAL_BINS, 0.05), size=50).astype(np.float32)
+    live = LiveIndex()
+    ids = np.arange(10, 60, dtype=np.int64)
+    live.add(ids, hists)
+    back = live.histograms(ids[::-1])
+    assert back.shape == (50, H.TOTAL_BINS) and back.dtype == np.float32
+    assert np.allclose(back, hists[::-1], rtol=1e-5, atol=1e-9)
+    assert live.histograms(np.zeros(0, np.int64)).shape == (0, H.TOTAL_BINS)
