@@ -1,7 +1,9 @@
 """The 1152-bin CIE Lab histogram: pure functions on arrays (no I/O, no logging).
 
-sRGB (D65) -> CIE Lab follows `skimage.color.rgb2lab` exactly (same matrix, white point and
-companding) but in float32 with a lookup table for 8-bit input; tests hold the two together per pixel.
+sRGB (D65) -> CIE Lab follows `skimage.color.rgb2lab` (same matrix, white point and companding) but in
+float32, with a lookup table for 8-bit input; tests hold the two together per pixel. The per-pixel
+arithmetic uses OpenCV's SIMD kernels (LUT, 3x3 transform, pow) because numpy's equivalents (fancy
+indexing, a (N, 3) @ (3, 3) matmul, np.cbrt) cost several times more on the ~50k pixels of an image.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import cv2
 import numpy as np
 
 ALGORITHM_VERSION = 1
@@ -24,8 +27,12 @@ _XYZ_FROM_RGB = np.array(
     dtype=np.float64,
 )
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
-# Fold the white point into the matrix, and transpose so pixels (N, 3) multiply on the left.
-_XYZN_FROM_RGB_T = (_XYZ_FROM_RGB / _WHITE_D65[:, None]).T.astype(np.float32)
+# The white point folded into the matrix: linear RGB -> (X/Xn, Y/Yn, Z/Zn), as cv2.transform wants it.
+_XYZN_FROM_RGB = (_XYZ_FROM_RGB / _WHITE_D65[:, None]).astype(np.float32)
+# f(X/Xn), f(Y/Yn), f(Z/Zn) -> L*, a*, b* as one affine map (last column: offset).
+_LAB_FROM_F = np.array([[0.0, 116.0, 0.0, -16.0], [500.0, -500.0, 0.0, 0.0], [0.0, 200.0, -200.0, 0.0]],
+                       dtype=np.float32)
+_F_LINEAR_BELOW = np.float32(0.008856)
 
 
 def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
@@ -39,26 +46,49 @@ _LINEAR_FROM_U8.setflags(write=False)
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB pixels, shape (..., 3), uint8 or float in [0, 1] -> Lab float32, shape (N, 3)."""
-    pixels = rgb.reshape(-1, 3)
+    pixels = np.ascontiguousarray(rgb).reshape(-1, 1, 3)  # (N, 1, 3): one 3-channel column for OpenCV
+    if len(pixels) == 0:
+        return np.empty((0, 3), dtype=np.float32)
     if pixels.dtype == np.uint8:
-        linear = _LINEAR_FROM_U8[pixels]
+        linear = cv2.LUT(pixels, _LINEAR_FROM_U8)
     else:
         linear = _srgb_to_linear(np.clip(pixels, 0.0, 1.0))
-    xyz = linear @ _XYZN_FROM_RGB_T
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + np.float32(16.0 / 116.0))
-    lab = np.empty_like(f)
-    lab[:, 0] = 116.0 * f[:, 1] - 16.0
-    lab[:, 1] = 500.0 * (f[:, 0] - f[:, 1])
-    lab[:, 2] = 200.0 * (f[:, 1] - f[:, 2])
-    return lab
+    xyz = cv2.transform(linear, _XYZN_FROM_RGB)
+    # cv2.pow(x, 1/3) is exp(log x / 3) in SIMD float32, a tenth of np.cbrt's cost: within 2e-4 of
+    # skimage's Lab over all 2^24 8-bit colours (checked once; the tests hold a grid of them and real
+    # photos to 1e-3). Histograms move by < 3e-6 in L1, so ALGORITHM_VERSION stays. xyz >= 0: pow's
+    # abs() is moot.
+    f = cv2.pow(xyz, 1.0 / 3.0)
+    np.copyto(f, xyz * np.float32(7.787) + np.float32(16.0 / 116.0), where=xyz <= _F_LINEAR_BELOW)
+    return cv2.transform(f, _LAB_FROM_F).reshape(-1, 3)
 
 
 # The grid is padded by one bin on each side of each axis so that every pixel's eight neighbouring
 # centres exist as plain offsets from one base index; the padding is folded back into the edge bins
 # afterwards (a value beyond the outermost centre gives all its weight to the edge bin).
 _PADDED = (L_BINS + 2, A_BINS + 2, B_BINS + 2)
+_PADDED_SIZE = _PADDED[0] * _PADDED[1] * _PADDED[2]
 _STRIDES = (_PADDED[1] * _PADDED[2], _PADDED[2], 1)
 _AXES = ((L_RANGE, L_BINS), (A_RANGE, A_BINS), (B_RANGE, B_BINS))
+# Lab -> position in padded bin units, u = (v - lo) * n / (hi - lo) + 0.5, as one affine map; the
+# centre of bin i is at u = i + 1.5, and clamping v to [lo, hi] is clamping u to [0.5, n + 0.5].
+_U_FROM_LAB = np.array([[n / (hi - lo) if j == axis else 0.0 for j in range(3)] + [0.5 - lo * n / (hi - lo)]
+                        for axis, ((lo, hi), n) in enumerate(_AXES)], dtype=np.float32)
+# Consecutive pixels of a photo mostly land in the same bins, and bincount's `out[i] += w` then waits
+# on its own previous store; spreading consecutive pixels over a few copies of the grid ("lanes")
+# lets those additions overlap. 4 lanes make bincount ~2.4x faster; the copies are summed at the end.
+_LANES = 4
+_LANE_OFFSETS = np.arange(_LANES, dtype=np.intp) * _PADDED_SIZE
+
+
+def _axis_positions(lab: np.ndarray) -> list[np.ndarray]:
+    """Per axis, each pixel's clamped position in padded bin units (>= 0.5): three float32 arrays."""
+    u = cv2.transform(np.ascontiguousarray(lab, dtype=np.float32).reshape(-1, 1, 3), _U_FROM_LAB)
+    positions = [c.reshape(-1) for c in cv2.split(u)]
+    for c, (_, n) in zip(positions, _AXES, strict=True):
+        np.maximum(c, np.float32(0.5), out=c)
+        np.minimum(c, np.float32(n + 0.5), out=c)
+    return positions
 
 
 def lab_histogram(lab: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -68,26 +98,28 @@ def lab_histogram(lab: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
     all (fully transparent ones weigh 0). Raises ValueError when no pixel carries weight.
     """
     lab = np.asarray(lab, dtype=np.float32).reshape(-1, 3)
-    base = np.zeros(len(lab), dtype=np.int64)
+    if len(lab) == 0:
+        raise ValueError("no pixel carries weight (image fully transparent or empty)")
+    base = np.zeros(len(lab), dtype=np.intp)
     upper = []
-    for axis, ((lo, hi), n) in enumerate(_AXES):
-        # Position in padded bin units, shifted so it is > 0 and int truncation is floor.
-        u = (np.clip(lab[:, axis], lo, hi) - np.float32(lo)) * np.float32(n / (hi - lo)) + np.float32(0.5)
-        below = u.astype(np.int64)
-        upper.append(u - below)
-        base += below * _STRIDES[axis]
+    for u, stride in zip(_axis_positions(lab), _STRIDES, strict=True):
+        below = np.floor(u)
+        upper.append(u - below)  # weight of the upper neighbouring centre
+        base += below.astype(np.intp) * stride
+    whole = len(base) - len(base) % _LANES
+    base[:whole].reshape(-1, _LANES)[:] += _LANE_OFFSETS
     fl, fa, fb = upper
     gl, ga, gb = 1 - fl, 1 - fa, 1 - fb
     if weights is not None:
         w = np.asarray(weights, dtype=np.float32).reshape(-1)
         fl, gl = fl * w, gl * w
-    size = _PADDED[0] * _PADDED[1] * _PADDED[2]
+    size = _LANES * _PADDED_SIZE
     grid = np.zeros(size, dtype=np.float64)
     sl, sa, _ = _STRIDES
     for w_la, offset in ((gl * ga, 0), (gl * fa, sa), (fl * ga, sl), (fl * fa, sl + sa)):
         grid += np.bincount(base + offset, weights=w_la * gb, minlength=size)
         grid += np.bincount(base + (offset + 1), weights=w_la * fb, minlength=size)
-    g = grid.reshape(_PADDED)
+    g = grid.reshape(_LANES, *_PADDED).sum(axis=0)
     g[1] += g[0]
     g[-2] += g[-1]
     g[:, 1] += g[:, 0]

@@ -125,7 +125,9 @@ def _jpeg_scan_complete(data: bytes) -> bool:
             pos += 1
             continue
         if marker == 0xDA:  # start of scan: entropy-coded data follows, never containing FF D9
-            return data.find(b"\xff\xd9", pos) != -1
+            # Searched from the end, where a complete file has it: a forward search stops at every
+            # FF byte of the entropy-coded data (FF 00 stuffing) and costs ~4 ms on a 12 MP photo.
+            return data.rfind(b"\xff\xd9", pos) != -1
         if marker in (0x01, *range(0xD0, 0xD8)):
             pos += 2
             continue
@@ -142,11 +144,14 @@ def _reduced_jpeg_flag(width: int, height: int, max_dimension: int) -> int:
 
 
 def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 as it is; deeper samples as float32 in [0, 1]."""
+    if pixels.dtype == np.uint8:
+        return pixels
     if pixels.dtype == np.uint16:
         return pixels.astype(np.float32) / np.float32(65535.0)
     if pixels.dtype.kind == "f":
         return np.clip(pixels.astype(np.float32), 0.0, 1.0)
-    return pixels
+    raise ImageError(f"unsupported sample type {pixels.dtype}")
 
 
 def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
@@ -177,16 +182,15 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
     channels = pixels.shape[2]
+    pixels = _to_unit_float(pixels)  # before cvtColor, which takes only 8-bit, 16-bit and float32
     weights = None
     if channels in (2, 4):  # gray+alpha, BGRA
-        alpha = pixels[:, :, -1]
-        weights = (alpha > 0).astype(np.float32)
-        pixels = pixels[:, :, :-1]
-    if pixels.shape[2] == 1:
-        rgb = np.repeat(pixels, 3, axis=2)
+        weights = (pixels[:, :, -1] > 0).astype(np.float32)
+    if channels in (3, 4):
+        rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB)
     else:
-        rgb = pixels[:, :, 2::-1]  # BGR -> RGB
-    return Decoded(rgb=_to_unit_float(np.ascontiguousarray(rgb)), weights=weights, width=width, height=height)
+        rgb = np.repeat(pixels[:, :, :1], 3, axis=2)
+    return Decoded(rgb=rgb, weights=weights, width=width, height=height)
 
 
 def features(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -16,6 +16,19 @@ def test_lab_agrees_with_skimage_per_pixel_on_real_photos(name: str) -> None:
     assert np.abs(ours - ref).max() < 1e-3
 
 
+def test_lab_agrees_with_skimage_on_a_grid_of_all_8_bit_colours() -> None:
+    levels = np.unique(np.r_[np.arange(0, 256, 5), 1, 2, 10, 11, 254, 255]).astype(np.uint8)
+    rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(1, -1, 3)
+    assert np.abs(H.srgb_to_lab(rgb) - color.rgb2lab(rgb).reshape(-1, 3)).max() < 1e-3
+
+
+def test_lab_of_no_pixels_is_empty_and_their_histogram_raises() -> None:
+    lab = H.srgb_to_lab(np.zeros((0, 3), dtype=np.uint8))
+    assert lab.shape == (0, 3)
+    with pytest.raises(ValueError):
+        H.lab_histogram(lab)
+
+
 def test_lab_agrees_with_skimage_on_16_bit_float_input() -> None:
     rgb = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
     assert np.abs(H.srgb_to_lab(rgb) - color.rgb2lab(rgb).reshape(-1, 3)).max() < 1e-3
