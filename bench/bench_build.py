@@ -1,6 +1,6 @@
 """Build benchmark: the seed's pipeline vs ours, the decode-only limit, peak RSS, catalog inserts.
 
-    .venv/bin/python bench/bench_build.py [--images N] [--out DIR] [--repeat R]
+    .venv/bin/python bench/bench_build.py [--images N] [--out DIR] [--repeat R] [--sections speed,catalog,rss]
 
 Everything is measured side by side in one run on the same machine, so the ratios mean something even
 when absolute figures drift. Not a pytest test. Prints a summary (PASS/FAIL per target) and writes it
@@ -72,6 +72,7 @@ TARGET_SEED_RATIO = 3.0
 TARGET_DECODE_RATIO = 0.85
 TARGET_RSS_MB = 1024.0
 TARGET_ROWS_PER_S = 5000.0
+SECTIONS = ("speed", "catalog", "rss")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -757,7 +758,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="speed runs: best of this many (3)")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                         help="shared machine: before each timed run wait up to S s for idle cores (0)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
+                        help=f"comma-separated subset of {','.join(SECTIONS)} to run (all); the rss section "
+                             "needs speed for its steady-state ratio")
     args = parser.parse_args(argv)
+    args.sections = [s for s in args.sections.split(",") if s]
+    if not args.sections or set(args.sections) - set(SECTIONS):
+        parser.error(f"--sections: choose from {','.join(SECTIONS)}")
+    if "rss" in args.sections and "speed" not in args.sections:
+        parser.error("--sections: rss needs speed")
     if min(args.images, args.rss_images, args.catalog_rows, args.executemany_rows, args.repeat) < 1:
         parser.error("counts must be >= 1")
     return args
@@ -774,13 +783,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     section(f"1. Corpus: {args.images} camera-like JPEGs")
     paths = make_corpus(out, args.images)
     describe_corpus(paths, summary)
-    section("2. Images per second (max_dimension 256)")
-    rates = bench_speed(out, paths, args.repeat, args.wait_idle, summary)
-    section(f"4. Catalog inserts: {args.catalog_rows} rows of FLOAT[1152] (run before 3, whose first run "
-            "writes GBs)")
-    bench_catalog(out, args.catalog_rows, min(args.executemany_rows, args.catalog_rows), summary)
-    section(f"3. Peak RSS of `chromatica-watch build` over {args.rss_images} images")
-    bench_rss(out, paths, args.rss_images, rates["limit_warm"], args.wait_idle, summary)
+    if "speed" in args.sections:
+        section("2. Images per second (max_dimension 256)")
+        rates = bench_speed(out, paths, args.repeat, args.wait_idle, summary)
+    if "catalog" in args.sections:
+        section(f"4. Catalog inserts: {args.catalog_rows} rows of FLOAT[1152] (run before 3, whose first "
+                "run writes GBs)")
+        bench_catalog(out, args.catalog_rows, min(args.executemany_rows, args.catalog_rows), summary)
+    if "rss" in args.sections:
+        section(f"3. Peak RSS of `chromatica-watch build` over {args.rss_images} images")
+        bench_rss(out, paths, args.rss_images, rates["limit_warm"], args.wait_idle, summary)
     summary.details["seconds_total"] = round(time.monotonic() - started, 1)
     summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     warn_if_busy("at the end", summary)
