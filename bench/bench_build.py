@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from chromatica_watch import histogram, image
+from chromatica_watch import histogram, image, ingest
 
 if TYPE_CHECKING:
     import psutil
@@ -326,13 +326,17 @@ WORK: dict[str, Callable[[str], object]] = {
 
 
 def _worker_init(kind: str) -> None:
-    """Like the ingest workers: one OpenCV thread. The seed's worker loads skimage's lazily imported
-    colour module here, so that its timed start-up includes it but its per-image 'work' does not."""
+    """The decode-only and features workers are set up exactly like the ingest workers (one OpenCV
+    thread, the same allocator settings), so the decode-only limit gets every advantage ours has. The
+    seed's worker only gets one OpenCV thread, and loads skimage's lazily imported colour module here,
+    so that its timed start-up includes it but its per-image 'work' does not."""
+    if kind != "seed":
+        ingest.worker_init()
+        return
     image.limit_decoder_threads()
-    if kind == "seed":
-        from skimage import color
+    from skimage import color
 
-        color.rgb2lab(np.zeros((1, 1, 3), np.uint8))
+    color.rgb2lab(np.zeros((1, 1, 3), np.uint8))
 
 
 def _timed_batch(kind: str, paths: list[str]) -> float:
