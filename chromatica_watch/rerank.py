@@ -180,10 +180,9 @@ def _sinkhorn_dual(bins_a: np.ndarray, a: np.ndarray, bins_b: np.ndarray, b: np.
             f = np.where(np.isfinite(f), f, 0).astype(f32)
             g = np.where(np.isfinite(g), g, 0).astype(f32)
         # c-transforms (in float64): (f2, g2) is feasible, so its objective is a valid lower bound.
-        g2 = np.where(valid_a[:, :, None], cost64 - f.astype(np.float64)[:, :, None], np.inf).min(axis=1)
-        g2 = np.where(valid_b, g2, 0.0)
-        f2 = np.where(valid_b[:, None, :], cost64 - g2[:, None, :], np.inf).min(axis=2)
-        f2 = np.where(valid_a, f2, 0.0)
+        # cost64 is already inf in padded rows and columns, and f, g2 are finite: no masking needed.
+        g2 = np.where(valid_b, (cost64 - f.astype(np.float64)[:, :, None]).min(axis=1), 0.0)
+        f2 = np.where(valid_a, (cost64 - g2[:, None, :]).min(axis=2), 0.0)
     return np.maximum((f2 * a).sum(axis=1) + (g2 * b).sum(axis=1), 0.0)
 
 
