@@ -116,9 +116,11 @@ def lab_histogram(lab: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
     size = _LANES * _PADDED_SIZE
     grid = np.zeros(size, dtype=np.float64)
     sl, sa, _ = _STRIDES
+    # Every corner is counted at the pixel's base index and the counts shifted to the corner after:
+    # bincount(base + k) is bincount(base) moved by k, and the padding keeps base + k inside its lane.
     for w_la, offset in ((gl * ga, 0), (gl * fa, sa), (fl * ga, sl), (fl * fa, sl + sa)):
-        grid += np.bincount(base + offset, weights=w_la * gb, minlength=size)
-        grid += np.bincount(base + (offset + 1), weights=w_la * fb, minlength=size)
+        grid[offset:] += np.bincount(base, weights=w_la * gb, minlength=size)[:size - offset]
+        grid[offset + 1:] += np.bincount(base, weights=w_la * fb, minlength=size)[:size - offset - 1]
     g = grid.reshape(_LANES, *_PADDED).sum(axis=0)
     g[1] += g[0]
     g[-2] += g[-1]

@@ -100,13 +100,52 @@ def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
         raise ImageError("not an image: unrecognized file format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"corrupt image header: {exc}") from exc
+    _check_dimensions(width, height, max_pixels)
+    return fmt, mode, width, height
+
+
+def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
         raise ImageError(
             f"too many pixels: {width}x{height} = {width * height} exceeds the pixel limit "
             f"{max_pixels} (max_pixels); refused before decoding (possible decompression bomb)")
-    return fmt, mode, width, height
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic coded).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame segment, or None when the header walk is not
+    conclusive (not a JPEG, odd or broken header): then Pillow reads the header and judges it.
+
+    ~20x cheaper than opening the file with Pillow, and it also takes camera MPO files (a JPEG with
+    extra images after it, which Pillow calls "MPO") as the JPEGs they are, so they decode at reduced
+    scale too.
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    pos, n = 2, len(data)
+    size = None
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return size
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            pos += 2
+            continue
+        if marker in _JPEG_SOF and pos + 9 <= n:  # FF Cn, length(2), precision(1), height(2), width(2)
+            height, width = int.from_bytes(data[pos + 5: pos + 7], "big"), int.from_bytes(data[pos + 7: pos + 9], "big")
+            size = (width, height) if width > 0 and height > 0 else None
+        pos += 2 + int.from_bytes(data[pos + 2: pos + 4], "big")
+    return None
 
 
 def _jpeg_scan_complete(data: bytes) -> bool:
@@ -156,7 +195,12 @@ def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
 
 def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to sRGB with the longest side at most `max_dimension`; raises ImageError with a reason."""
-    fmt, mode, width, height = _probe(data, max_pixels)
+    jpeg_size = _jpeg_dimensions(data)
+    if jpeg_size is not None:
+        (width, height), fmt, mode = jpeg_size, "JPEG", ""
+        _check_dimensions(width, height, max_pixels)
+    else:
+        fmt, mode, width, height = _probe(data, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     if fmt == "JPEG":
         if not _jpeg_scan_complete(data):
@@ -216,9 +260,12 @@ def limit_decoder_threads() -> None:
 
 
 def decode_reduced_only(data: bytes, max_dimension: int) -> tuple[int, int]:
-    """The decode-only limit for the benchmark: header probe and reduced-scale decode, nothing else."""
-    with Image.open(io.BytesIO(data)) as im:
-        width, height = im.size
+    """The decode-only limit for the benchmark: header probe (the same as decode's) and reduced-scale
+    decode, nothing else."""
+    size = _jpeg_dimensions(data)
+    if size is None:
+        raise ImageError("not a JPEG")
+    width, height = size
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8),
                           _reduced_jpeg_flag(width, height, max_dimension) | _IGNORE_ORIENTATION)
     if pixels is None:

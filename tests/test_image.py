@@ -149,3 +149,26 @@ def test_read_file_reports_unreadable_and_missing(tmp_path: Path) -> None:
 
 def test_content_hash_is_of_the_bytes() -> None:
     assert image.hash_bytes(b"abc") == image.hash_bytes(b"abc") != image.hash_bytes(b"abd")
+
+
+def test_jpeg_header_walk_agrees_with_pillow(tmp_path: Path) -> None:
+    thumb = io.BytesIO()
+    Image.new("RGB", (8, 8), RED).save(thumb, "JPEG")
+    app1 = b"\xff\xe1" + struct.pack(">H", len(thumb.getvalue()) + 2) + thumb.getvalue()
+    progressive = io.BytesIO()
+    Image.fromarray(photo("coffee")).save(progressive, "JPEG", progressive=True)
+    baseline = write_rgb(tmp_path / "p.jpg", photo("chelsea"), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    for data in (baseline, baseline[:2] + app1 + baseline[2:], progressive.getvalue(),
+                 baseline + baseline):  # a second image after the first, as in camera MPO files
+        with Image.open(io.BytesIO(data)) as im:
+            assert image._jpeg_dimensions(data) == im.size
+    for other in (b"", b"\xff\xd8\xff", png_declaring(10, 10), b"not a jpeg" * 10, baseline[:300]):
+        assert image._jpeg_dimensions(other) is None  # left to Pillow to judge
+
+
+def test_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    data = bytearray(write_rgb(tmp_path / "p.jpg", solid(RED), IMWRITE_JPEG_QUALITY=90).read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5: sof + 9] = struct.pack(">HH", 60000, 60000)
+    with pytest.raises(ImageError, match=r"60000x60000.*pixel limit"):
+        image.features(bytes(data), 256)
