@@ -81,8 +81,9 @@ class Batcher:
                 if self._first_ready_at is None:
                     self._first_ready_at = now
 
-    def take_batch(self, now: float, *, force: bool = False) -> list[Key]:
-        """Ready paths if a batch is due (full, or the oldest ready one waited max_batch_delay)."""
+    def take_batch(self, now: float, *, force: bool = False, limit: int | None = None) -> list[Key]:
+        """Ready paths if a batch is due (full, or the oldest ready one waited max_batch_delay, or no
+        other file could join it in time): up to `limit` of them (default batch_size)."""
         if not self._ready:
             return []
         due = (force or len(self._ready) >= self.batch_size
@@ -90,7 +91,7 @@ class Batcher:
                or not self._can_grow(now))
         if not due:
             return []
-        keys = sorted(self._ready)[: self.batch_size]
+        keys = sorted(self._ready)[: limit or self.batch_size]
         for k in keys:
             del self._ready[k]
         self._first_ready_at = now if self._ready else None

@@ -50,6 +50,7 @@ Clock = Callable[[], float]
 RECENT_FAILURES = 20
 ROOT_CHECK_EVERY_S = 2.0
 SCAN_FALLBACK_INTERVAL_S = 10.0
+STREAM_BATCHES = 4  # ready files taken at once, in batches: workers keep busy while a batch commits
 POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work (idle RSS)
 
 
@@ -204,7 +205,7 @@ class Daemon:
             return
         now = self.clock()
         self.batcher.poll(now)
-        keys = self.batcher.take_batch(now)
+        keys = self.batcher.take_batch(now, limit=STREAM_BATCHES * self.cfg.batch_size)
         if keys:
             self.set_state("indexing")
             self.index_keys(keys)
@@ -337,12 +338,16 @@ class Daemon:
                       if (root, path) in replaced else frozenset()) for root, path in keys]
         self.in_flight = len(tasks)
         try:
-            results = self.ingest_pool().process(tasks)
+            if len(tasks) > self.cfg.batch_size:
+                # Streamed, one commit per batch_size results: the workers keep busy while a batch commits.
+                ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, Vanished(),
+                             self.cfg.batch_size, should_stop=self.stop_event.is_set, on_batch=self.after_commit)
+                return
+            results = self.ingest_pool().process(tasks)  # one batch, spread over all the workers
         finally:
             self.in_flight = 0
             self._pool_used_at = self.clock()
-        outcome = self.committer().commit(results, replaced, Vanished())
-        self.after_commit(outcome)
+        self.after_commit(self.committer().commit(results, replaced, Vanished()))
 
     def ingest_pool(self, warm: bool = False) -> IngestPool:
         """The worker pool, started on demand (and stopped after POOL_IDLE_S without work, so that an

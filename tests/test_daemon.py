@@ -252,3 +252,33 @@ def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: 
         assert (pool.max_dimension, pool.workers) == (cfg.max_dimension, cfg.worker_count)
     finally:
         pool.close()
+
+
+def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: DaemonEnv) -> None:
+    """In process: with more ready files than batch_size, one loop turn streams several batches through
+    the workers (committing each), so the workers do not wait for every commit."""
+    from chromatica_watch import config as config_mod
+    from chromatica_watch.daemon import STREAM_BATCHES, Daemon
+
+    env = daemon_env
+    env.write_config(batch_size=8)
+    cfg = config_mod.load(env.config, env={})
+    n = 3 * cfg.batch_size + 2
+    assert n <= STREAM_BATCHES * cfg.batch_size
+    now = [1000.0]
+    daemon = Daemon(cfg, env.config, clock=lambda: now[0])
+    daemon.open()
+    commits: list[int] = []
+    after_commit = daemon.after_commit
+    daemon.after_commit = lambda outcome: (commits.append(outcome.added), after_commit(outcome))  # type: ignore[method-assign]
+    try:
+        for i in range(n):
+            write_rgb(env.pictures / f"{i:03d}.png", solid((i, 255 - i, (7 * i) % 256)))
+            daemon.batcher.note((str(env.pictures), f"{i:03d}.png".encode()), now[0])
+        now[0] += cfg.settle_seconds + cfg.max_batch_delay
+        daemon.step()
+        assert daemon.catalog.counts()["live"] == n  # all in one loop turn
+        # one transaction per batch_size, in order (then the same turn's rescan re-hashes the racy new files)
+        assert commits[:4] == [8, 8, 8, 2] and sum(commits) == n
+    finally:
+        daemon.close()
