@@ -1,7 +1,7 @@
 """Daemon benchmark: drop-to-indexed latency, a burst vs `build`, startup reconcile of 100k files, idle cost.
 
     flock /tmp/chromatica-bench.lock .venv/bin/python bench/bench_daemon.py [--drops 20] [--cold-drops 2]
-        [--burst 1000] [--repeat 2] [--tree 100000] [--idle-seconds 60] [--workers 0] [--poll 0.02] [--sources 100]
+        [--burst 1000] [--repeat 3] [--tree 100000] [--idle-seconds 60] [--workers 0] [--poll 0.02] [--sources 100]
         [--sections latency,burst,reconcile,idle] [--out bench/out]
 
 A full run takes about 15 minutes the first time (corpus, ~4.6 GB of burst files and the 100k-file
@@ -745,7 +745,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-drops", type=int, default=2,
                         help="latency: extra drops, each once the idle daemon has stopped its workers (2)")
     parser.add_argument("--burst", type=int, default=1000, help="12 MP JPEGs dropped at once (1000)")
-    parser.add_argument("--repeat", type=int, default=2, help="burst: build and daemon runs, best of (2)")
+    parser.add_argument("--repeat", type=int, default=3, help="burst: build and daemon runs, best of (3)")
     parser.add_argument("--tree", type=int, default=100_000, help="files in the unchanged tree (100000)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle measurement window (60)")
     parser.add_argument("--workers", type=int, default=0, help="daemon and build workers; 0 = one per core")
