@@ -147,7 +147,8 @@ def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replace
 
 
 def ingest_tasks(pool: IngestPool, tasks: list[Task], committer: Committer, replaced: Mapping[Key, Replaced],
-                 vanished: Vanished, batch_size: int, should_stop: Callable[[], bool] = lambda: False,
+                 vanished: Vanished, batch_size: int, chunk_size: int = 8,
+                 should_stop: Callable[[], bool] = lambda: False,
                  on_result: Callable[[int], None] | None = None,
                  on_batch: Callable[[Outcome], None] | None = None) -> Outcome:
     """Stream tasks through the pool, committing every `batch_size` results in task order.
@@ -170,7 +171,7 @@ def ingest_tasks(pool: IngestPool, tasks: list[Task], committer: Committer, repl
             on_batch(outcome)
 
     done = 0
-    for result in pool.run(tasks, should_stop=should_stop):
+    for result in pool.run(tasks, chunk_size=chunk_size, should_stop=should_stop):
         batch.append(result)
         done += 1
         if len(batch) >= batch_size:
