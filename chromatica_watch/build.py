@@ -177,6 +177,7 @@ def _run(tasks: list[Task], opts: BuildOptions, pool: IngestPool, committer: Com
 
     ingest_tasks(pool, tasks, committer, replaced, vanished, opts.batch_size, chunk_size=CHUNK_SIZE,
                  on_result=progress, on_batch=after_batch)
+    pool.release()  # the workers' exit (~0.1 s) overlaps the final commit and checkpoint
 
 
 def write_reports(output: Path, report: BuildReport) -> None:

@@ -185,6 +185,10 @@ class IngestPool:
                    for i in range(0, len(tasks), size)]
         return [r for f in futures for r in f.result()]
 
+    def release(self) -> None:
+        """No more work: let the workers exit now, while the caller goes on; close() joins them."""
+        self._executor.shutdown(wait=False)
+
     def close(self, *, cancel: bool = False) -> None:
         self._executor.shutdown(wait=True, cancel_futures=cancel)
 
