@@ -51,6 +51,7 @@ RECENT_FAILURES = 20
 ROOT_CHECK_EVERY_S = 2.0
 SCAN_FALLBACK_INTERVAL_S = 10.0
 STREAM_BATCHES = 4  # ready files taken at once, in batches: workers keep busy while a batch commits
+STREAM_CHUNK = 2  # files per worker task when streaming: no worker idles long at the end of a take
 POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work (idle RSS)
 
 
@@ -341,7 +342,8 @@ class Daemon:
             if len(tasks) > self.cfg.batch_size:
                 # Streamed, one commit per batch_size results: the workers keep busy while a batch commits.
                 ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, Vanished(),
-                             self.cfg.batch_size, should_stop=self.stop_event.is_set, on_batch=self.after_commit)
+                             self.cfg.batch_size, chunk_size=STREAM_CHUNK, should_stop=self.stop_event.is_set,
+                             on_batch=self.after_commit)
                 return
             results = self.ingest_pool().process(tasks)  # one batch, spread over all the workers
         finally:
@@ -355,8 +357,7 @@ class Daemon:
         if self.pool is None:
             self.pool = IngestPool(*self._pool_args)
             if warm:
-                for _ in range(self.pool.workers):
-                    self.pool._executor.submit(os.getpid)  # each submit starts one worker process
+                self.pool.start()
         self._pool_used_at = self.clock()
         return self.pool
 
