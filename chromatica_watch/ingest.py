@@ -11,6 +11,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -144,6 +145,7 @@ class IngestPool:
         self._executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=worker_init)
+        self._releasing: threading.Thread | None = None
 
     def start(self) -> None:
         """Start every worker now (they start on first use otherwise), so that their start-up (a
@@ -186,11 +188,21 @@ class IngestPool:
         return [r for f in futures for r in f.result()]
 
     def release(self) -> None:
-        """No more work: let the workers exit now, while the caller goes on; close() joins them."""
-        self._executor.shutdown(wait=False)
+        """No more work: let the workers exit now, while the caller goes on; close() waits for them.
+
+        shutdown(wait=False) would forget the processes (a later shutdown does not join them), so a
+        thread does the waiting shutdown instead and close() joins that thread.
+        """
+        if self._releasing is None:
+            self._releasing = threading.Thread(target=self._executor.shutdown, name="ingest-pool-exit",
+                                               daemon=True)
+            self._releasing.start()
 
     def close(self, *, cancel: bool = False) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=cancel)
+        if self._releasing is not None:
+            self._releasing.join()
+        else:
+            self._executor.shutdown(wait=True, cancel_futures=cancel)
 
     def __enter__(self) -> IngestPool:
         return self
