@@ -156,7 +156,8 @@ class Daemon:
         self.watcher.stop()
         if self.pool is not None:
             self.pool.close(cancel=True)
-        self.checkpoint()
+        if self.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
+            self.checkpoint()
         self.write_status(force=True)  # last counts, while the catalog is open
         self.catalog.close()
         self._catalog_open = False

@@ -158,11 +158,15 @@ class LiveIndex:
             self.dirty = False
         index_dir = Path(index_dir)
         digest = hashlib.sha256(memoryview(blob)).hexdigest()
-        atomic_write(index_dir / INDEX_FILE, memoryview(blob))
         manifest = Manifest(watermark=watermark, vector_count=count, tombstone_count=tombstones,
                             sha256=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
                             saved_at=time.time())
-        atomic_write(index_dir / MANIFEST_FILE, manifest.to_json())
+        try:
+            atomic_write(index_dir / INDEX_FILE, memoryview(blob))
+            atomic_write(index_dir / MANIFEST_FILE, manifest.to_json())
+        except BaseException:
+            self.dirty = True  # not saved: the next checkpoint must try again
+            raise
         logger.debug("checkpoint: %d vectors up to id %d", count, watermark)
         return manifest
 

@@ -144,3 +144,15 @@ def test_index_gives_back_the_catalog_histograms(tmp_path: Path) -> None:
     assert back.shape == (50, H.TOTAL_BINS) and back.dtype == np.float32
     assert np.allclose(back, hists[::-1], rtol=1e-5, atol=1e-9)
     assert live.histograms(np.zeros(0, np.int64)).shape == (0, H.TOTAL_BINS)
+
+
+def test_a_failed_checkpoint_stays_dirty_so_the_next_one_retries(tmp_path: Path) -> None:
+    live = LiveIndex()
+    live.add(np.array([1], np.int64), np.full((1, H.TOTAL_BINS), 1 / H.TOTAL_BINS, np.float32))
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+    with pytest.raises(OSError):
+        live.checkpoint(not_a_dir, H.fingerprint(256))
+    assert live.dirty
+    live.checkpoint(tmp_path, H.fingerprint(256))
+    assert not live.dirty and (tmp_path / MANIFEST_FILE).exists()

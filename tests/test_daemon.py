@@ -282,3 +282,17 @@ def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: Da
         assert commits[:4] == [8, 8, 8, 2] and sum(commits) == n
     finally:
         daemon.close()
+
+
+def test_a_stop_with_nothing_changed_does_not_rewrite_the_index(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    write_rgb(env.pictures / "a.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
+    env.start()
+    wait_until(lambda: env.idle_with(1), timeout=60)
+    assert env.stop() == 0
+    index_file = env.index_dir / "chromatica_index.faiss"
+    written = index_file.stat().st_mtime_ns
+    env.start()
+    assert env.stop() == 0
+    assert index_file.stat().st_mtime_ns == written
+    assert_index_matches_disk(env)
