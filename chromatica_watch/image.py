@@ -1,8 +1,9 @@
 """Reading and decoding image files: the only module that decodes images (OpenCV, Pillow headers).
 
-One read of the file's bytes serves both the content hash and the decode. Pillow reads only the
-header, to know the format and refuse decompression bombs by pixel count before anything is decoded;
-OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than needed.
+One read of the file's bytes serves both the content hash and the decode. The header alone is read
+first, to know the format and refuse decompression bombs by pixel count before anything is decoded:
+a JPEG's by walking its marker segments to the start-of-frame, any other file's (or an odd JPEG's) by
+Pillow. OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than needed.
 """
 
 from __future__ import annotations
