@@ -267,6 +267,7 @@ def running_daemon(index_dir: Path, work: Path) -> Iterator[Path]:
     if served.exists():
         shutil.rmtree(served)
     shutil.copytree(index_dir, served)
+    os.sync()  # the copy's writeback must not run during the measurement
     (work / "pictures").mkdir(exist_ok=True)
     runtime = Path(tempfile.mkdtemp(prefix="cwb-", dir="/tmp"))  # Unix socket paths must stay short
     config = work / "daemon.toml"
@@ -277,7 +278,9 @@ def running_daemon(index_dir: Path, work: Path) -> Iterator[Path]:
     proc = subprocess.Popen([CLI, "run", "--config", str(config)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 300
-        while not daemon_available(runtime / "chromatica-watch.sock"):
+        status = work / "state" / "status.json"
+        while not (daemon_available(runtime / "chromatica-watch.sock") and status.exists()
+                   and json.loads(status.read_text()).get("state") == "idle"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"daemon did not come up: {(work / 'daemon.log').read_text()[-2000:]}")
             time.sleep(0.1)
