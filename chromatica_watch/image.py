@@ -12,6 +12,7 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -128,25 +129,34 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
     """
     if data[:3] != b"\xff\xd8\xff":
         return None
-    pos, n = 2, len(data)
     size = None
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
+    for pos, marker in _jpeg_header_segments(data):
         if marker == 0xDA:
             return size
-        if marker in (0x01, *range(0xD0, 0xD8)):
-            pos += 2
-            continue
-        if marker in _JPEG_SOF and pos + 9 <= n:  # FF Cn, length(2), precision(1), height(2), width(2)
+        if marker in _JPEG_SOF and pos + 9 <= len(data):  # FF Cn, length(2), precision(1), height(2), width(2)
             height, width = int.from_bytes(data[pos + 5: pos + 7], "big"), int.from_bytes(data[pos + 7: pos + 9], "big")
             size = (width, height) if width > 0 and height > 0 else None
-        pos += 2 + int.from_bytes(data[pos + 2: pos + 4], "big")
     return None
+
+
+def _jpeg_header_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, marker) of each segment of a JPEG's header, skipped by their lengths, up to and including
+    the first start of scan (FF DA); stops early, without it, where the header is malformed or cut."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        yield pos, marker
+        if marker == 0xDA:
+            return
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers carry no length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2: pos + 4], "big")
 
 
 def _jpeg_scan_complete(data: bytes) -> bool:
@@ -156,22 +166,11 @@ def _jpeg_scan_complete(data: bytes) -> bool:
     thumbnail's own EOI cannot pass for the main image's. Some decoders silently grey-fill a truncated
     file; this makes truncation an error whatever the decoder does.
     """
-    pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
+    for pos, marker in _jpeg_header_segments(data):
         if marker == 0xDA:  # start of scan: entropy-coded data follows, never containing FF D9
             # Searched from the end, where a complete file has it: a forward search stops at every
             # FF byte of the entropy-coded data (FF 00 stuffing) and costs ~4 ms on a 12 MP photo.
             return data.rfind(b"\xff\xd9", pos) != -1
-        if marker in (0x01, *range(0xD0, 0xD8)):
-            pos += 2
-            continue
-        pos += 2 + int.from_bytes(data[pos + 2: pos + 4], "big")
     return False
 
 
