@@ -200,22 +200,16 @@ _COLORS_WIDTH = 3 * len("#rrggbb 100%") + 2 * 2
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .api import query_histogram, search_configured, search_index_dir
+    from .api import search
 
     cfg = _load_config(args)
     if args.color and args.image:
         raise UsageError("search by --color or by --image, not both")
     if not args.color and not args.image:
         raise UsageError("nothing to search for: give --color '#ff8800[:weight]' (repeatable) or --image PATH")
-    query = query_histogram(args.color or None, args.image, max_dimension=cfg.max_dimension,
-                            max_pixels=cfg.max_pixels)
     if args.k < 1:
         raise UsageError(f"-k must be at least 1, got {args.k}")
-    if args.index_dir:
-        matches = search_index_dir(Path(args.index_dir), query, args.k, max_dimension=cfg.max_dimension,
-                                   candidates=cfg.search_candidates)
-    else:
-        matches = search_configured(cfg, query, args.k)
+    matches = search(args.color or None, args.image, k=args.k, config=cfg, index_dir=args.index_dir)
     if args.json:
         print(json_dumps([m.to_json() for m in matches]))
         return 0

@@ -1,12 +1,11 @@
-"""Search: ANN candidates from the live index, reranked by Earth Mover's Distance on catalog histograms.
+"""Search: ANN candidates from the live index, reranked by Earth Mover's Distance on their histograms.
 
 Stage 1 asks the live index (HNSW on Hellinger vectors; tombstones excluded by its IDSelector) for
 `k_candidates` neighbours and their raw histograms (the index holds sqrt(h) of each catalog
 histogram, so squaring gives it back exactly to float32 rounding, without a catalog round trip).
 Stage 2 reranks them by EMD (`rerank.rerank`); the best k are looked up in the catalog for their paths,
 and any tombstoned since the index answered (the catalog commits first) is dropped and the rest
-ranked again. Each result carries its dominant colours, so it explains
-itself.
+ranked again. Each result carries its dominant colours, so it explains itself.
 """
 
 from __future__ import annotations
