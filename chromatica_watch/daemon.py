@@ -346,7 +346,7 @@ class Daemon:
                              self.cfg.batch_size, chunk_size=STREAM_CHUNK, should_stop=self.stop_event.is_set,
                              on_batch=self.after_commit)
                 return
-            results = self.ingest_pool().process(tasks)  # one batch, spread over all the workers
+            results = self.ingest_pool().process(tasks, should_stop=self.stop_event.is_set)  # over all workers
         finally:
             self.in_flight = 0
             self._pool_used_at = self.clock()

@@ -14,10 +14,13 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 
 import numpy as np
+import pebble
 
 from . import image
 from .errors import ImageError
@@ -135,32 +138,66 @@ def worker_init() -> None:
     _keep_freed_memory()
 
 
-class IngestPool:
-    """A spawn-based process pool; `run` streams results in order with a bounded number in flight."""
+# How long one file may take to read, hash and decode before its worker is replaced (a FIFO-like
+# file, a hung network mount, a decoder stuck in a loop): the file is then recorded as failed.
+DEFAULT_FILE_TIMEOUT = 60.0
+_WAIT_SLICE = 0.2  # how often a wait for results looks at should_stop
 
-    def __init__(self, workers: int, max_dimension: int, max_pixels: int) -> None:
+Work = Callable[[list[Task], int, int], list[Result]]
+
+
+def _timed_out_reason(seconds: float) -> str:
+    return (f"took longer than {seconds:g} s to read and decode (a hung file system or decoder?); "
+            "its worker was stopped")
+
+
+def _crashed_reason(exc: BaseException) -> str:
+    if not isinstance(exc, pebble.ProcessExpired):
+        return f"internal error while reading it: {exc}"
+    code = exc.exitcode
+    how = f"signal {-code}" if isinstance(code, int) and code < 0 else f"exit code {code}"
+    return f"the decoder crashed on this file ({how})"
+
+
+class IngestPool:
+    """Spawn-based worker processes (pebble) that turn tasks into results.
+
+    `run` streams results in task order with a bounded number of chunks in flight. A chunk that takes
+    longer than `file_timeout` per file, or whose worker dies, is retried one file at a time so that
+    only the culprit is recorded as failed; pebble stops a worker past its timeout and starts another,
+    so no file can stall the pool. Waits are sliced so that `should_stop` is honoured within
+    _WAIT_SLICE seconds whatever the workers are doing, and `close(cancel=True)` kills busy workers.
+    """
+
+    def __init__(self, workers: int, max_dimension: int, max_pixels: int,
+                 file_timeout: float = DEFAULT_FILE_TIMEOUT, work: Work | None = None) -> None:
         self.workers = max(1, workers)
         self.max_dimension = max_dimension
         self.max_pixels = max_pixels
-        self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker_init)
+        self.file_timeout = file_timeout
+        self._work: Work = work if work is not None else process_chunk
+        self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=worker_init,
+                                        context=multiprocessing.get_context("spawn"))
         self._releasing: threading.Thread | None = None
+        self._closed = False
 
     def start(self) -> None:
-        """Start every worker now (they start on first use otherwise), so that their start-up (a
+        """Start every worker now (pebble starts them all with the pool), so that their start-up (a
         fresh interpreter importing OpenCV and numpy, ~0.3 s) overlaps whatever the caller does next."""
-        for _ in range(self.workers):
-            self._executor.submit(os.getpid)  # each submit to a pool with no idle worker starts one
+        self._pool.schedule(os.getpid)
+
+    def _submit(self, chunk: list[Task]) -> Future[list[Result]]:
+        return self._pool.schedule(self._work, (chunk, self.max_dimension, self.max_pixels),
+                                   timeout=self.file_timeout * len(chunk))
 
     def run(self, tasks: Iterable[Task], chunk_size: int = 8,
             should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:
         window = 3 * self.workers
-        pending: deque[Future[list[Result]]] = deque()
+        pending: deque[tuple[list[Task], Future[list[Result]]]] = deque()
         chunk: list[Task] = []
 
         def submit(c: list[Task]) -> None:
-            pending.append(self._executor.submit(process_chunk, c, self.max_dimension, self.max_pixels))
+            pending.append((c, self._submit(c)))
 
         for task in tasks:
             if should_stop():
@@ -170,39 +207,91 @@ class IngestPool:
                 submit(chunk)
                 chunk = []
                 while len(pending) >= window:
-                    yield from pending.popleft().result()
+                    results = self._collect(*pending.popleft(), should_stop)
+                    if results is None:
+                        return self._cancel(pending)
+                    yield from results
         if chunk and not should_stop():
             submit(chunk)
         while pending:
-            if should_stop():
-                for f in pending:
-                    f.cancel()
-                return
-            yield from pending.popleft().result()
+            results = self._collect(*pending.popleft(), should_stop)
+            if results is None:
+                return self._cancel(pending)
+            yield from results
 
-    def process(self, tasks: list[Task]) -> list[Result]:
-        """One batch, spread over the workers; blocks until all are done."""
+    def process(self, tasks: list[Task], should_stop: Callable[[], bool] = lambda: False) -> list[Result]:
+        """One batch, spread over the workers; returns what was done before `should_stop`."""
         size = max(1, -(-len(tasks) // self.workers))
-        futures = [self._executor.submit(process_chunk, tasks[i:i + size], self.max_dimension, self.max_pixels)
-                   for i in range(0, len(tasks), size)]
-        return [r for f in futures for r in f.result()]
+        return list(self.run(tasks, chunk_size=size, should_stop=should_stop))
+
+    def _collect(self, chunk: list[Task], future: Future[list[Result]],
+                 should_stop: Callable[[], bool]) -> list[Result] | None:
+        """The chunk's results; None when asked to stop first. A chunk that timed out or lost its
+        worker is run again one file at a time, so only the file at fault fails."""
+        outcome = self._wait(future, should_stop)
+        if outcome is None:
+            return None
+        if not isinstance(outcome, BaseException):
+            return outcome
+        if len(chunk) == 1:
+            return [self._failed(chunk[0], outcome)]
+        logger.debug("a chunk of %d files failed (%s): retrying them one by one", len(chunk), outcome)
+        results: list[Result] = []
+        for task in chunk:
+            single = self._collect([task], self._submit([task]), should_stop)
+            if single is None:
+                return None
+            results += single
+        return results
+
+    @staticmethod
+    def _wait(future: Future[list[Result]],
+              should_stop: Callable[[], bool]) -> list[Result] | BaseException | None:
+        """The future's results, or the exception it ended with, or None when asked to stop first."""
+        while not future.done():
+            if should_stop():
+                future.cancel()  # pebble stops the worker if it had started
+                return None
+            futures_wait([future], timeout=_WAIT_SLICE)
+        try:
+            return future.result()
+        except Exception as exc:  # a timeout, a dead worker, or an error in the work itself
+            return exc
+
+    def _failed(self, task: Task, exc: BaseException) -> Result:
+        reason = _timed_out_reason(self.file_timeout) if isinstance(exc, FuturesTimeout) else _crashed_reason(exc)
+        st = _stat_or_none(absolute(task))
+        if st is None:
+            return Unstable(task, "vanished before it could be read")
+        logger.warning("stopped the worker reading %s: %s", absolute(task), reason)
+        return Failed(task, st.st_size, st.st_mtime_ns, reason)
+
+    @staticmethod
+    def _cancel(pending: deque[tuple[list[Task], Future[list[Result]]]]) -> None:
+        for _, future in pending:
+            future.cancel()
 
     def release(self) -> None:
-        """No more work: let the workers exit now, while the caller goes on; close() waits for them.
-
-        shutdown(wait=False) would forget the processes (a later shutdown does not join them), so a
-        thread does the waiting shutdown instead and close() joins that thread.
-        """
-        if self._releasing is None:
-            self._releasing = threading.Thread(target=self._executor.shutdown, name="ingest-pool-exit",
-                                               daemon=True)
+        """No more work: let the workers exit now, while the caller goes on; close() waits for them."""
+        if self._releasing is None and not self._closed:
+            self._pool.close()
+            self._releasing = threading.Thread(target=self._pool.join, name="ingest-pool-exit", daemon=True)
             self._releasing.start()
 
     def close(self, *, cancel: bool = False) -> None:
+        """Stop the workers. `cancel` kills busy ones at once (SIGTERM, then SIGKILL after 3 s) instead
+        of waiting for their work: a stop must not wait for a hung file."""
+        if self._closed:
+            return
+        self._closed = True
         if self._releasing is not None:
             self._releasing.join()
+            return
+        if cancel:
+            self._pool.stop()
         else:
-            self._executor.shutdown(wait=True, cancel_futures=cancel)
+            self._pool.close()
+        self._pool.join()
 
     def __enter__(self) -> IngestPool:
         return self
