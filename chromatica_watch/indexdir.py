@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .catalog import Catalog
 from .errors import IndexDirError
 from .fsutil import remove_stale_temps
@@ -56,11 +58,12 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str) -> tupl
         has_rows = max_id > 0
         if has_rows:
             logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
-        live = rebuild(catalog.iter_histograms())
-        live.mark_deleted(catalog.deleted_ids())
+        live = rebuild(catalog.iter_histograms())  # live rows only: no tombstone to mark
         return live, Recovery(False, 0, str(exc) if has_rows else None)
     caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark))
-    live.mark_deleted(catalog.deleted_ids())
+    # Only the deleted ids this index holds are its tombstones: rows a compaction (rebuild) already
+    # dropped must not count, or every start after one would find "too many tombstones" and rebuild.
+    live.mark_deleted(np.intersect1d(catalog.deleted_ids(), live.ids(), assume_unique=True))
     live.dirty = caught_up > 0
     if caught_up:
         logger.info("live index: loaded checkpoint (%d vectors) and caught up %d from the catalog",

@@ -156,3 +156,26 @@ def test_a_failed_checkpoint_stays_dirty_so_the_next_one_retries(tmp_path: Path)
     assert live.dirty
     live.checkpoint(tmp_path, H.fingerprint(256))
     assert not live.dirty and (tmp_path / MANIFEST_FILE).exists()
+
+
+def test_a_restart_after_compaction_loads_instead_of_counting_old_tombstones(tmp_path: Path) -> None:
+    """Tombstones of rows that a rebuild already dropped from the index are not the index's: a start
+    after a compaction must load the checkpoint with no tombstones, not rebuild again."""
+    cat = Catalog.open(tmp_path, FP)
+    ids = cat.apply(Changes(added=new_images(random_hists(40))))
+    open_live_index(tmp_path, cat, FP)[0].checkpoint(tmp_path, FP)
+    cat.apply(Changes(tombstoned=ids[:20]))  # half of everything ever indexed is deleted
+    before = open_live_index(tmp_path, cat, FP)[0]
+    assert (before.ntotal, before.tombstone_count) == (40, 20)  # these tombstones are in the index
+    (tmp_path / MANIFEST_FILE).rename(tmp_path / "kept-manifest.json")
+    rebuilt = open_live_index(tmp_path, cat, FP)[0]  # a rebuild holds live rows only
+    assert (rebuilt.ntotal, rebuilt.tombstone_count) == (20, 0)
+    fresh = LiveIndex()
+    fresh.add_from(cat.iter_histograms())  # what the daemon's compaction does
+    fresh.checkpoint(tmp_path, FP)
+    cat.apply(Changes(tombstoned=[ids[25]]))  # one more delete after the compaction
+    live, recovery = open_live_index(tmp_path, cat, FP)
+    assert recovery.loaded_checkpoint and recovery.rebuilt_reason is None
+    assert (live.ntotal, live.tombstone_count) == (20, 1)
+    assert ids[25] not in live.search(cat.histograms([ids[25]])[ids[25]], 20)[0].tolist()
+    cat.close()
