@@ -8,6 +8,7 @@ Pillow. OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than need
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -66,20 +67,107 @@ def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def read_file(path: str) -> FileBytes:
-    """All bytes of a regular file, with the size and mtime they were read at."""
+# Why a file that is not a regular file is never read, by its kind (the scanner gives the same words).
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+SYMLINK_NOT_FOLLOWED = "symbolic link not followed (add its target as a root to index it)"
+SYMLINK_LOOP = "symlink loop"
+BROKEN_SYMLINK = "broken symlink"
+# Never blocks on a FIFO or a device, never makes a terminal ours; O_NOFOLLOW is added when asked.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def special_file_reason(st_mode: int) -> str | None:
+    """Why a file of this mode (from stat, lstat or fstat) is not read; None for a regular file.
+
+    'not a regular file: a named pipe (FIFO)' (also '... a socket', '... a character device',
+    '... a block device', '... a folder'); a symbolic link's mode (from lstat) gives
+    SYMLINK_NOT_FOLLOWED, and `symlink_reason` tells loops and dangling links apart.
+    """
+    if stat.S_ISREG(st_mode):
+        return None
+    if stat.S_ISLNK(st_mode):
+        return SYMLINK_NOT_FOLLOWED
+    for is_kind, what in _SPECIAL_KINDS:
+        if is_kind(st_mode):
+            return f"not a regular file: {what}"
+    return f"not a regular file: an unknown kind of file (type {stat.S_IFMT(st_mode):#o})"
+
+
+def symlink_reason(path: str) -> str:
+    """Why the symbolic link at `path` is not read when links are not followed: 'symlink loop' when
+    it loops, 'broken symlink' when its target does not exist, else SYMLINK_NOT_FOLLOWED."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except PermissionError as exc:
-        raise ImageError(f"unreadable: permission denied ({exc.strerror})") from exc
+        os.stat(path)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
-            raise ImageError("symlink loop") from exc
-        raise ImageError(f"cannot open: {exc.strerror}") from exc
+        if exc.errno == errno.ELOOP:
+            return SYMLINK_LOOP
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return BROKEN_SYMLINK
+    return SYMLINK_NOT_FOLLOWED
+
+
+def _is_symlink(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _refusal(path: str, st_mode: int) -> str | None:
+    return symlink_reason(path) if stat.S_ISLNK(st_mode) else special_file_reason(st_mode)
+
+
+def _unopenable_reason(path: str, exc: OSError, follow_symlinks: bool) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"unreadable: permission denied ({exc.strerror})"
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a link, or a loop anywhere on the path
+        return symlink_reason(path) if not follow_symlinks and _is_symlink(path) else SYMLINK_LOOP
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and _is_symlink(path):
+        return BROKEN_SYMLINK
+    if exc.errno == errno.ENXIO:  # what open() says of a socket
+        try:
+            reason = _refusal(path, os.stat(path, follow_symlinks=follow_symlinks).st_mode)
+        except OSError:
+            reason = None
+        if reason is not None:
+            return reason
+    return f"cannot open: {exc.strerror}"
+
+
+def read_file(path: str, *, follow_symlinks: bool = True) -> FileBytes:
+    """All bytes of a regular file, with the size and mtime they were read at; never blocks.
+
+    Only a regular file is ever read: anything else raises ImageError with a reason naming what it
+    is (see `special_file_reason`). It is looked at (stat) before it is opened, so a device or a
+    FIFO is not even opened, and the descriptor is checked again (fstat) in case the path changed
+    in between; the open itself cannot block (O_NONBLOCK, O_NOCTTY).
+
+    With follow_symlinks=False a symbolic link is not read (O_NOFOLLOW): symlinks inside a watched
+    folder are not followed, so no photo is indexed twice through a link back into the folder; add
+    the target as a root to index it. Its reason is then SYMLINK_NOT_FOLLOWED, or 'symlink loop' /
+    'broken symlink' for a link that loops or dangles. Only the last component of `path` is checked:
+    which folders to enter is the scanner's decision. A query image (`search --image`) follows links.
+    """
+    try:
+        st = os.stat(path, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        raise ImageError(_unopenable_reason(path, exc, follow_symlinks)) from exc
+    reason = _refusal(path, st.st_mode)
+    if reason is not None:
+        raise ImageError(reason)
+    try:
+        fd = os.open(path, _OPEN_FLAGS | (0 if follow_symlinks else os.O_NOFOLLOW))
+    except OSError as exc:
+        raise ImageError(_unopenable_reason(path, exc, follow_symlinks)) from exc
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError("not a regular file")
+        reason = special_file_reason(st.st_mode)
+        if reason is not None:
+            raise ImageError(reason)
+        # Regular files ignore O_NONBLOCK on local file systems; clear it anyway so that no network
+        # or FUSE file system can turn a slow read into a short one.
+        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read()
     except OSError as exc:

@@ -121,9 +121,13 @@ def color_query_histogram(colors: Sequence[ColorWeight]) -> np.ndarray:
 
 def image_query_histogram(path: str, max_dimension: int = 256,
                           max_pixels: int = image.DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The histogram of an example image, computed as the index computes it (same `max_dimension`)."""
+    """The histogram of an example image, computed as the index computes it (same `max_dimension`).
+
+    A symbolic link is followed (the user named this file), but only a regular file is read: a FIFO or a
+    device named like a photo is refused at once with what it is, never waited on.
+    """
     try:
-        data = image.read_file(path)
+        data = image.read_file(path, follow_symlinks=True)
         return image.features(data.data, max_dimension, max_pixels, content_hash="").histogram
     except ImageError as exc:
         raise UsageError(f"cannot use {display_path(path)} as a query image: {exc.reason}") from None

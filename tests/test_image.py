@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import os
+import socket
+import stat
 import struct
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +151,97 @@ def test_read_file_reports_unreadable_and_missing(tmp_path: Path) -> None:
         image.read_file(str(loop))
     with pytest.raises(ImageError, match="not a regular file"):
         image.read_file(str(tmp_path))
+
+
+def run_bounded(read: Callable[[], object], fifo: Path | None = None, timeout: float = 5.0) -> object:
+    """`read()`'s result or the exception it raised, in a thread given `timeout` seconds: a read that
+    blocks fails the test instead of hanging it (the blocked open of `fifo` is released first)."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(read())
+        except Exception as exc:  # handed to the test, which checks what it is
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="bounded-read")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        if fifo is not None:  # a writer lets the blocked open return, so the thread can end
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(timeout)
+        pytest.fail(f"read blocked for more than {timeout} s")
+    return outcome[0]
+
+
+def refusal(path: Path, *, follow_symlinks: bool = True) -> str:
+    with pytest.raises(ImageError) as info:
+        image.read_file(str(path), follow_symlinks=follow_symlinks)
+    return info.value.reason
+
+
+def test_fifo_named_like_a_photo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    for follow in (True, False):
+        outcome = run_bounded(functools.partial(image.read_file, str(fifo), follow_symlinks=follow), fifo)
+        assert isinstance(outcome, ImageError), outcome
+        assert outcome.reason == "not a regular file: a named pipe (FIFO)"
+
+
+def test_socket_named_like_a_photo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a short relative name: socket paths are limited to ~108 bytes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind("x.png")
+        assert stat.S_ISSOCK(os.lstat("x.png").st_mode)
+        assert refusal(tmp_path / "x.png") == "not a regular file: a socket"
+        assert refusal(tmp_path / "x.png", follow_symlinks=False) == "not a regular file: a socket"
+
+
+def test_device_folder_and_symlinks_are_refused_with_what_they_are(tmp_path: Path) -> None:
+    (tmp_path / "null.jpg").symlink_to("/dev/null")
+    assert refusal(tmp_path / "null.jpg") == "not a regular file: a character device"
+    (tmp_path / "y.jpg").mkdir()
+    assert refusal(tmp_path / "y.jpg") == "not a regular file: a folder"
+    assert refusal(tmp_path / "y.jpg", follow_symlinks=False) == "not a regular file: a folder"
+    photo_file = write_rgb(tmp_path / "real.png", solid(RED))
+    (tmp_path / "link.png").symlink_to("real.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "dangling.png").symlink_to("gone.png")
+    # Followed (a query image): the link reads its target; loops and dangling links say so.
+    assert image.read_file(str(tmp_path / "link.png")).data == photo_file.read_bytes()
+    assert refusal(tmp_path / "loop.png") == "symlink loop"
+    assert refusal(tmp_path / "dangling.png") == "broken symlink"
+    # Not followed (inside a watched folder).
+    assert refusal(tmp_path / "link.png", follow_symlinks=False) == image.SYMLINK_NOT_FOLLOWED
+    assert "symbolic link not followed" in image.SYMLINK_NOT_FOLLOWED
+    assert refusal(tmp_path / "null.jpg", follow_symlinks=False) == image.SYMLINK_NOT_FOLLOWED
+    assert refusal(tmp_path / "loop.png", follow_symlinks=False) == "symlink loop"
+    assert refusal(tmp_path / "dangling.png", follow_symlinks=False) == "broken symlink"
+    assert image.read_file(str(photo_file), follow_symlinks=False).data == photo_file.read_bytes()
+
+
+def test_special_file_reason_names_every_kind(tmp_path: Path) -> None:
+    expected = {stat.S_IFIFO: "not a regular file: a named pipe (FIFO)",
+                stat.S_IFSOCK: "not a regular file: a socket",
+                stat.S_IFCHR: "not a regular file: a character device",
+                stat.S_IFBLK: "not a regular file: a block device",
+                stat.S_IFDIR: "not a regular file: a folder",
+                stat.S_IFLNK: image.SYMLINK_NOT_FOLLOWED}
+    for kind, reason in expected.items():
+        assert image.special_file_reason(kind | 0o644) == reason
+    assert image.special_file_reason(stat.S_IFREG | 0o644) is None
+    assert image.special_file_reason(os.stat(write_rgb(tmp_path / "p.png", solid(RED))).st_mode) is None
+    assert image.special_file_reason(os.stat("/dev/null").st_mode) == expected[stat.S_IFCHR]
+
+
+def test_read_file_reads_every_byte_of_a_large_file(tmp_path: Path) -> None:
+    payload = np.random.default_rng(1).integers(0, 256, 9_000_000, dtype=np.uint8).tobytes()
+    (tmp_path / "big.tif").write_bytes(payload)
+    for follow in (True, False):
+        read = image.read_file(str(tmp_path / "big.tif"), follow_symlinks=follow)
+        assert read.data == payload and read.size == len(payload)
 
 
 def test_content_hash_is_of_the_bytes() -> None:

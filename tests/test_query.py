@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,8 @@ from chromatica_watch.query import (
     parse_color_spec,
     parse_colors,
 )
-from tests.conftest import photo, solid, write_rgb
+from tests.conftest import CLI, photo, solid, write_rgb
+from tests.test_image import run_bounded
 
 
 @pytest.mark.parametrize(("spec", "rgb", "weight"), [
@@ -136,10 +140,46 @@ def test_bad_query_images_are_usage_errors_naming_the_file(tmp_path: Path) -> No
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "folder.png").mkdir()
     cases = {"missing.jpg": "cannot open", "truncated.jpg": "truncated", "notes.jpg": "not an image",
-             "empty.png": "empty", "folder.png": "not a regular file"}
+             "empty.png": "empty", "folder.png": "not a regular file: a folder"}
     for name, reason in cases.items():
         with pytest.raises(UsageError) as info:
             image_query_histogram(str(tmp_path / name))
         message = str(info.value)
         assert name in message and reason in message, message
         assert "\n" not in message
+
+
+def test_fifo_as_query_image_is_a_prompt_usage_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    outcome = run_bounded(functools.partial(image_query_histogram, str(fifo)), fifo)
+    assert isinstance(outcome, UsageError), outcome
+    message = str(outcome)
+    assert "x.jpg" in message and "not a regular file: a named pipe (FIFO)" in message
+    assert "\n" not in message and outcome.exit_code == 2
+
+
+def test_query_image_symlink_is_followed(tmp_path: Path) -> None:
+    path = write_rgb(tmp_path / "orange.png", solid((255, 136, 0)))
+    (tmp_path / "link.png").symlink_to(path)
+    assert np.array_equal(image_query_histogram(str(tmp_path / "link.png")), image_query_histogram(str(path)))
+
+
+def test_search_image_fifo_from_the_command_line_fails_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "query.png"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHROMATICA_WATCH_")}
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    try:
+        proc = subprocess.run([CLI, "search", "--image", str(fifo)], capture_output=True, text=True, env=env,
+                              timeout=60)
+    finally:
+        # If it blocked (and was killed), nothing waits on the FIFO; otherwise this is a no-op.
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "query.png" in lines[0] and "a named pipe (FIFO)" in lines[0], proc.stderr
