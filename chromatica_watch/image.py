@@ -1,17 +1,22 @@
-"""Reading and decoding image files: the only module that decodes images (OpenCV, Pillow headers).
+"""Reading and decoding image files: the only module that decodes images (OpenCV, Pillow).
 
 One read of the file's bytes serves both the content hash and the decode. The header alone is read
 first, to know the format and refuse decompression bombs by pixel count before anything is decoded:
 a JPEG's by walking its marker segments to the start-of-frame, any other file's (or an odd JPEG's) by
-Pillow. OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than needed.
+Pillow. OpenCV decodes, with libjpeg DCT scaling for JPEGs much larger than needed; a PNG reaches it
+with only the chunks its pixels come from. What OpenCV cannot decode but Pillow identified (a TIFF
+compressed with ZSTD, say) is decoded by Pillow, to the same output. No decoder writes to stderr:
+OpenCV's logging is off in every process that imports this module, and reasons come back as ImageError.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import stat
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +35,16 @@ Image.MAX_IMAGE_PIXELS = None
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
                               ".webp"})
 DEFAULT_MAX_PIXELS = 150_000_000
+
+
+def quiet_decoder_logging() -> None:
+    """No OpenCV log line (decoder warnings such as 'read_chunk user chunk data is too large', libtiff
+    errors) reaches stderr: it would land in the daemon's log without the file's name, and every
+    failure comes back as an ImageError with a reason anyway."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+quiet_decoder_logging()
 
 _JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                  (2, cv2.IMREAD_REDUCED_COLOR_2))
@@ -262,6 +277,93 @@ def _jpeg_scan_complete(data: bytes) -> bool:
     return False
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The ancillary chunks OpenCV's pixels depend on: transparency, and APNG's animation chunks.
+_PNG_PIXEL_ANCILLARY = frozenset({b"tRNS", b"acTL", b"fcTL", b"fdAT"})
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, type) of each whole chunk of a PNG, up to and including IEND; stops early, without
+    it, where a chunk header is malformed or a chunk runs past the end of the data."""
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while pos + 12 <= n:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length  # length, type, data, CRC
+        if length > 0x7FFFFFFF or end > n or not kind.isalpha():
+            return
+        yield pos, end, kind
+        if kind == b"IEND":
+            return
+        pos = end
+
+
+def _png_pixel_chunks(data: bytes) -> bytes:
+    """A PNG without the ancillary chunks its pixels do not depend on (text, ICC profile, EXIF, private
+    chunks...); any other data is returned as it is.
+
+    libpng only checks those chunks, and says so on stderr itself ('libpng warning: tEXt: out of
+    memory' for a text chunk over 8 MB, 'iCCP: ... invalid ICC profile' for an odd profile), where no
+    log level reaches it; and OpenCV refuses the whole PNG when one of them before the image data is
+    over 8 MB (an iTXt, eXIf or private chunk), though Pillow reads it.
+    Whatever follows a malformed chunk header, or IEND, is kept as it is, for the decoder to judge.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    view = memoryview(data)
+    parts, kept_from, dropped = [], 0, False
+    for start, end, kind in _png_chunks(data):
+        if kind[0] & 0x20 and kind not in _PNG_PIXEL_ANCILLARY:  # lower-case first letter: ancillary
+            parts.append(view[kept_from:start])
+            kept_from, dropped = end, True
+    if not dropped:
+        return data
+    parts.append(view[kept_from:])
+    return b"".join(parts)
+
+
+# Pillow modes whose samples are taken as they are (the 16-bit ones in any byte order).
+_PILLOW_AS_IS = frozenset({"L", "LA", "RGB", "RGBA", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _pillow_pixels(data: bytes, max_dimension: int) -> np.ndarray:
+    """The first image in `data` decoded by Pillow, laid out as OpenCV's imdecode gives it (gray,
+    gray+alpha, BGR or BGRA; uint8, uint16 or float32), for the same resizing and colour steps.
+    A JPEG is reduced while decoding (DCT scaling) to no less than `max_dimension`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format in ("JPEG", "MPO"):
+                scale = max_dimension / max(im.size)
+                if scale < 1:
+                    im.draft("RGB", (math.ceil(im.width * scale), math.ceil(im.height * scale)))
+            im.load()
+            frame: Image.Image = im
+            if im.mode == "I":  # 32-bit integers: as 16-bit samples
+                return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+            if im.mode == "1":
+                frame = im.convert("L")
+            elif im.mode not in _PILLOW_AS_IS:  # palette, CMYK, YCbCr, LAB, premultiplied alpha...
+                frame = im.convert("RGBA" if im.has_transparency_data else "RGB")
+            pixels = np.asarray(frame)
+    if pixels.dtype.kind == "u" and pixels.dtype.itemsize == 2:
+        pixels = pixels.astype(np.uint16, copy=False)  # native byte order
+    elif pixels.dtype.kind == "f":
+        pixels = pixels.astype(np.float32, copy=False)
+    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]  # RGB(A) -> BGR(A), as OpenCV's
+    return np.ascontiguousarray(pixels)
+
+
+def _pillow_decode(data: bytes, fmt: str, max_dimension: int, opencv_error: str) -> np.ndarray:
+    try:
+        return _pillow_pixels(data, max_dimension)
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow's plugins raise many kinds on bad data: each is a reason
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ImageError(f"could not decode {fmt} data ({opencv_error}): {detail}") from exc
+
+
 def _reduced_jpeg_flag(width: int, height: int, max_dimension: int) -> int:
     longest = max(width, height)
     for factor, flag in _JPEG_REDUCED:
@@ -288,6 +390,7 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
         (width, height), fmt, mode = jpeg_size, "JPEG", ""
         _check_dimensions(width, height, max_pixels)
     else:
+        data = _png_pixel_chunks(data)
         fmt, mode, width, height = _probe(data, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     if fmt == "JPEG":
@@ -298,12 +401,15 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
         flags = cv2.IMREAD_COLOR | _IGNORE_ORIENTATION  # let the decoder convert CMYK to BGR
     else:
         flags = cv2.IMREAD_UNCHANGED  # keep alpha and 16-bit depth
+    opencv_error = "corrupt, truncated or unsupported"
     try:
         pixels = cv2.imdecode(buf, flags)
     except cv2.error as exc:
-        raise ImageError(f"could not decode {fmt} data: {str(exc).strip().splitlines()[-1]}") from exc
+        pixels, opencv_error = None, str(exc).strip().splitlines()[-1]
     if pixels is None or pixels.size == 0:
-        raise ImageError(f"could not decode {fmt} data (corrupt, truncated or unsupported)")
+        if fmt == "JPEG":  # libjpeg reads every valid JPEG: this one is broken
+            raise ImageError(f"could not decode {fmt} data ({opencv_error})")
+        pixels = _pillow_decode(data, fmt, max_dimension, opencv_error)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     longest = max(pixels.shape[:2])

@@ -13,9 +13,10 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms, PngImagePlugin
 
 from chromatica_watch import histogram as H
 from chromatica_watch import image
@@ -140,6 +141,104 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
         image.features(bomb, 256)
     with pytest.raises(ImageError, match="pixel limit 1000"):
         image.features(png_declaring(40, 40), 256, max_pixels=1000)
+
+
+def test_bomb_with_a_huge_text_chunk_is_still_refused_before_decoding() -> None:
+    bomb = png_declaring(50000, 50000)
+    text = chunk(b"tEXt", b"Comment\0" + b"x" * 9_000_000)
+    with pytest.raises(ImageError, match=r"50000x50000.*pixel limit"):
+        image.features(bomb[:33] + text + bomb[33:], 256)
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_of(rgb: np.ndarray, info: PngImagePlugin.PngInfo | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def with_metadata(kind: str, pixels: np.ndarray) -> bytes:
+    """A valid PNG of `pixels` carrying a large (or odd) metadata chunk of the given kind."""
+    info = PngImagePlugin.PngInfo()
+    text = "chromatica " * 3_000_000  # 33 MB
+    if kind == "tEXt":
+        info.add_text("Comment", text)
+    elif kind == "zTXt":
+        info.add_text("Comment", text, zip=True)
+    elif kind == "iTXt":
+        info.add_itxt("Comment", text)
+    plain = png_of(pixels, info)
+    if kind == "private":  # a 9 MB private chunk before the image data
+        return plain[:33] + chunk(b"prVt", bytes(9_000_000)) + plain[33:]
+    if kind == "iCCP":  # a legal Lab profile, which libpng finds odd for an RGB image
+        profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+        return plain[:33] + chunk(b"iCCP", b"lab\0\0" + zlib.compress(profile)) + plain[33:]
+    return plain
+
+
+@pytest.mark.parametrize("kind", ["tEXt", "zTXt", "iTXt", "private", "iCCP"])
+def test_png_with_large_or_odd_metadata_decodes_silently_like_the_same_pixels(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], kind: str) -> None:
+    pixels = photo("coffee")
+    path = tmp_path / f"{kind}.png"
+    path.write_bytes(with_metadata(kind, pixels))
+    assert path.stat().st_size > 8_000_000 or kind in ("zTXt", "iCCP")
+    expected = image.features(png_of(pixels), 256)
+    capfd.readouterr()
+    got = image.features(image.read_file(str(path)).data, 256)
+    assert capfd.readouterr().err == ""  # neither OpenCV's log nor libpng's own warnings
+    assert (got.width, got.height) == (600, 400)
+    assert np.allclose(got.histogram, expected.histogram, rtol=0, atol=1e-7)
+    assert got.content_hash == image.hash_bytes(path.read_bytes())  # of the file as it is
+
+
+def tiff_of(pixels: np.ndarray, mode: str | None = None, **params: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buf, "TIFF", **params)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "gray16"])
+def test_what_opencv_cannot_decode_pillow_does_with_the_same_output(
+        capfd: pytest.CaptureFixture[str], kind: str) -> None:
+    rgb = photo("astronaut")
+    if kind == "rgba":  # the right half fully transparent
+        pixels = np.dstack([rgb, np.where(np.arange(rgb.shape[1]) < rgb.shape[1] // 2, 255, 0)
+                            .astype(np.uint8)[None, :].repeat(rgb.shape[0], 0)])
+    elif kind == "gray16":
+        pixels = (rgb[:, :, 1].astype(np.uint16) * 257) ^ 0x55
+    else:
+        pixels = rgb
+    zstd = tiff_of(pixels, compression="zstd")  # OpenCV's libtiff has no ZSTD codec
+    capfd.readouterr()
+    assert cv2.imdecode(np.frombuffer(zstd, np.uint8), cv2.IMREAD_UNCHANGED) is None, \
+        "OpenCV reads ZSTD TIFFs now: this test no longer reaches the Pillow decoder"
+    got = image.decode(zstd, 256)
+    assert capfd.readouterr().err == ""  # OpenCV's libtiff errors are not logged
+    expected = image.decode(tiff_of(pixels), 256)  # uncompressed: OpenCV decodes it
+    assert (got.width, got.height) == (expected.width, expected.height) == (512, 512)
+    assert got.rgb.dtype == expected.rgb.dtype and got.rgb.shape == expected.rgb.shape
+    assert (got.weights is None) == (expected.weights is None) == (kind != "rgba")
+    counted = np.ones(got.rgb.shape[:2], bool)
+    if got.weights is not None and expected.weights is not None:
+        assert np.array_equal(got.weights, expected.weights) and 0 < got.weights.mean() < 1
+        counted = got.weights > 0  # OpenCV blackens fully transparent TIFF pixels; they do not count
+    assert np.allclose(got.rgb[counted], expected.rgb[counted], rtol=0, atol=1e-6)
+    assert np.allclose(image.features(zstd, 256).histogram, image.features(tiff_of(pixels), 256).histogram,
+                       rtol=0, atol=1e-7)
+
+
+def test_pillow_decoding_keeps_the_pixel_limit_and_reports_what_it_cannot_decode() -> None:
+    zstd = tiff_of(photo("coffee"), compression="zstd")
+    with pytest.raises(ImageError, match=r"600x400 = 240000 exceeds the pixel limit 1000"):
+        image.features(zstd, 256, max_pixels=1000)
+    half = len(zstd) // 2
+    damaged = zstd[:8] + bytes(half) + zstd[8 + half:]  # image data zeroed, the directory intact
+    with pytest.raises(ImageError, match=r"^could not decode TIFF data \(corrupt, truncated or unsupported\): \S"):
+        image.features(damaged, 256)
 
 
 def test_read_file_reports_unreadable_and_missing(tmp_path: Path) -> None:
