@@ -299,26 +299,40 @@ def _png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
 
 def _png_pixel_chunks(data: bytes) -> bytes:
     """A PNG without the ancillary chunks its pixels do not depend on (text, ICC profile, EXIF, private
-    chunks...); any other data is returned as it is.
+    chunks...); data that is not a PNG is returned as it is. Raises ImageError for a PNG whose chunks
+    end before IEND: truncated (a partial copy), or with a malformed chunk header.
 
     libpng only checks those chunks, and says so on stderr itself ('libpng warning: tEXt: out of
     memory' for a text chunk over 8 MB, 'iCCP: ... invalid ICC profile' for an odd profile), where no
     log level reaches it; and OpenCV refuses the whole PNG when one of them before the image data is
-    over 8 MB (an iTXt, eXIf or private chunk), though Pillow reads it.
-    Whatever follows a malformed chunk header, or IEND, is kept as it is, for the decoder to judge.
+    over 8 MB (an iTXt, eXIf or private chunk), though Pillow reads it. Likewise libpng writes 'libpng
+    error: PNG input buffer is incomplete' for a truncated PNG, which is refused here first, as a
+    truncated JPEG is: whatever follows IEND is kept as it is.
     """
     if not data.startswith(_PNG_SIGNATURE):
         return data
     view = memoryview(data)
     parts, kept_from, dropped = [], 0, False
+    end, kind = len(_PNG_SIGNATURE), b""
     for start, end, kind in _png_chunks(data):
         if kind[0] & 0x20 and kind not in _PNG_PIXEL_ANCILLARY:  # lower-case first letter: ancillary
             parts.append(view[kept_from:start])
             kept_from, dropped = end, True
+    if kind != b"IEND":
+        raise ImageError(_png_damage(data, end))
     if not dropped:
         return data
     parts.append(view[kept_from:])
     return b"".join(parts)
+
+
+def _png_damage(data: bytes, pos: int) -> str:
+    """Why the chunk walk stopped at `pos`, before IEND."""
+    if pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if length > 0x7FFFFFFF or not kind.isalpha():
+            return f"corrupt PNG: malformed chunk header at byte {pos}"
+    return "truncated PNG: data ends before the IEND chunk"
 
 
 # Pillow modes whose samples are taken as they are (the 16-bit ones in any byte order).

@@ -105,6 +105,23 @@ def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
             image.features(data[:-cut], 256)
 
 
+def test_truncated_or_damaged_png_is_refused_without_a_word_on_stderr(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    data = write_rgb(tmp_path / "p.png", photo("coffee")).read_bytes()
+    capfd.readouterr()
+    # Cut in the IEND chunk, in the last image data chunk's CRC (all pixels there), deep in the data.
+    for cut in (4, 12, 14, 20, 1000, len(data) // 2, len(data) - 20):
+        with pytest.raises(ImageError, match=r"^truncated PNG: data ends before the IEND chunk$"):
+            image.features(data[:-cut], 256)
+    damaged = bytearray(data)
+    damaged[37] ^= 0xFF  # the type of the chunk after IHDR
+    with pytest.raises(ImageError, match=r"^corrupt PNG: malformed chunk header at byte 33$"):
+        image.features(bytes(damaged), 256)
+    assert capfd.readouterr().err == ""  # libpng's 'PNG input buffer is incomplete' never printed
+    whole = image.features(data, 256)
+    assert np.array_equal(image.features(data + b"trailing junk", 256).histogram, whole.histogram)
+
+
 def test_truncation_check_skips_an_embedded_thumbnail() -> None:
     """A complete thumbnail inside APP1 must not make a truncated main image look complete."""
     thumb = io.BytesIO()
