@@ -7,6 +7,7 @@ variables `CHROMATICA_WATCH_<KEY>` override the file (lists are separated by os.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import warnings
@@ -113,6 +114,8 @@ def _coerce(key: str, value: Any) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf literals
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -165,6 +168,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
                 out[key] = int(raw)
             elif kind is float:
                 out[key] = float(raw)
+                if not math.isfinite(out[key]):
+                    raise ConfigError(f"environment variable {name}: bad value {raw!r} "
+                                      f"(config key '{key}' must be a finite number)")
             else:
                 out[key] = raw
         except ValueError as exc:

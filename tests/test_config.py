@@ -194,3 +194,36 @@ def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
     assert cfg.batch_size == 30
     with pytest.raises(ConfigError, match="batch_size"):
         config.load(path, env={}, overrides={"batch_size": -1})
+
+
+FLOAT_KEYS = [f.name for f in dataclasses.fields(Config) if isinstance(f.default, float)]
+
+
+def test_there_are_float_keys_to_check() -> None:
+    assert {"settle_seconds", "rescan_jitter", "tombstone_rebuild_ratio"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("literal", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_in_the_file_are_refused_naming_the_key(tmp_path: Path, key: str,
+                                                                    literal: str) -> None:
+    path = write(tmp_path, f'roots = ["/photos"]\n{key} = {literal}\n')
+    with pytest.raises(ConfigError, match=rf"^config key '{key}' must be a finite number, got "):
+        config.load(path, env={})
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity"])
+def test_non_finite_numbers_in_the_environment_are_refused_naming_the_variable(key: str, raw: str) -> None:
+    name = f"CHROMATICA_WATCH_{key.upper()}"
+    with pytest.raises(ConfigError) as info:
+        config.load(None, env={name: raw})
+    message = str(info.value)
+    assert name in message and f"'{key}' must be a finite number" in message and repr(raw) in message
+
+
+def test_finite_floats_still_load(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "settle_seconds = 0\nrescan_interval = 1e6\n"),
+                      env={"CHROMATICA_WATCH_MAX_BATCH_DELAY": "2.5"})
+    assert (cfg.settle_seconds, cfg.rescan_interval, cfg.max_batch_delay) == (0.0, 1e6, 2.5)
+    assert type(cfg.settle_seconds) is float
