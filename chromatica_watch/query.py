@@ -92,16 +92,20 @@ def parse_colors(specs: Sequence[str]) -> list[ColorWeight]:
     given = [w for _, _, w in parsed if w is not None]
     missing = [spec for spec, _, w in parsed if w is None]
     if not missing:
-        total = sum(given)
-        if not total > 0:
+        largest = max(given)
+        if not largest > 0:
             raise UsageError(f"bad weights in {' '.join(specs)!r}: all weights are zero")
-        weights = [w / total for _, _, w in parsed if w is not None]
+        # Scaled by the largest first: weights near the float maximum would sum to inf.
+        scaled = [w / largest for w in given]
+        total = sum(scaled)  # between 1 and MAX_COLORS
+        weights = [w / total for w in scaled]
     else:
         total = sum(given)
         left = 1.0 - total
         if given and left <= 1e-9:
+            summed = f"{total:g}" if math.isfinite(total) else "more than 1"
             raise UsageError(f"no weight left for {missing[0]!r}: the given weights already sum to "
-                             f"{total:g}; give every color a weight, or weights summing to less than 1")
+                             f"{summed}; give every color a weight, or weights summing to less than 1")
         share = left / len(missing)
         weights = [share if w is None else w for _, _, w in parsed]
     return [ColorWeight(rgb, float(w)) for (_, rgb, _), w in zip(parsed, weights, strict=True)]

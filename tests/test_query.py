@@ -80,6 +80,30 @@ def test_weights_are_normalized() -> None:
     assert sum(weights(["#f00:0.2", "#0f0:0.1", "#00f"])) == pytest.approx(1.0)
 
 
+def test_huge_weights_are_normalized_without_overflow() -> None:
+    assert weights(["#ff0000:1e308", "#00ff00:1e308"]) == [0.5, 0.5]
+    assert weights(["#ff0000:1.7e308 #00ff00:1.7e308 #0000ff:1.7e308 #ffffff:1.7e308"]) == [0.25] * 4
+    assert weights(["#f00:1.5e308", "#0f0:5e307"]) == pytest.approx([0.75, 0.25])
+    assert weights(["#f00:1e308", "#0f0:0"]) == [1.0, 0.0]
+    assert weights(["#f00:3e-320", "#0f0:1e-320"]) == pytest.approx([0.75, 0.25])  # subnormal: no underflow
+    h = color_query_histogram(parse_colors(["#ff0000:1e308 #00ff00:1e308"]))
+    assert np.allclose(h, color_query_histogram(parse_colors(["#ff0000:1 #00ff00:1"])), atol=1e-7)
+    assert float(h.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(("specs", "bad"), [(["#f00:1e309", "#0f0:1"], "#f00:1e309"),
+                                            (["#f00:1e308", "#0f0:-inf"], "#0f0:-inf")])
+def test_weights_that_are_not_finite_are_still_refused(specs: list[str], bad: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_colors(specs)
+    assert f"bad weight in color {bad!r}: must be a finite number" == str(info.value)
+
+
+def test_no_weight_left_message_when_given_weights_overflow() -> None:
+    with pytest.raises(UsageError, match=r"no weight left for '#00f'.*sum to more than 1;"):
+        parse_colors(["#f00:1e308", "#0f0:1e308", "#00f"])
+
+
 def test_several_specs_in_one_argument() -> None:
     colors = parse_colors(["#ff8800:0.7 #0044ff:0.3", "#fff:0"])
     assert [c.hex for c in colors] == ["#ff8800", "#0044ff", "#ffffff"]
