@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import config as config_mod
-from .client import daemon_available, request
+from .client import ask_status, daemon_available, request
 from .config import Config
 from .errors import ChromaticaError, UsageError
-from .status import EXIT_NOT_RUNNING, judge, pid_alive, read_status
+from .status import judge, read_status
 
 if TYPE_CHECKING:
     from .api import Match
@@ -109,26 +109,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
-    data = read_status(cfg.status_path)
-    alive = data is not None and pid_alive(int(data.get("pid", 0)))
-    code, verdict = judge(data, alive)
+    saved, saved_problem = read_status(cfg.status_path)
+    live, live_problem = ask_status(cfg.socket_path)  # the daemon itself, when it should be alive
+    code, verdict = judge(live, live_problem, saved, saved_problem)
+    data = live if live is not None else saved
     if args.json:
-        print(json_dumps({"verdict": verdict, "exit_code": code, "status": data}))
+        print(json_dumps({"verdict": verdict, "exit_code": code, "status": data, "live": live is not None}))
         return code
     print(f"chromatica-watch: {verdict}")
-    if data is not None and code != EXIT_NOT_RUNNING:
-        c = data.get("counts", {})
-        print(f"  indexed {c.get('indexed', 0)}, queued {c.get('queued', 0)}, failed {c.get('failed', 0)}, "
-              f"tombstoned {c.get('tombstoned', 0)}")
-        print(f"  throughput {data.get('throughput_per_s', 0)} img/s"
-              + (f", ETA {_fmt_duration(data['eta_seconds'])}" if data.get("eta_seconds") else ""))
-        for root in data.get("roots", []):
-            mode = data.get("watcher_mode", {}).get(root["path"], "-")
-            print(f"  root {root['path']}: {'online' if root['online'] else 'OFFLINE'}, watcher {mode}")
-        if data.get("last_checkpoint"):
-            print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['last_checkpoint']))}")
-        for f in data.get("recent_failures", [])[-5:]:
-            print(f"  failed: {f['path']}: {f['reason']}")
+    if live is None:
+        return code
+    c = live.get("counts", {})
+    print(f"  indexed {c.get('indexed', 0)}, queued {c.get('queued', 0)}, failed {c.get('failed', 0)}, "
+          f"tombstoned {c.get('tombstoned', 0)}")
+    print(f"  throughput {live.get('throughput_per_s', 0)} img/s"
+          + (f", ETA {_fmt_duration(live['eta_seconds'])}" if live.get("eta_seconds") else ""))
+    for root in live.get("roots", []):
+        mode = live.get("watcher_mode", {}).get(root["path"], "-")
+        where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
+        print(f"  root {root['path']}: {where}, watcher {mode}")
+    if live.get("last_checkpoint"):
+        print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(live['last_checkpoint']))}")
+    for alert in live.get("alerts", []):
+        print(f"  NOTE: {alert['message']}")
+    for f in live.get("recent_failures", [])[-5:]:
+        print(f"  failed: {f['path']}: {f['reason']}")
     return code
 
 
@@ -309,13 +314,20 @@ Command = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a closed pipe (`status | head -1`) is caught below
+        return code
     except ChromaticaError as exc:
         print(f"chromatica-watch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("chromatica-watch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error worth a traceback. Point stdout at /dev/null so
+        # that the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the signal would report
 
 
 def json_dumps(obj: object) -> str:

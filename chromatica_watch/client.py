@@ -44,3 +44,14 @@ def daemon_available(socket_path: Path) -> bool:
     except (DaemonNotRunning, OSError, ChromaticaError):
         return False
     return True
+
+
+def ask_status(socket_path: Path, timeout: float = 3.0) -> tuple[dict[str, Any] | None, str | None]:
+    """The daemon's own status over its socket: (status, None), or (None, "no daemon") when nothing
+    listens there, or (None, "not answering") when something holds the socket but does not answer."""
+    try:
+        return dict(request(socket_path, {"op": "status"}, timeout=timeout)["status"]), None
+    except DaemonNotRunning:
+        return None, "no daemon"
+    except (OSError, ChromaticaError, KeyError, TypeError):
+        return None, "not answering"

@@ -67,6 +67,8 @@ class Config:
     watcher: str = "auto"
     tcp_port: int = 0
     search_candidates: int = 200
+    file_timeout: float = 60.0  # a file taking longer to read and decode fails and its worker is replaced
+    stall_timeout: float = 300.0  # an indexer stuck this long with work queued is degraded; watchdog pings stop
     log_level: str = "INFO"
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
@@ -130,7 +132,7 @@ def _validate(cfg: Config) -> Config:
     if not cfg.roots:
         raise ConfigError("config key 'roots' must name at least one folder")
     for key in ("settle_seconds", "max_batch_delay", "checkpoint_interval", "rescan_interval",
-                "status_interval"):
+                "status_interval", "file_timeout", "stall_timeout"):
         _positive(key, getattr(cfg, key), allow_zero=key in ("settle_seconds", "max_batch_delay"))
     for key in ("batch_size", "max_dimension", "max_pixels", "search_candidates"):
         _positive(key, getattr(cfg, key))

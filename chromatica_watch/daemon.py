@@ -7,19 +7,20 @@ set flags that the loop checks: SIGTERM/SIGINT stop, SIGHUP reloads the config.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import logging.handlers
 import os
 import queue
 import random
 import signal
+import stat as stat_mod
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,25 +30,25 @@ import numpy as np
 from . import __version__, histogram
 from . import config as config_mod
 from .batcher import Batcher, Key
-from .catalog import Catalog, Changes, Failure, LiveFile, Move
+from .catalog import Catalog, Changes, Failure, LiveFile, Move, quarantine
 from .config import Config
-from .errors import ConfigError, IndexDirError
+from .errors import CatalogDamaged, ChromaticaError, ConfigError, DaemonAlreadyRunning, IndexDirError, StorageError
+from .fsutil import is_storage_error, lock_directory
 from .index import LiveIndex, rebuild
-from .indexdir import ensure_writable, open_live_index
+from .indexdir import discard_checkpoint, ensure_writable, open_live_index
 from .ingest import IngestPool, Task
 from .pipeline import Committer, Outcome, Replaced, Vanished, absolute_key, ingest_tasks, make_tasks
 from .reconcile import diff
 from .scan import DiskFile, ScanProblem, display_path, scan
 from .searcher import Result, Searcher
-from .server import SearchServer
+from .server import SearchServer, private_dir
 from .service import SystemdNotifier
-from .status import write_status
+from .status import StatusReporter
 from .watcher import FsEvent, Watcher
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-RECENT_FAILURES = 20
 ROOT_CHECK_EVERY_S = 2.0
 SCAN_FALLBACK_INTERVAL_S = 10.0
 STREAM_BATCHES = 4  # ready files taken at once, in batches: workers keep busy while a batch commits
@@ -76,92 +77,127 @@ def configure_logging(cfg: Config) -> None:
 
 
 @dataclass
-class Stats:
-    started_at: float = field(default_factory=time.time)
-    indexed_recent: deque[tuple[float, int]] = field(default_factory=deque)
-    recent_failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
-    last_checkpoint: float | None = None
-    last_full_scan: float | None = None
-    degraded_reason: str | None = None
+class Backoff:
+    """Capped exponential back-off for retrying writes after a storage error (a full disk)."""
 
-    def note_indexed(self, n: int, now: float) -> None:
-        if n:
-            self.indexed_recent.append((now, n))
-        while self.indexed_recent and now - self.indexed_recent[0][0] > 60:
-            self.indexed_recent.popleft()
+    first: float = 2.0
+    cap: float = 300.0
+    failures: int = 0
+    next_try_at: float = 0.0
 
-    def rate(self, now: float) -> float:
-        self.note_indexed(0, now)
-        if not self.indexed_recent:
-            return 0.0
-        span = max(1.0, now - self.indexed_recent[0][0])
-        return sum(n for _, n in self.indexed_recent) / span
+    def failed(self, now: float) -> float:
+        """Note one more failure at `now`; returns the delay until the next try."""
+        self.failures += 1
+        delay = min(self.cap, self.first * 2 ** (self.failures - 1))
+        self.next_try_at = now + delay
+        return delay
+
+    def waiting(self, now: float) -> bool:
+        return self.failures > 0 and now < self.next_try_at
+
+    def reset(self) -> None:
+        self.failures, self.next_try_at = 0, 0.0
 
 
 class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None = None, clock: Clock = time.monotonic,
-                 notifier: SystemdNotifier | None = None) -> None:
+                 notifier: SystemdNotifier | None = None, reporter: StatusReporter | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.clock = clock
         self.notifier = notifier or SystemdNotifier()
+        self.reporter = reporter or StatusReporter(
+            cfg.status_path, self.notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
+            base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path)},
+            clock=clock)
         self.fingerprint = histogram.fingerprint(cfg.max_dimension)
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.events: queue.Queue[FsEvent] = queue.Queue()
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
-        self.state = "starting"
-        self.stats = Stats()
         self.online: dict[str, bool] = {}
+        self.root_problems: dict[str, str] = {}  # root -> why it is offline
         self.index_lock = threading.Lock()  # guards swapping self.live (rebuilds)
         self.catalog: Catalog
         self.live: LiveIndex
         self.pool: IngestPool | None = None  # started when files are queued, stopped when idle
         # Fixed at startup like the fingerprint: a reload must not change how histograms are made.
-        self._pool_args = (cfg.worker_count, cfg.max_dimension, cfg.max_pixels)
+        self._pool_args = (cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout)
         self._pool_used_at = 0.0
         self.watcher: Watcher
         self.batcher = Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay)
         self.in_flight = 0
-        self._last_status = 0.0
+        self.storage = Backoff()
+        self.storage_problem: str | None = None
+        self._locks: list[int] = []
         self._next_rescan = 0.0
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._server: Any = None
-        self._catalog_open = False
-        self._counts: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Refuse a second daemon on the same state or index dir before touching any of its files."""
+        for what, d in (("state dir", self.cfg.state_dir), ("index dir", self.cfg.index_dir)):
+            try:
+                Path(d).mkdir(parents=True, exist_ok=True)
+                fd = lock_directory(Path(d))
+            except OSError as exc:
+                raise IndexDirError(f"cannot use {what} {d}: {exc.strerror}") from exc
+            if fd is None:
+                raise DaemonAlreadyRunning(f"another chromatica-watch daemon is already running on {d} "
+                                           "(see `chromatica-watch status`)")
+            self._locks.append(fd)
+
     def open(self) -> None:
         index_dir = Path(self.cfg.index_dir)
         ensure_writable(index_dir)
-        for d in (self.cfg.state_dir, self.cfg.runtime_dir):
-            try:
-                Path(d).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise IndexDirError(f"cannot create {d}: {exc.strerror}") from exc
-        self.catalog = Catalog.open(index_dir, self.fingerprint)
-        self._catalog_open = True
-        self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
-        if recovery.rebuilt_reason:
-            self.checkpoint()
+        try:
+            private_dir(self.cfg.runtime_dir)
+        except OSError as exc:
+            raise IndexDirError(f"cannot create {self.cfg.runtime_dir}: {exc.strerror}") from exc
+        self.open_catalog()
         self.watcher = Watcher(self.cfg.excludes, self.events, use_polling=self.cfg.watcher == "polling")
         self.watcher.start()
+
+    def open_catalog(self) -> None:
+        """The catalog and the live index. A catalog that does not read back is set aside (never
+        deleted) and a new one started: the folder is the truth, and is indexed again."""
+        index_dir = Path(self.cfg.index_dir)
+        try:
+            self.catalog = Catalog.open(index_dir, self.fingerprint)
+            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
+        except CatalogDamaged as exc:
+            self.set_damaged_catalog_aside(exc)
+            self.catalog = Catalog.open(index_dir, self.fingerprint)
+            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
+        if recovery.rebuilt_reason:
+            self.checkpoint()
+        self.publish_counts()
+
+    def set_damaged_catalog_aside(self, exc: CatalogDamaged) -> None:
+        kept = quarantine(Path(self.cfg.index_dir), datetime.datetime.now())
+        discard_checkpoint(Path(self.cfg.index_dir))  # its ids belonged to the damaged catalog
+        message = (f"the catalog was damaged ({exc.reason}); it is kept as {kept} and the folder is being "
+                   "indexed again")
+        logger.error("%s", message)
+        self.reporter.alert(message)
 
     def close(self) -> None:
         self.set_state("stopping")
         self.notifier.stopping()
         if self._server is not None:
             self._server.stop()
-        self.watcher.stop()
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
         if self.pool is not None:
-            self.pool.close(cancel=True)
-        if self.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
-            self.checkpoint()
-        self.write_status(force=True)  # last counts, while the catalog is open
-        self.catalog.close()
-        self._catalog_open = False
-        self.set_state("stopped")
+            self.pool.close(cancel=True)  # a stop does not wait for a slow or hung file
+            self.pool = None
+        if hasattr(self, "catalog"):
+            if self.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
+                self.checkpoint()
+            self.publish_counts()
+            self.catalog.close()
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -176,32 +212,96 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def run(self) -> int:
-        self.write_status(force=True)
-        self.open()
+        self.lock()
+        self.reporter.start()
+        final = "failed"
+        reason: str | None = "internal error"
         try:
+            self.open()
             self.start_server()
             self.check_roots(initial=True)
-            self.reconcile_all()
+            self.guarded(self.reconcile_all)
             self.schedule_rescan()
             self.set_state("idle")
             self.notifier.ready()
             logger.info("watching %s; %d images indexed", ", ".join(self.cfg.roots),
                         self.catalog.counts()["live"])
             while not self.stop_event.is_set():
-                self.step()
+                self.guarded(self.step)
+            final, reason = "stopped", None
+        except ChromaticaError as exc:
+            reason = str(exc)
+            raise
+        except Exception as exc:
+            reason = f"internal error: {exc}"
+            raise
         finally:
-            self.close()
+            try:
+                self.close()
+            finally:
+                self.reporter.stop(final, reason)
         return 0
 
     def start_server(self) -> None:
         self._server = SearchServer(self)
         self._server.start()
 
+    # -- errors that the daemon lives through ----------------------------------------------------
+    def guarded(self, work: Callable[[], None]) -> None:
+        """Run one piece of work; a full disk degrades the daemon and a damaged catalog is replaced,
+        instead of either ending it."""
+        try:
+            work()
+        except StorageError as exc:
+            self.storage_failed(exc.reason)
+        except CatalogDamaged as exc:
+            self.replace_damaged_catalog(exc)
+
+    def storage_failed(self, reason: str) -> None:
+        """Nothing was committed by the failed write; what it carried is found again by the rescan
+        that follows recovery (the folder is the truth). Retried with a capped back-off."""
+        delay = self.storage.failed(self.clock())
+        self.storage_problem = reason
+        logger.error("%s; nothing is lost: indexing is paused and retried in %.0f s", reason, delay)
+        self.refresh_degraded()
+
+    def retry_storage(self) -> None:
+        """After a storage error: once the back-off has passed, checkpoint and rescan; both must write."""
+        if self.live.dirty:
+            self.checkpoint()
+            if self.storage.waiting(self.clock()):
+                return  # the checkpoint failed again
+        self.reconcile_all()
+        logger.info("writing works again: indexing resumed and caught up")
+        self.storage.reset()
+        self.storage_problem = None
+        self.refresh_degraded()
+
+    def replace_damaged_catalog(self, exc: CatalogDamaged) -> None:
+        if self.pool is not None:
+            self.pool.close(cancel=True)
+            self.pool = None
+        try:
+            self.catalog.close()
+        except ChromaticaError:
+            pass  # it is damaged: closing it may fail too
+        self.set_damaged_catalog_aside(exc)
+        with self.index_lock:
+            self.open_catalog()
+        self.reconcile_all()
+
     # -- the loop --------------------------------------------------------------------------------
     def step(self) -> None:
+        self.reporter.beat()
+        now = self.clock()
+        if self.storage.failures:
+            self.drain_events(timeout=0.2)
+            if not self.storage.waiting(self.clock()):
+                self.retry_storage()
+            self.periodic(self.clock())
+            return
         if self.pool is None and len(self.batcher):
             self.ingest_pool(warm=True)  # the workers start while the queued files settle
-        now = self.clock()
         self.drain_events(timeout=min(self.batcher.next_deadline(now), self.cfg.status_interval, 0.2))
         if self.stop_event.is_set():
             return
@@ -210,7 +310,12 @@ class Daemon:
         keys = self.batcher.take_batch(now, limit=STREAM_BATCHES * self.cfg.batch_size)
         if keys:
             self.set_state("indexing")
-            self.index_keys(keys)
+            try:
+                self.index_keys(keys)
+            except StorageError:
+                for key in keys:
+                    self.batcher.note(key, now)  # kept queued for when writing works again
+                raise
         if not len(self.batcher) and self.state == "indexing":
             self.set_state("idle")  # now, so that status.json shows the batch as soon as it is committed
         self.periodic(self.clock())
@@ -228,6 +333,9 @@ class Daemon:
             self.restart_watcher()
             self.reconcile_all()
         self.run_commands()
+        if self.storage.failures:
+            self.publish_counts()
+            return  # no rescan, compaction or checkpoint until writing works again
         if now >= self._next_rescan:
             self.reconcile_all()
             self.schedule_rescan()
@@ -238,7 +346,7 @@ class Daemon:
             self.pool = None
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()
-        self.write_status()
+        self.publish_counts()
 
     def schedule_rescan(self) -> None:
         interval = self.cfg.rescan_interval
@@ -258,38 +366,45 @@ class Daemon:
                 batch.append(self.events.get_nowait())
             except queue.Empty:
                 break
+        if self.storage.failures:
+            for ev in batch:  # paused: remember what to index; deletions are found by the catch-up scan
+                if ev.kind == "changed":
+                    self.batcher.note((ev.root, ev.path), self.clock())
+            return
         self.handle_events(batch)
 
     def handle_events(self, events: list[FsEvent]) -> None:
         now = self.clock()
-        tombstones: list[int] = []
-        moves: list[Move] = []
+        changes = Changes()
         for ev in events:
             if ev.kind == "changed":
                 self.batcher.note((ev.root, ev.path), now)
             elif ev.kind == "deleted":
                 self.batcher.forget((ev.root, ev.path))
-                tombstones += self._live_ids(ev.root, [ev.path])
+                changes.tombstoned += self._live_ids(ev.root, [ev.path])
+                changes.cleared_failures.append((ev.root, ev.path))
             elif ev.kind == "moved":
-                self._handle_move(ev, now, moves, tombstones)
+                self._handle_move(ev, now, changes)
             elif ev.kind == "dir_deleted":
-                self._handle_dir_gone(ev.root, ev.path, tombstones)
+                self._handle_dir_gone(ev.root, ev.path, changes)
             elif ev.kind == "dir_moved":
-                self._handle_dir_gone(ev.root, ev.path, tombstones, moved_to=ev.dest, moves=moves)
+                self._handle_dir_gone(ev.root, ev.path, changes, moved_to=ev.dest)
                 self._note_subtree(ev.root, ev.dest, now)
             elif ev.kind == "dir_changed":
                 self._note_subtree(ev.root, ev.path, now)
-        if tombstones or moves:
-            moved_ids = {m.image_id for m in moves}
-            self.commit_direct(Changes(tombstoned=sorted(set(tombstones) - moved_ids), moved=moves))
+        if changes:
+            moved_ids = {m.image_id for m in changes.moved}
+            changes.tombstoned = sorted(set(changes.tombstoned) - moved_ids)
+            self.commit_direct(changes)
 
     def _live_ids(self, root: str, paths: list[bytes]) -> list[int]:
         found = self.catalog.lookup([(root, p) for p in paths])
         return [f.image_id for f in found.values()]
 
-    def _handle_move(self, ev: FsEvent, now: float, moves: list[Move], tombstones: list[int]) -> None:
+    def _handle_move(self, ev: FsEvent, now: float, changes: Changes) -> None:
         src, dest = (ev.root, ev.path), (ev.root, ev.dest)
         self.batcher.forget(src)
+        changes.cleared_failures.append(src)
         found = self.catalog.lookup([src, dest])
         old = found.get(src)
         st = _stat(dest)
@@ -298,39 +413,42 @@ class Daemon:
                 self.batcher.note(dest, now)
             return
         if (already := found.get(dest)) is not None:
-            tombstones.append(already.image_id)  # replaced by the moved file
-        moves.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns))
+            changes.tombstoned.append(already.image_id)  # replaced by the moved file
+        changes.moved.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns))
 
-    def _handle_dir_gone(self, root: str, prefix: bytes, tombstones: list[int], moved_to: bytes | None = None,
-                         moves: list[Move] | None = None) -> None:
+    def _handle_dir_gone(self, root: str, prefix: bytes, changes: Changes, moved_to: bytes | None = None) -> None:
         if not os.path.isdir(root):
             self.mark_offline(root)  # an unmounted drive is offline, not deleted
             return
         self.batcher.forget_prefix(root, prefix)
         rows = self.catalog.live_under(root, prefix)
-        if moved_to is None or moves is None:
-            tombstones += [f.image_id for f in rows.values()]
+        changes.cleared_failures += [(root, p) for (_, p) in self.catalog.failed_files(root)
+                                     if prefix in (b"", b".") or p.startswith(prefix + b"/")]
+        if moved_to is None:
+            changes.tombstoned += [f.image_id for f in rows.values()]
             return
         for path, f in rows.items():
             new_path = moved_to + path[len(prefix):]
             st = _stat((root, new_path))
             if st is None:
-                tombstones.append(f.image_id)
+                changes.tombstoned.append(f.image_id)
             else:
-                moves.append(Move(f.image_id, root, new_path, st.size, st.mtime_ns))
+                changes.moved.append(Move(f.image_id, root, new_path, st.size, st.mtime_ns))
 
     def _note_subtree(self, root: str, rel: bytes, now: float) -> None:
-        base = os.path.join(root, os.fsdecode(rel))
+        """A folder appeared (created or moved in): queue its files, and record what cannot be indexed
+        there exactly as a full scan would (the same walk, under the same rules)."""
         try:
-            files, _ = scan(base, self.cfg.excludes)
+            files, problems = scan(root, self.cfg.excludes, under=rel)
         except OSError:
             return
-        keys = [(root, rel + b"/" + p) for p in files]
+        keys = [(root, p) for p in files]
         known = self.catalog.lookup(keys)
-        for key, (p, f) in zip(keys, files.items(), strict=True):
-            del p
+        for key, f in zip(keys, files.values(), strict=True):
             if not _same_stat(known.get(key), f):
                 self.batcher.note(key, now)
+        if problems:
+            self.record_scan_problems(root, problems, self.catalog.failed_files(root))
 
     # -- indexing --------------------------------------------------------------------------------
     def index_keys(self, keys: list[Key]) -> None:
@@ -344,13 +462,16 @@ class Daemon:
                 # Streamed, one commit per batch_size results: the workers keep busy while a batch commits.
                 ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, Vanished(),
                              self.cfg.batch_size, chunk_size=STREAM_CHUNK, should_stop=self.stop_event.is_set,
-                             on_batch=self.after_commit)
+                             on_result=self._progress, on_batch=self.after_commit)
                 return
             results = self.ingest_pool().process(tasks, should_stop=self.stop_event.is_set)  # over all workers
         finally:
             self.in_flight = 0
             self._pool_used_at = self.clock()
         self.after_commit(self.committer().commit(results, replaced, Vanished()))
+
+    def _progress(self, _done: int) -> None:
+        self.reporter.beat()
 
     def ingest_pool(self, warm: bool = False) -> IngestPool:
         """The worker pool, started on demand (and stopped after POOL_IDLE_S without work, so that an
@@ -372,13 +493,15 @@ class Daemon:
 
     def after_commit(self, outcome: Outcome) -> None:
         now = self.clock()
-        self.stats.note_indexed(outcome.added, now)
+        self.reporter.note_indexed(outcome.added)
         for f in outcome.failed:
-            self.stats.recent_failures.append({"path": display_path(absolute_key((f.root, f.path))),
-                                               "reason": f.reason, "at": time.time()})
+            self.reporter.note_failure(display_path(absolute_key((f.root, f.path))), f.reason)
         for u in outcome.unstable:
             self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
-        self.write_status()  # rate-limited; also the systemd watchdog ping during long reconciles
+        if outcome.added or outcome.moved or outcome.failed:
+            logger.info("indexed %d new image(s); %d moved, %d removed, %d could not be indexed",
+                        outcome.added, outcome.moved, outcome.tombstoned, len(outcome.failed))
+        self.publish_counts()
 
     # -- reconciling -----------------------------------------------------------------------------
     def reconcile_all(self) -> None:
@@ -387,7 +510,7 @@ class Daemon:
                 break
             if self.online.get(root):
                 self.reconcile(root)
-        self.stats.last_full_scan = time.time()
+        self.reporter.update(last_full_scan=time.time())
 
     def reconcile(self, root: str) -> None:
         previous = self.state
@@ -403,7 +526,7 @@ class Daemon:
             disk, problems = scan(root, self.cfg.excludes)
         except OSError as exc:
             logger.error("cannot scan %s: %s; treating it as offline", root, exc.strerror)
-            self.mark_offline(root)
+            self.mark_offline(root, f"cannot be read: {exc.strerror}")
             return
         known = self.catalog.live_files(root)
         failures = {p: f for (_, p), f in self.catalog.failed_files(root).items()}
@@ -429,17 +552,23 @@ class Daemon:
         if tasks:
             outcome = ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, vanished,
                                    self.cfg.batch_size, should_stop=self.stop_event.is_set,
-                                   on_batch=self.after_commit)
+                                   on_result=self._progress, on_batch=self.after_commit)
             self._pool_used_at = self.clock()
         if not self.stop_event.is_set():
-            self.commit_direct(Changes(tombstoned=vanished.remaining_ids()))
+            # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
+            problem_paths = {p.path for p in problems}
+            stale = [(root, p) for p in failures if p not in disk and p not in problem_paths]
+            self.commit_direct(Changes(tombstoned=vanished.remaining_ids(), cleared_failures=stale))
         self.record_scan_problems(root, problems, failures)
         logger.info("%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)", root, len(disk),
                     time.monotonic() - started, delta.unchanged, len(tasks), outcome.tombstoned)
 
-    def record_scan_problems(self, root: str, problems: list[ScanProblem], known: dict[bytes, Failure]) -> None:
-        new = [Failure(root, p.path, 0, 0, p.reason) for p in problems
-               if p.path not in known or known[p.path].reason != p.reason]
+    def record_scan_problems(self, root: str, problems: list[ScanProblem], known: dict[Any, Failure]) -> None:
+        def known_reason(path: bytes) -> str | None:
+            f = known.get(path) or known.get((root, path))
+            return f.reason if f is not None else None
+
+        new = [Failure(root, p.path, 0, 0, p.reason) for p in problems if known_reason(p.path) != p.reason]
         if new:
             for f in new:
                 logger.warning("cannot index %s: %s", display_path(absolute_key((root, f.path))), f.reason)
@@ -472,29 +601,38 @@ class Daemon:
         now = self.clock()
         for key in failures:
             self.batcher.note(key, now - self.cfg.settle_seconds)
+        self.publish_counts()
         return len(failures)
+
+    def failures(self) -> list[Failure]:
+        return list(self.catalog.failed_files().values())
 
     # -- roots -----------------------------------------------------------------------------------
     def check_roots(self, initial: bool = False) -> None:
         self._last_root_check = self.clock()
         for root in self.cfg.roots:
-            is_online = os.path.isdir(root)
+            problem = _root_problem(root)
             was_online = self.online.get(root)
-            if is_online and not was_online:
+            if problem is None and not was_online:
                 self.online[root] = True
+                self.root_problems.pop(root, None)
                 self.watcher.watch(root)
                 if not initial:
                     logger.info("%s is back online: rescanning it", root)
                     self.reconcile(root)
-            elif not is_online and was_online is not False:
-                self.mark_offline(root)
+                self.refresh_degraded()
+            elif problem is not None and (was_online is not False or self.root_problems.get(root) != problem):
+                self.mark_offline(root, problem)
 
-    def mark_offline(self, root: str) -> None:
-        if self.online.get(root) is not False:
-            logger.warning("%s is offline (missing or unmounted): keeping its images in the index", root)
+    def mark_offline(self, root: str, problem: str | None = None) -> None:
+        problem = problem or _root_problem(root) or "missing or unmounted"
+        if self.online.get(root) is not False or self.root_problems.get(root) != problem:
+            logger.warning("%s is offline (%s): keeping its images in the index", root, problem)
         self.online[root] = False
+        self.root_problems[root] = problem
         self.watcher.unwatch(root)
         self.batcher.forget_root(root)
+        self.refresh_degraded()
 
     def restart_watcher(self) -> None:
         self.watcher.stop()
@@ -510,7 +648,7 @@ class Daemon:
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config: %s", exc)
             return
-        fixed = [k for k in ("index_dir", "state_dir", "runtime_dir", "max_dimension", "workers")
+        fixed = [k for k in ("index_dir", "state_dir", "runtime_dir", "max_dimension", "workers", "file_timeout")
                  if getattr(new, k) != getattr(self.cfg, k)]
         if fixed:
             logger.warning("config reload: %s only take effect after a restart", ", ".join(fixed))
@@ -523,8 +661,10 @@ class Daemon:
         for root in old_roots - set(new.roots):
             self.watcher.unwatch(root)
             self.online.pop(root, None)
+            self.root_problems.pop(root, None)
         self.restart_watcher()
         self.check_roots()
+        self.refresh_degraded()
         self.schedule_rescan()
 
     # -- index maintenance -----------------------------------------------------------------------
@@ -542,68 +682,51 @@ class Daemon:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
         with self.index_lock:
-            live = self.live
-        return Searcher(self.catalog, live, self.cfg.search_candidates).search(query, k)
+            live, catalog = self.live, self.catalog
+        return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
 
     def checkpoint(self) -> None:
         try:
             self.live.checkpoint(Path(self.cfg.index_dir), self.fingerprint)
         except OSError as exc:
-            self.stats.degraded_reason = f"checkpoint failed: {exc}"
-            logger.error("checkpoint failed: %s", exc)
+            if not is_storage_error(exc):
+                raise
+            self.storage_failed(f"cannot save the live index in {self.cfg.index_dir}: {exc.strerror}")
             return
-        self.stats.last_checkpoint = time.time()
+        self.reporter.update(last_checkpoint=time.time())
         self._last_checkpoint_at = self.clock()
 
     # -- status ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self.reporter.state
+
     def set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.write_status(force=True)
+        if state != self.reporter.state:
+            self.reporter.set_state(state)
+            self.publish_counts(write=True)
+
+    def refresh_degraded(self) -> None:
+        reasons = [f"root {r} is offline ({p})" for r, p in self.root_problems.items() if r in self.cfg.roots]
+        if self.storage_problem:
+            reasons.insert(0, self.storage_problem)
+        self.reporter.set_degraded("; ".join(reasons) or None)
+
+    def publish_counts(self, write: bool = False) -> None:
+        """Hand the reporter what only the indexer thread may read (the catalog's counts)."""
+        counts = self.catalog.counts() if hasattr(self, "catalog") else {}
+        self.reporter.update(
+            counts={"indexed": counts.get("live", 0), "failed": counts.get("failed", 0),
+                    "tombstoned": counts.get("tombstoned", 0)},
+            queued=len(self.batcher) + self.in_flight,
+            roots=[{"path": r, "online": bool(self.online.get(r)), "problem": self.root_problems.get(r)}
+                   for r in self.cfg.roots],
+            watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {})
+        if write or self.state == "idle":
+            self.reporter.publish()  # at once: status.json shows a committed batch without waiting
 
     def status(self) -> dict[str, Any]:
-        now = self.clock()
-        if self._catalog_open:
-            self._counts = self.catalog.counts()
-        counts = self._counts
-        queued = len(self.batcher) + self.in_flight
-        rate = self.stats.rate(now)
-        state = self.state
-        if self.stats.degraded_reason and state in ("idle", "indexing"):
-            state = "degraded"
-        return {
-            "state": state,
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": self.stats.started_at,
-            "updated_at": time.time(),
-            "roots": [{"path": r, "online": bool(self.online.get(r))} for r in self.cfg.roots],
-            "index_dir": self.cfg.index_dir,
-            "counts": {"indexed": counts.get("live", 0), "queued": queued, "failed": counts.get("failed", 0),
-                       "tombstoned": counts.get("tombstoned", 0)},
-            "throughput_per_s": round(rate, 2),
-            "eta_seconds": round(queued / rate, 1) if rate > 0 and queued else None,
-            "last_checkpoint": self.stats.last_checkpoint,
-            "watcher_mode": dict(self.watcher.modes) if hasattr(self, "watcher") else {},
-            "last_full_scan": self.stats.last_full_scan,
-            "recent_failures": list(self.stats.recent_failures),
-            "degraded_reason": self.stats.degraded_reason,
-            "socket": str(self.cfg.socket_path),
-        }
-
-    def write_status(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - self._last_status < self.cfg.status_interval:
-            return
-        self._last_status = now
-        status = self.status()
-        try:
-            write_status(self.cfg.status_path, status)
-        except OSError as exc:
-            logger.warning("cannot write %s: %s", self.cfg.status_path, exc)
-        self.notifier.status(f"{status['state']}: {status['counts']['indexed']} indexed, "
-                             f"{status['counts']['queued']} queued")
-        self.notifier.watchdog()
+        return self.reporter.snapshot()
 
 
 def _stat(key: Key) -> DiskFile | None:
@@ -616,6 +739,21 @@ def _stat(key: Key) -> DiskFile | None:
 
 def _same_stat(row: LiveFile | None, f: DiskFile) -> bool:
     return row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
+
+
+def _root_problem(root: str) -> str | None:
+    """Why a configured root cannot be watched now, or None when it is a readable folder."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return "missing or unmounted"
+    except OSError as exc:
+        return f"cannot be reached: {exc.strerror}"
+    if not stat_mod.S_ISDIR(st.st_mode):
+        return "not a folder"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return "not readable (permission denied)"
+    return None
 
 
 def run(cfg: Config, config_path: Path | None = None) -> int:

@@ -6,6 +6,7 @@ tombstones. Anything that does not verify is rebuilt from the catalog, with a lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ import numpy as np
 
 from .catalog import Catalog
 from .errors import IndexDirError
-from .fsutil import remove_stale_temps
-from .index import CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
+from .fsutil import fsync_dir, remove_stale_temps
+from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ def ensure_writable(index_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise IndexDirError(f"index dir {index_dir} is not writable: {exc.strerror}") from exc
+
+
+def discard_checkpoint(index_dir: Path) -> None:
+    """Forget the live index checkpoint (derived data): the next open rebuilds it from the catalog.
+    Needed when the catalog is replaced, since the checkpoint's ids belonged to the old one."""
+    for name in (MANIFEST_FILE, INDEX_FILE):  # the manifest first: it is the commit point
+        with contextlib.suppress(FileNotFoundError):
+            (index_dir / name).unlink()
+    fsync_dir(index_dir)
 
 
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str) -> tuple[LiveIndex, Recovery]:

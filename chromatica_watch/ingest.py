@@ -89,7 +89,7 @@ def _stat_or_none(path: str) -> os.stat_result | None:
 def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
     path = absolute(task)
     try:
-        read = image.read_file(path)
+        read = image.read_file(path, follow_symlinks=False)  # links are not followed (see scan.walk)
     except ImageError as exc:
         st = _stat_or_none(path)
         if st is None and not os.path.islink(path):

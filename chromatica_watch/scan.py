@@ -1,19 +1,18 @@
 """Walking a watched root: which files are candidates, with the (size, mtime_ns) the diff needs.
 
-Stat only: no file is opened here. Directory symlinks are followed once; a link back into a folder
-already being walked is a loop, reported and not followed.
+Stat only: no file is opened here. Symbolic links are not followed (see `walk`).
 """
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .image import has_image_extension
+from .image import has_image_extension, special_file_reason, symlink_reason
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +73,32 @@ def is_excluded(rel: str, excludes: Sequence[str]) -> bool:
                for pat in excludes)
 
 
-def walk(root: str, excludes: Sequence[str] = ()) -> Iterator[tuple[bytes, DiskFile] | ScanProblem]:
-    """Every candidate image under `root` as (key, DiskFile), and problems met on the way."""
+def walk(root: str, excludes: Sequence[str] = (), under: bytes = b"") -> Iterator[tuple[bytes, DiskFile] | ScanProblem]:
+    """Every candidate image under `root` (or only under its folder `under`) as (key, DiskFile), and
+    the problems met on the way.
+
+    Symbolic links are not followed, to files or to folders: a link back into the root would index
+    the same photo twice, and a folder reached through a link is not watched. A link named like a
+    photo, and any linked folder, is reported once with the reason (the workers give the same words
+    when an event hands them a link). Files that are not regular files (FIFOs, sockets, devices)
+    are reported, never opened.
+    """
     root_st = os.stat(root)
-    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [("", ((root_st.st_dev, root_st.st_ino),))]
+    start = key_to_str(under) if under not in (b"", b".") else ""
+    if start and (any(is_ignored_name(p, is_dir=True) for p in start.split("/")) or is_excluded(start, excludes)):
+        return
+    ancestors: tuple[tuple[int, int], ...] = ((root_st.st_dev, root_st.st_ino),)
+    if start:
+        try:
+            st = os.lstat(os.path.join(root, start))
+        except OSError as exc:
+            yield ScanProblem(under, f"cannot stat folder: {exc.strerror}")
+            return
+        if stat.S_ISLNK(st.st_mode):
+            yield ScanProblem(under, symlink_reason(os.path.join(root, start)))
+            return
+        ancestors += ((st.st_dev, st.st_ino),)
+    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(start, ancestors)]
     while stack:
         rel_dir, ancestors = stack.pop()
         abs_dir = os.path.join(root, rel_dir) if rel_dir else root
@@ -92,43 +113,50 @@ def walk(root: str, excludes: Sequence[str] = ()) -> Iterator[tuple[bytes, DiskF
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_dir = False
-            if is_ignored_name(entry.name, is_dir) or is_excluded(rel, excludes):
-                continue
-            if is_dir:
-                try:
-                    st = entry.stat(follow_symlinks=True)
-                except OSError as exc:
-                    yield ScanProblem(rel_key(rel), f"cannot stat folder: {exc.strerror}")
-                    continue
-                ident = (st.st_dev, st.st_ino)
-                if ident in ancestors:
-                    yield ScanProblem(rel_key(rel), "symlink loop: links back to a folder above it; not followed")
-                    continue
-                stack.append((rel, (*ancestors, ident)))
-                continue
-            if not has_image_extension(entry.name):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except OSError as exc:
-                reason = "symlink loop" if exc.errno == errno.ELOOP else f"cannot stat: {exc.strerror}"
-                if exc.errno == errno.ENOENT and entry.is_symlink():
-                    reason = "broken symlink"
-                yield ScanProblem(rel_key(rel), reason)
-                continue
-            if not entry.is_file(follow_symlinks=True):
-                continue
-            yield rel_key(rel), DiskFile(st.st_size, st.st_mtime_ns)
+            yield from _walk_entry(entry, rel, ancestors, excludes, stack)
 
 
-def scan(root: str, excludes: Sequence[str] = ()) -> tuple[dict[bytes, DiskFile], list[ScanProblem]]:
+def _walk_entry(entry: os.DirEntry[str], rel: str, ancestors: tuple[tuple[int, int], ...],
+                excludes: Sequence[str], stack: list[tuple[str, tuple[tuple[int, int], ...]]],
+                ) -> Iterator[tuple[bytes, DiskFile] | ScanProblem]:
+    try:
+        is_link = entry.is_symlink()
+        is_dir = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        is_link, is_dir = True, False
+    if is_ignored_name(entry.name, is_dir) or is_excluded(rel, excludes):
+        return
+    if is_link:
+        if is_dir or has_image_extension(entry.name):
+            yield ScanProblem(rel_key(rel), symlink_reason(entry.path))
+        return
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        if is_dir or has_image_extension(entry.name):
+            yield ScanProblem(rel_key(rel), f"cannot stat: {exc.strerror}")
+        return
+    if is_dir:
+        ident = (st.st_dev, st.st_ino)
+        if ident in ancestors:  # a bind mount of a folder above it
+            yield ScanProblem(rel_key(rel), "folder loop: the same folder as one above it; not entered")
+        else:
+            stack.append((rel, (*ancestors, ident)))
+        return
+    if not has_image_extension(entry.name):
+        return
+    reason = special_file_reason(st.st_mode)
+    if reason is not None:
+        yield ScanProblem(rel_key(rel), reason)
+        return
+    yield rel_key(rel), DiskFile(st.st_size, st.st_mtime_ns)
+
+
+def scan(root: str, excludes: Sequence[str] = (), under: bytes = b"",
+         ) -> tuple[dict[bytes, DiskFile], list[ScanProblem]]:
     files: dict[bytes, DiskFile] = {}
     problems: list[ScanProblem] = []
-    for item in walk(root, excludes):
+    for item in walk(root, excludes, under):
         if isinstance(item, ScanProblem):
             problems.append(item)
         else:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST = 1 << 20
+CONNECTION_TIMEOUT_S = 10.0  # a client that sends nothing (or reads nothing) for this long is dropped
+MAX_CONNECTIONS = 32  # one thread each; more at once are refused rather than piling up threads
 
 
 def _failures(daemon: Daemon) -> list[dict[str, Any]]:
@@ -70,6 +72,7 @@ def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
 
 class _Handler(socketserver.StreamRequestHandler):
     server: _UnixServer | _TcpServer
+    timeout = CONNECTION_TIMEOUT_S  # set on the connection's socket by StreamRequestHandler.setup
 
     def handle(self) -> None:
         # Each connection gets a fresh thread, and OpenMP builds a thread team per calling thread: for
@@ -94,20 +97,43 @@ class _Handler(socketserver.StreamRequestHandler):
             pass
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Bounded(socketserver.ThreadingMixIn):
+    """A thread per connection, at most MAX_CONNECTIONS at once: the next ones are closed at once."""
 
+    daemon_threads = True
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            logger.warning("refusing a connection: %d requests are already being answered", MAX_CONNECTIONS)
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class _UnixServer(_Bounded, socketserver.UnixStreamServer):
     def __init__(self, path: str, daemon: Daemon) -> None:
         self.daemon = daemon
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(path, _Handler)
 
 
-class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
+class _TcpServer(_Bounded, socketserver.TCPServer):
     allow_reuse_address = True
 
     def __init__(self, port: int, daemon: Daemon) -> None:
         self.daemon = daemon
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(("127.0.0.1", port), _Handler)
 
 
@@ -119,7 +145,7 @@ class SearchServer:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        private_dir(os.path.dirname(self.path))
         if os.path.exists(self.path):
             if _answers(self.path):
                 raise ChromaticaError(f"another daemon already answers on {self.path}")
@@ -145,6 +171,13 @@ class SearchServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def private_dir(path: str) -> None:
+    """The socket's folder, readable by its owner only (0700): made so, or made so if we own it."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_uid == os.geteuid():
+        os.chmod(path, 0o700)
 
 
 def _answers(path: str) -> bool:

@@ -69,6 +69,16 @@ class DaemonEnv:
         return subprocess.run([CLI, *args, "--config", str(self.config)], capture_output=True, text=True,
                               timeout=120)
 
+    def verdict(self) -> tuple[int, dict[str, Any]]:
+        """`chromatica-watch status --json`: (exit code, its JSON)."""
+        proc = self.cli("status", "--json")
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, dict(json.loads(proc.stdout))
+
+    def log(self) -> str:
+        path = self.state_dir / "chromatica-watch.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def indexed(self) -> int:
         return int(self.status().get("counts", {}).get("indexed", -1))
 

@@ -62,7 +62,9 @@ def make_dataset_with_bad_inputs(root: Path) -> tuple[set[bytes], dict[str, str]
         "bomb.png": "pixel limit",
         "secret.jpg": "permission denied",
         "loop.jpg": "symlink loop",
-        "trips/back": "symlink loop",
+        "trips/back": "symbolic link not followed",  # a link to the folder above: never walked twice
+        "alias.jpg": "symbolic link not followed",  # a link to a photo already indexed under its own name
+        "pipe.jpg": "not a regular file: a named pipe (FIFO)",  # never opened (opening one blocks)
     }
     (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (root / "zero.jpg").write_bytes(b"")
@@ -72,6 +74,8 @@ def make_dataset_with_bad_inputs(root: Path) -> tuple[set[bytes], dict[str, str]
     (root / "secret.jpg").chmod(0o000)
     (root / "loop.jpg").symlink_to("loop.jpg")
     (root / "trips" / "back").symlink_to("..")  # a folder loop
+    (root / "alias.jpg").symlink_to(root / "secret.jpg")
+    os.mkfifo(root / "pipe.jpg")
     return good, bad
 
 

@@ -1,0 +1,241 @@
+"""Holding on a real machine (issue 8): special files, stops, status that tells the truth, symlinks,
+roots that are not folders, failure records that follow the folder, and a private, bounded socket.
+Real daemon processes, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import CLI, PHOTO_NAMES, photo, wait_until, write_rgb
+from tests.daemon_harness import DaemonEnv, assert_index_matches_disk
+
+
+def test_a_fifo_named_like_a_photo_is_recorded_and_never_stalls_indexing(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    os.mkfifo(env.pictures / "at-start.jpg")  # found by the startup scan
+    env.start()
+    os.mkfifo(env.pictures / "live.png")  # found by an event, handed to a worker
+    write_rgb(env.pictures / "after.jpg", photo("coffee"))
+    wait_until(lambda: env.idle_with(1) and env.status()["counts"]["failed"] == 2, timeout=60)
+    failed = json.loads(env.cli("failed", "--json").stdout)
+    reasons = {Path(f["path"]).name: f["reason"] for f in failed}
+    assert reasons == {"at-start.jpg": "not a regular file: a named pipe (FIFO)",
+                       "live.png": "not a regular file: a named pipe (FIFO)"}
+    query = subprocess.run([CLI, "search", "--image", str(env.pictures / "live.png"), "--config", str(env.config)],
+                           capture_output=True, text=True, timeout=30)
+    assert query.returncode == 2 and "named pipe" in query.stderr and "Traceback" not in query.stderr
+    started = time.monotonic()
+    assert env.stop() == 0
+    assert time.monotonic() - started < 10
+    assert_index_matches_disk(env)
+
+
+def test_sigterm_during_a_large_ingest_stops_within_seconds_and_loses_nothing(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.write_config(workers=2, batch_size=16)
+    env.start()
+    for i in range(400):
+        write_rgb(env.pictures / f"p{i:03d}.jpg", photo(PHOTO_NAMES[i % len(PHOTO_NAMES)]))
+    wait_until(lambda: env.status()["state"] == "indexing" and env.indexed() > 0, timeout=60, interval=0.01)
+    started = time.monotonic()
+    assert env.stop(timeout=30) == 0
+    assert time.monotonic() - started < 5
+    assert env.status()["state"] == "stopped"
+    env.start()
+    wait_until(lambda: env.idle_with(400), timeout=120)
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_a_second_run_is_refused_before_it_touches_any_file(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    first = env.start()
+    status_file = env.state_dir / "status.json"
+    before = status_file.read_bytes()
+    second = subprocess.run([CLI, "run", "--config", str(env.config)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "already running" in second.stderr and "Traceback" not in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert json.loads(status_file.read_bytes())["pid"] == first.pid
+    assert status_file.read_bytes() == before or json.loads(status_file.read_bytes())["state"] == "idle"
+    code, answer = env.verdict()
+    assert code == 0 and answer["status"]["pid"] == first.pid
+    assert env.stop() == 0
+
+
+def test_status_tells_the_truth_after_kill_9_freeze_reused_pid_and_damaged_file(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    proc = env.start()
+    assert env.verdict()[0] == 0
+    # Frozen (every thread stopped): the socket does not answer, so it is not healthy.
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        code, answer = env.verdict()
+        assert code == 1 and "not responding" in answer["verdict"]
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    # A damaged status.json while the daemon runs: the daemon itself is asked.
+    (env.state_dir / "status.json").write_text("{ not json")
+    code, answer = env.verdict()
+    assert code == 0 and answer["live"] is True
+    # kill -9: not "stopped cleanly"
+    env.stop(signal.SIGKILL)
+    code, answer = env.verdict()
+    assert code == 3 and "ended unexpectedly" in answer["verdict"], answer
+    # A status file naming a live pid (reused by another process) does not make a dead daemon alive.
+    saved = json.loads((env.state_dir / "status.json").read_text())
+    saved["pid"] = os.getpid()
+    (env.state_dir / "status.json").write_text(json.dumps(saved))
+    code, answer = env.verdict()
+    assert code == 3
+    (env.state_dir / "status.json").write_text("{ not json")
+    code, answer = env.verdict()
+    assert code == 3 and "damaged" in answer["verdict"]
+    # A clean stop says so.
+    env.start()
+    assert env.stop() == 0
+    code, answer = env.verdict()
+    assert code == 3 and "stopped cleanly" in answer["verdict"]
+
+
+def test_status_piped_into_head_ends_quietly(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.start()
+    for name in PHOTO_NAMES:
+        write_rgb(env.pictures / f"{name}.jpg", photo(name))
+        (env.pictures / f"{name}-broken.jpg").write_bytes(b"")
+    wait_until(lambda: env.idle_with(len(PHOTO_NAMES)), timeout=60)
+    for args in (["status"], ["failed"], ["search", "--color", "#ff8800", "-k", "6"]):
+        proc = subprocess.run(f"'{CLI}' {' '.join(repr(a) for a in args)} --config '{env.config}' | head -1",
+                              shell=True, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, (args, proc.stderr)
+        assert "Exception" not in proc.stderr, (args, proc.stderr)
+        assert len(proc.stdout.splitlines()) == 1
+    assert env.stop() == 0
+
+
+def test_a_symlink_back_to_the_parent_never_doubles_the_library(daemon_env: DaemonEnv, tmp_path: Path) -> None:
+    env = daemon_env
+    env.start()
+    for i, name in enumerate(PHOTO_NAMES[:3]):
+        write_rgb(env.pictures / f"top{i}.jpg", photo(name))
+    wait_until(lambda: env.idle_with(3), timeout=60)
+    album = tmp_path / "album"
+    for i, name in enumerate(PHOTO_NAMES[3:]):
+        write_rgb(album / f"a{i}.jpg", photo(name))
+    (album / "parent").symlink_to("..")  # inside the root, this links back to the root itself
+    (album / "alias.jpg").symlink_to("a0.jpg")  # a second name for a photo of the album
+    album.rename(env.pictures / "album")  # moved in live
+    n = 3 + len(PHOTO_NAMES[3:])
+    wait_until(lambda: env.idle_with(n) and env.status()["counts"]["failed"] == 2, timeout=60)
+    failed = {Path(f["path"]).name: f["reason"] for f in json.loads(env.cli("failed", "--json").stdout)}
+    assert set(failed) == {"parent", "alias.jpg"}
+    assert all("symbolic link not followed" in r for r in failed.values()), failed
+    # The full scan at the next start agrees with what the live events did.
+    assert env.stop() == 0
+    env.start()
+    wait_until(lambda: env.idle_with(n), timeout=60)
+    assert env.status()["counts"]["failed"] == 2
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+
+
+def test_failure_records_of_deleted_files_go_with_them(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    (env.pictures / "gone-while-stopped.jpg").write_bytes(b"not a jpeg at all")
+    env.start()
+    (env.pictures / "sub").mkdir()
+    (env.pictures / "sub" / "gone-live.png").write_bytes(b"")
+    (env.pictures / "moved-away.png").write_bytes(b"garbage")
+    wait_until(lambda: env.status()["counts"]["failed"] == 3, timeout=30)
+    (env.pictures / "sub" / "gone-live.png").unlink()
+    (env.pictures / "moved-away.png").rename(env.pictures.parent / "moved-away.png")
+    wait_until(lambda: env.status()["counts"]["failed"] == 1, timeout=30)
+    assert env.stop() == 0
+    (env.pictures / "gone-while-stopped.jpg").unlink()
+    env.start()
+    wait_until(lambda: env.idle_with(0) and env.status()["counts"]["failed"] == 0, timeout=30)
+    assert json.loads(env.cli("failed", "--json").stdout) == []
+    assert env.stop() == 0
+
+
+def test_a_root_that_is_a_file_or_missing_is_named_and_degraded(daemon_env: DaemonEnv, tmp_path: Path) -> None:
+    env = daemon_env
+    not_a_folder = tmp_path / "photos.txt"
+    not_a_folder.write_text("oops")
+    env.write_config(roots=[str(not_a_folder)])
+    proc = env.start(wait=False)
+    wait_until(lambda: env.status().get("pid") == proc.pid and env.status().get("state") == "degraded", timeout=60)
+    code, answer = env.verdict()
+    assert code == 1 and "not a folder" in answer["verdict"], answer
+    assert "not a folder" in env.log() and "unmounted" not in env.log()
+    assert env.stop() == 0
+    env.write_config(roots=[str(tmp_path / "unplugged")])  # its only root is missing
+    env.start(wait=False)
+    wait_until(lambda: env.status().get("state") == "degraded", timeout=60)
+    code, answer = env.verdict()
+    assert code == 1 and "offline" in answer["verdict"]
+    assert env.stop() == 0
+
+
+def test_each_committed_batch_leaves_one_info_line(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    env.write_config(log_level="INFO")
+    env.start()
+    write_rgb(env.pictures / "one.jpg", photo("rocket"))
+    wait_until(lambda: env.idle_with(1), timeout=30)
+    lines = [line for line in env.log().splitlines() if "indexed 1 new image" in line]
+    assert len(lines) == 1 and " INFO " in lines[0]
+    assert env.stop() == 0
+
+
+def test_the_socket_is_private_and_idle_connections_are_bounded_and_timed_out(daemon_env: DaemonEnv) -> None:
+    from chromatica_watch.server import CONNECTION_TIMEOUT_S, MAX_CONNECTIONS
+
+    env = daemon_env
+    env.start()
+    sock_path = str(env.runtime_dir / "chromatica-watch.sock")
+    assert (os.stat(env.runtime_dir).st_mode & 0o777) == 0o700
+    idle = []
+    for _ in range(MAX_CONNECTIONS + 5):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock_path)
+        s.settimeout(CONNECTION_TIMEOUT_S + 10)
+        idle.append(s)
+    try:
+        started = time.monotonic()
+        # Past the bound, connections are closed at once; the rest when their idle time runs out.
+        closed_at = _seconds_until_closed(idle, started, limit=CONNECTION_TIMEOUT_S + 10)
+        assert sum(t < 2 for t in closed_at) >= 5, closed_at
+        assert max(closed_at) < CONNECTION_TIMEOUT_S + 5, closed_at
+        assert min(t for t in closed_at if t >= 2) > CONNECTION_TIMEOUT_S - 1, closed_at
+    finally:
+        for s in idle:
+            s.close()
+    code, _ = env.verdict()
+    assert code == 0  # it still answers
+    assert env.stop() == 0
+
+
+def _seconds_until_closed(socks: list[socket.socket], started: float, limit: float) -> list[float]:
+    """For each socket, the seconds after `started` when the server closed it (read gives b"")."""
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    closed: dict[int, float] = {}
+    while len(closed) < len(socks) and time.monotonic() - started < limit:
+        for key, _ in sel.select(timeout=0.5):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if not sock.recv(4096):
+                closed[key.data] = time.monotonic() - started
+                sel.unregister(sock)
+    sel.close()
+    return [closed.get(i, float("inf")) for i in range(len(socks))]
