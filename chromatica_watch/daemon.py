@@ -131,6 +131,7 @@ class Daemon:
         self.storage_problem: str | None = None
         self._locks: list[int] = []
         self._next_rescan = 0.0
+        self._next_unwatched_scan = 0.0
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._server: Any = None
@@ -339,6 +340,8 @@ class Daemon:
         if now >= self._next_rescan:
             self.reconcile_all()
             self.schedule_rescan()
+        elif now >= self._next_unwatched_scan:
+            self.scan_unwatched()
         self.maybe_compact()
         if self.pool is not None and not len(self.batcher) and now - self._pool_used_at >= POOL_IDLE_S:
             logger.debug("no work for %.0f s: stopping the worker processes", POOL_IDLE_S)
@@ -422,8 +425,7 @@ class Daemon:
             return
         self.batcher.forget_prefix(root, prefix)
         rows = self.catalog.live_under(root, prefix)
-        changes.cleared_failures += [(root, p) for (_, p) in self.catalog.failed_files(root)
-                                     if prefix in (b"", b".") or p.startswith(prefix + b"/")]
+        changes.cleared_failures += [(root, p) for (_, p) in self.catalog.failed_files(root) if _is_under(p, prefix)]
         if moved_to is None:
             changes.tombstoned += [f.image_id for f in rows.values()]
             return
@@ -510,7 +512,18 @@ class Daemon:
                 break
             if self.online.get(root):
                 self.reconcile(root)
+                self.watcher.recheck(root)  # folders made since that could not get a watch
         self.reporter.update(last_full_scan=time.time())
+        self._next_unwatched_scan = self.clock() + SCAN_FALLBACK_INTERVAL_S
+
+    def scan_unwatched(self) -> None:
+        """Folders the watcher could not watch (a path too long, no permission, the watch limit) are
+        compared with the catalog every SCAN_FALLBACK_INTERVAL_S; the rest of their root stays watched."""
+        for root, folders in list(self.watcher.unwatched.items()):
+            if self.online.get(root):
+                for rel, _reason in folders:
+                    self._reconcile(root, under=rel)
+        self._next_unwatched_scan = self.clock() + SCAN_FALLBACK_INTERVAL_S
 
     def reconcile(self, root: str) -> None:
         previous = self.state
@@ -520,16 +533,17 @@ class Daemon:
         finally:
             self.set_state("idle" if previous in ("starting", "reconciling", "idle") else previous)
 
-    def _reconcile(self, root: str) -> None:
+    def _reconcile(self, root: str, under: bytes = b"") -> None:
+        """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference."""
         started = time.monotonic()
         try:
-            disk, problems = scan(root, self.cfg.excludes)
+            disk, problems = scan(root, self.cfg.excludes, under=under)
         except OSError as exc:
             logger.error("cannot scan %s: %s; treating it as offline", root, exc.strerror)
             self.mark_offline(root, f"cannot be read: {exc.strerror}")
             return
-        known = self.catalog.live_files(root)
-        failures = {p: f for (_, p), f in self.catalog.failed_files(root).items()}
+        known = self.catalog.live_under(root, under)
+        failures = {p: f for (_, p), f in self.catalog.failed_files(root).items() if _is_under(p, under)}
         delta = diff(disk, known, failures, time.time_ns())
         stored = self.catalog.rows([i for _, i in delta.vanished + delta.changed + delta.racy])
         replaced = {(root, p): Replaced(i, stored[i].content_hash) for p, i in delta.changed + delta.racy}
@@ -560,8 +574,10 @@ class Daemon:
             stale = [(root, p) for p in failures if p not in disk and p not in problem_paths]
             self.commit_direct(Changes(tombstoned=vanished.remaining_ids(), cleared_failures=stale))
         self.record_scan_problems(root, problems, failures)
-        logger.info("%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)", root, len(disk),
-                    time.monotonic() - started, delta.unchanged, len(tasks), outcome.tombstoned)
+        logger.log(logging.DEBUG if under else logging.INFO,
+                   "%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)",
+                   display_path(absolute_key((root, under))) if under else root, len(disk),
+                   time.monotonic() - started, delta.unchanged, len(tasks), outcome.tombstoned)
 
     def record_scan_problems(self, root: str, problems: list[ScanProblem], known: dict[Any, Failure]) -> None:
         def known_reason(path: bytes) -> str | None:
@@ -721,7 +737,9 @@ class Daemon:
             queued=len(self.batcher) + self.in_flight,
             roots=[{"path": r, "online": bool(self.online.get(r)), "problem": self.root_problems.get(r)}
                    for r in self.cfg.roots],
-            watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {})
+            watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {},
+            unwatched={root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
+                       for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {})
         if write or self.state == "idle":
             self.reporter.publish()  # at once: status.json shows a committed batch without waiting
 
@@ -739,6 +757,11 @@ def _stat(key: Key) -> DiskFile | None:
 
 def _same_stat(row: LiveFile | None, f: DiskFile) -> bool:
     return row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
+
+
+def _is_under(path: bytes, folder: bytes) -> bool:
+    """Whether a root-relative key lies in `folder` (b"" or b"." is the whole root)."""
+    return folder in (b"", b".") or path.startswith(folder + b"/")
 
 
 def _root_problem(root: str) -> str | None:

@@ -5,6 +5,7 @@ Stat only: no file is opened here. Symbolic links are not followed (see `walk`).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import os
@@ -92,7 +93,7 @@ def walk(root: str, excludes: Sequence[str] = (), under: bytes = b"") -> Iterato
         try:
             st = os.lstat(os.path.join(root, start))
         except OSError as exc:
-            yield ScanProblem(under, f"cannot stat folder: {exc.strerror}")
+            yield ScanProblem(under, _unlistable_reason(os.path.join(root, start), exc))
             return
         if stat.S_ISLNK(st.st_mode):
             yield ScanProblem(under, symlink_reason(os.path.join(root, start)))
@@ -107,13 +108,21 @@ def walk(root: str, excludes: Sequence[str] = (), under: bytes = b"") -> Iterato
                 entries = list(it)
         except OSError as exc:
             if rel_dir:
-                yield ScanProblem(rel_key(rel_dir), f"cannot list folder: {exc.strerror}")
+                yield ScanProblem(rel_key(rel_dir), _unlistable_reason(abs_dir, exc))
             else:
                 raise
             continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             yield from _walk_entry(entry, rel, ancestors, excludes, stack)
+
+
+def _unlistable_reason(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ENAMETOOLONG:
+        limit = os.pathconf("/", "PC_PATH_MAX")
+        return (f"cannot list folder: its path is {len(os.fsencode(path))} bytes, longer than the system "
+                f"limit of {limit} bytes (move it higher up to index it)")
+    return f"cannot list folder: {exc.strerror}"
 
 
 def _walk_entry(entry: os.DirEntry[str], rel: str, ancestors: tuple[tuple[int, int], ...],

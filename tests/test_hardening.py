@@ -239,3 +239,33 @@ def _seconds_until_closed(socks: list[socket.socket], started: float, limit: flo
                 sel.unregister(sock)
     sel.close()
     return [closed.get(i, float("inf")) for i in range(len(socks))]
+
+
+def test_a_folder_deeper_than_path_max_is_named_and_the_rest_stays_watched(daemon_env: DaemonEnv) -> None:
+    from tests.test_watcher import first_too_long, make_deep, remove_tree
+
+    env = daemon_env
+    rels = make_deep(env.pictures)
+    too_long, length, limit = first_too_long(env.pictures, rels)
+    try:
+        env.start()
+        status = env.status()
+        assert status["watcher_mode"][str(env.pictures)] == "native"
+        unwatched = status["unwatched"][str(env.pictures)]
+        assert [u["folder"] for u in unwatched] == [too_long.decode()]
+        assert f"{length} bytes, longer than the system limit of {limit} bytes" in unwatched[0]["reason"]
+        log = env.log()
+        assert "inotify watch limit" not in log and "max_user_watches" not in log
+        started = time.monotonic()
+        write_rgb(env.pictures / "normal" / "new.jpg", photo("coffee"))
+        wait_until(lambda: env.idle_with(1), timeout=30)
+        assert time.monotonic() - started < 8  # seen by its event, not by a periodic scan of the root
+        code, answer = env.verdict()
+        assert code == 0, answer
+        assert env.stop() == 0
+    finally:
+        fd = os.open(env.pictures, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            remove_tree(fd, rels[0].decode())
+        finally:
+            os.close(fd)
