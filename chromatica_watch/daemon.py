@@ -76,6 +76,10 @@ def configure_logging(cfg: Config) -> None:
         logger.warning("no log file (%s): logging to stderr only", exc)
 
 
+class ShuttingDown(Exception):
+    """A stop was asked for while the daemon waited to start."""
+
+
 @dataclass
 class Backoff:
     """Capped exponential back-off for retrying writes after a storage error (a full disk)."""
@@ -157,7 +161,13 @@ class Daemon:
             private_dir(self.cfg.runtime_dir)
         except OSError as exc:
             raise IndexDirError(f"cannot create {self.cfg.runtime_dir}: {exc.strerror}") from exc
-        self.open_catalog()
+        while True:  # a full disk at startup: wait, degraded, instead of exiting into a restart loop
+            try:
+                self.open_catalog()
+                break
+            except StorageError as exc:
+                self.storage_failed(str(exc))
+                self.wait_for_storage()
         self.watcher = Watcher(self.cfg.excludes, self.events, use_polling=self.cfg.watcher == "polling")
         self.watcher.start()
 
@@ -169,12 +179,21 @@ class Daemon:
             self.catalog = Catalog.open(index_dir, self.fingerprint)
             self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
         except CatalogDamaged as exc:
+            self.close_damaged_catalog()
             self.set_damaged_catalog_aside(exc)
             self.catalog = Catalog.open(index_dir, self.fingerprint)
             self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
         if recovery.rebuilt_reason:
             self.checkpoint()
         self.publish_counts()
+
+    def close_damaged_catalog(self) -> None:
+        if hasattr(self, "catalog"):
+            try:
+                self.catalog.close()
+            except ChromaticaError:
+                pass  # it is damaged: closing it may fail too
+            del self.catalog
 
     def set_damaged_catalog_aside(self, exc: CatalogDamaged) -> None:
         kept = quarantine(Path(self.cfg.index_dir), datetime.datetime.now())
@@ -218,8 +237,8 @@ class Daemon:
         final = "failed"
         reason: str | None = "internal error"
         try:
+            self.start_server()  # status answers from now on; searches once the index is open
             self.open()
-            self.start_server()
             self.check_roots(initial=True)
             self.guarded(self.reconcile_all)
             self.schedule_rescan()
@@ -229,6 +248,8 @@ class Daemon:
                         self.catalog.counts()["live"])
             while not self.stop_event.is_set():
                 self.guarded(self.step)
+            final, reason = "stopped", None
+        except ShuttingDown:
             final, reason = "stopped", None
         except ChromaticaError as exc:
             reason = str(exc)
@@ -254,7 +275,7 @@ class Daemon:
         try:
             work()
         except StorageError as exc:
-            self.storage_failed(exc.reason)
+            self.storage_failed(str(exc))  # what happened and where: "no space left on device writing ..."
         except CatalogDamaged as exc:
             self.replace_damaged_catalog(exc)
 
@@ -265,6 +286,12 @@ class Daemon:
         self.storage_problem = reason
         logger.error("%s; nothing is lost: indexing is paused and retried in %.0f s", reason, delay)
         self.refresh_degraded()
+
+    def wait_for_storage(self) -> None:
+        while self.storage.waiting(self.clock()):
+            self.reporter.beat()
+            if self.stop_event.wait(0.2):
+                raise ShuttingDown()
 
     def retry_storage(self) -> None:
         """After a storage error: once the back-off has passed, checkpoint and rescan; both must write."""
@@ -282,12 +309,9 @@ class Daemon:
         if self.pool is not None:
             self.pool.close(cancel=True)
             self.pool = None
-        try:
-            self.catalog.close()
-        except ChromaticaError:
-            pass  # it is damaged: closing it may fail too
-        self.set_damaged_catalog_aside(exc)
-        with self.index_lock:
+        with self.index_lock:  # no search may use the old catalog while it is replaced
+            self.close_damaged_catalog()
+            self.set_damaged_catalog_aside(exc)
             self.open_catalog()
         self.reconcile_all()
 
@@ -698,6 +722,8 @@ class Daemon:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
         with self.index_lock:
+            if not hasattr(self, "live"):
+                raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
             live, catalog = self.live, self.catalog
         return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
 

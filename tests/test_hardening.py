@@ -4,6 +4,7 @@ Real daemon processes, real signals, real files."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import selectors
@@ -11,7 +12,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import CLI, PHOTO_NAMES, photo, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv, assert_index_matches_disk
@@ -269,3 +273,69 @@ def test_a_folder_deeper_than_path_max_is_named_and_the_rest_stays_watched(daemo
             remove_tree(fd, rels[0].decode())
         finally:
             os.close(fd)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 24 MiB tmpfs for the index dir (CI runs as root); not skipped: failing to mount fails."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
+def fill_up(mnt: Path) -> Path:
+    """Write a file until the file system has not one byte left."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                size //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_degrades_retries_politely_and_catches_up_by_itself(daemon_env: DaemonEnv,
+                                                                        small_tmpfs: Path) -> None:
+    env = daemon_env
+    env.index_dir = small_tmpfs / "index"
+    env.write_config(log_level="INFO")
+    env.start()
+    for i, name in enumerate(PHOTO_NAMES[:3]):
+        write_rgb(env.pictures / f"before{i}.jpg", photo(name))
+    wait_until(lambda: env.idle_with(3), timeout=60)
+    filler = fill_up(small_tmpfs)
+    for i, name in enumerate(PHOTO_NAMES[3:]):
+        write_rgb(env.pictures / f"during{i}.jpg", photo(name))
+    wait_until(lambda: env.status().get("state") == "degraded", timeout=60)
+    code, answer = env.verdict()
+    assert code == 1 and "no space left on device" in answer["verdict"].lower(), answer
+    first_error = time.monotonic()
+    wait_until(lambda: time.monotonic() - first_error > 8 and env.proc is not None and env.proc.poll() is None,
+               timeout=30, interval=0.5)
+    attempts = [line for line in env.log().splitlines() if "indexing is paused and retried" in line]
+    assert 1 <= len(attempts) <= 5, attempts  # a capped back-off, not five a second
+    assert "Traceback" not in env.stderr() and "cannot rollback" not in env.stderr()
+    assert list(env.index_dir.glob(".*.tmp")) == []
+    # kill -9 while the disk is full, and start again: degraded, waiting, not a crash loop.
+    env.stop(signal.SIGKILL)
+    proc = env.start(wait=False)
+    wait_until(lambda: env.status().get("pid") == proc.pid and env.status().get("state") == "degraded", timeout=60)
+    assert proc.poll() is None
+    filler.unlink()  # space is back: it catches up by itself
+    n = len(PHOTO_NAMES)
+    wait_until(lambda: env.idle_with(n) and env.verdict()[0] == 0, timeout=120, interval=0.5)
+    assert env.stop() == 0
+    assert list(env.index_dir.glob(".*.tmp")) == []
+    check = subprocess.run([CLI, "validate", str(env.index_dir)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert_index_matches_disk(env)
