@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class ChromaticaError(Exception):
     """Base of every error the user should see as one line; `exit_code` is what the CLI returns."""
@@ -31,6 +33,33 @@ class IndexDirError(ChromaticaError):
 
 class IndexDirBusy(IndexDirError):
     """Another process (the daemon) holds the catalog for writing."""
+
+
+class StorageError(ChromaticaError):
+    """The disk is full, a quota is exceeded, or the storage failed (ENOSPC, EDQUOT, EIO, EROFS) while
+    writing the catalog or the index. Nothing was half-written; the same write works once the storage is
+    back. The message says what happened and where; `reason` is the short cause ("no space left on
+    device"), `path` the file when known."""
+
+    def __init__(self, message: str, reason: str | None = None, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.path = path
+
+
+class CatalogDamaged(IndexDirError):
+    """The catalog file does not read back (checksum mismatch, truncated, not a catalog). `reason` names
+    the damage; the message names the file and the remedy."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"the catalog {path} is damaged ({reason}): start the daemon (`chromatica-watch run`) "
+                         "to set it aside and index the folder again, or restore it from a backup")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class DaemonAlreadyRunning(ChromaticaError):
+    """A second daemon was started on the same index or state directory."""
 
 
 class DaemonNotRunning(ChromaticaError):
