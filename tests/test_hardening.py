@@ -339,3 +339,46 @@ def test_a_full_disk_degrades_retries_politely_and_catches_up_by_itself(daemon_e
     check = subprocess.run([CLI, "validate", str(env.index_dir)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert_index_matches_disk(env)
+
+
+def _damage_catalog_header(index_dir: Path) -> bytes:
+    """Flip bytes in the catalog's database header (DuckDB checks it when the file is opened)."""
+    path = index_dir / "chromatica_metadata.db"
+    blob = bytearray(path.read_bytes())
+    blob[4096 + 8: 4096 + 40] = bytes(b ^ 0xFF for b in blob[4096 + 8: 4096 + 40])
+    path.write_bytes(bytes(blob))
+    return bytes(blob)
+
+
+def test_a_damaged_catalog_is_kept_aside_and_the_folder_indexed_again(daemon_env: DaemonEnv) -> None:
+    env = daemon_env
+    for i, name in enumerate(PHOTO_NAMES):
+        write_rgb(env.pictures / f"{i}.jpg", photo(name))
+    env.start()
+    wait_until(lambda: env.idle_with(len(PHOTO_NAMES)), timeout=60)
+    assert env.stop() == 0
+    damaged = _damage_catalog_header(env.index_dir)
+    # With the daemon stopped, every command that reads the catalog says which file and what to do.
+    for args in (["search", "--color", "#ff8800"], ["failed"], ["validate", str(env.index_dir)]):
+        proc = env.cli(*args) if args[0] != "validate" else subprocess.run(
+            [CLI, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and "duckdb" not in (proc.stdout + proc.stderr).lower(), proc.stderr
+        out = proc.stderr if args[0] != "validate" else proc.stdout
+        assert "chromatica_metadata.db" in out and "damaged" in out, (args, out)
+        if args[0] != "validate":
+            assert len(proc.stderr.strip().splitlines()) == 1 and "chromatica-watch run" in proc.stderr
+    # The daemon keeps it aside (never deleted), says so loudly, and indexes the folder again.
+    env.start()
+    wait_until(lambda: env.idle_with(len(PHOTO_NAMES)), timeout=60)
+    kept = list(env.index_dir.glob("chromatica_metadata.db.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    assert any(" ERROR " in line and "damaged" in line and kept[0].name in line for line in env.log().splitlines())
+    code, answer = env.verdict()
+    assert code == 0 and any(kept[0].name in a["message"] for a in answer["status"]["alerts"])
+    status_text = env.cli("status").stdout
+    assert "NOTE:" in status_text and "damaged" in status_text
+    assert env.stop() == 0
+    assert_index_matches_disk(env)
+    check = subprocess.run([CLI, "validate", str(env.index_dir)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout
