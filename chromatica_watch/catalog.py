@@ -3,21 +3,35 @@
 A file is keyed by (root, path): the watched root's absolute path and the file's path relative to it
 as raw bytes (POSIX form), so names that are not valid UTF-8 survive exactly. Ids are never reused;
 the live index is derived from this table and can always be rebuilt from it.
+
+No DuckDB exception leaves this module: every public Catalog method raises StorageError (the disk is full
+or failing: retry later), CatalogDamaged (the file does not read back: set it aside with `quarantine`),
+IndexDirBusy or IndexDirError.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import inspect
 import logging
+import os
+import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import IndexDirBusy, IndexDirError
+from .errors import CatalogDamaged, ChromaticaError, IndexDirBusy, IndexDirError, StorageError
+from .fsutil import fsync_dir
 from .histogram import TOTAL_BINS
 
 logger = logging.getLogger(__name__)
@@ -119,19 +133,160 @@ class Changes:
         return bool(self.added or self.tombstoned or self.moved or self.failed or self.cleared_failures)
 
 
+# -- DuckDB's errors, mapped to ours ---------------------------------------------------------------
+# What DuckDB 2.0.1 raised here, with a real tmpfs filled up and real catalog files damaged on purpose:
+# - COMMIT on a full disk, writing the WAL: TransactionException "TransactionContext Error: Failed to commit:
+#   Could not write file ".../chromatica_metadata.db.wal": No space left on device". DuckDB has already ended
+#   the transaction (a ROLLBACK then raises TransactionException "cannot rollback - no transaction is active")
+#   and cut the WAL back; the connection stays usable and nothing of the batch is stored.
+# - a checkpoint on a full disk, run by a COMMIT that takes the WAL past checkpoint_threshold (16 MiB) or by
+#   CHECKPOINT: FatalException "FATAL Error: Failed to create checkpoint because of error: Could not write file
+#   ".../chromatica_metadata.db": No space left on device". The database is then invalidated: every later
+#   statement, ROLLBACK included, raises FatalException "... database has been invalidated because of a
+#   previous fatal error. The database must be restarted prior to being used again. Original error: ..."
+#   until the connection is closed and opened again (which works even while the disk is still full). After
+#   that reopen everything committed before is there and nothing of the batch whose COMMIT failed (DuckDB
+#   skips the WAL write of a commit that checkpoints).
+# - close() on a full disk raises nothing: its checkpoint is abandoned and the WAL kept.
+# - a damaged block: plain duckdb.Error (no subclass) "Corrupt database file: computed checksum A does not
+#   match stored checksum B in block at location N", only when a statement reads that block: connect reads
+#   the headers and the schema, a histogram block is read only when that column is selected. The connection
+#   stays usable. Read through an Arrow stream (to_arrow_reader) the same error comes as a bare OSError
+#   "Data Corruption Error: Corrupt database file: ...".
+# - a truncated file: IOException "IO Error: Could not read enough bytes from file "...": attempted to read
+#   262144 bytes from location N", at connect when the metadata is cut off, else at the read.
+# - a damaged main header, an empty file, a file that is not DuckDB's: IOException "IO Error: The file "..."
+#   exists, but it is not a valid DuckDB database file!" at connect; a damaged database header (byte 4096 or
+#   8192): the checksum error above, at connect.
+# - garbage in the .wal file: nothing; DuckDB ignores it as a torn write.
+# - the file held by another process: IOException "IO Error: Could not set lock on file "...": Conflicting
+#   lock is held in ... (PID n)".
+# DuckDB ends its I/O messages with strerror(errno), which is what tells a storage failure apart.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+_STORAGE_STRERRORS = tuple(os.strerror(e) for e in _STORAGE_ERRNOS)
+_CHECKSUM_MISMATCH = re.compile(r"Corrupt database file:.*?in block at location (\d+)")
+_SHORT_READ = re.compile(r"Could not read enough bytes from file .*?from location (\d+)")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def _damage(text: str) -> str | None:
+    """The damage a DuckDB message reports, in a few words; None if it reports none."""
+    if m := _CHECKSUM_MISMATCH.search(text):
+        return f"checksum mismatch in the block at byte {m.group(1)}"
+    if "Corrupt database file" in text:
+        return "checksum mismatch"
+    if m := _SHORT_READ.search(text):
+        return f"truncated: the block at byte {m.group(1)} lies past the end of the file"
+    if "not a valid DuckDB database file" in text:
+        return "not a DuckDB database file"
+    return None
+
+
+def _doing(text: str) -> str:
+    lowered = text.lower()
+    if any(w in lowered for w in ("write", "checkpoint", "commit", "fsync", "truncate")):
+        return "writing"
+    return "reading" if "read" in lowered else "using"
+
+
+def _domain_error(exc: BaseException, path: Path) -> ChromaticaError:
+    text = str(exc)
+    logger.debug("catalog %s: DuckDB says: %s", path, text)
+    for strerror in _STORAGE_STRERRORS:
+        if strerror in text:
+            reason = strerror.lower()
+            return StorageError(f"{reason} {_doing(text)} the catalog {path}", reason, path)
+    if (damage := _damage(text)) is not None:
+        return CatalogDamaged(path, damage)
+    if "Could not set lock" in text:
+        return IndexDirBusy(f"catalog {path} is in use by another process (is the daemon running?)")
+    return IndexDirError(f"catalog {path}: {_first_line(text)}")
+
+
+def _invalidates(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
+
+
+@contextlib.contextmanager
+def _duckdb_errors(path: Path, on_invalidated: Callable[[], None] | None = None) -> Iterator[None]:
+    """DuckDB's errors inside become ours; `on_invalidated` hears of a database DuckDB gave up on."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        if on_invalidated is not None and _invalidates(exc):
+            on_invalidated()
+        raise _domain_error(exc, path) from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        # an Arrow stream of a DuckDB result reports DuckDB's error as a bare OSError
+        raise _domain_error(exc, path) from exc
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _mapped(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concatenate[Catalog, P], R]:
+    """A Catalog method that raises only our errors; a generator method is covered while it is iterated."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def iterate(self: Catalog, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+            with self._duckdb_errors():
+                yield from cast(Iterator[Any], method(self, *args, **kwargs))
+        return cast("Callable[Concatenate[Catalog, P], R]", iterate)
+
+    @functools.wraps(method)
+    def call(self: Catalog, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._duckdb_errors():
+            return method(self, *args, **kwargs)
+    return call
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+def _roll_back(con: duckdb.DuckDBPyConnection) -> None:
+    """End a failed transaction without hiding why it failed: after a failed COMMIT DuckDB has already
+    ended it ("no transaction is active"), and an invalidated database refuses even a ROLLBACK."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error as exc:
+        logger.debug("no rollback after the failed transaction: %s", _first_line(str(exc)))
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What Catalog.verify read back: rows per table (every column of each), the primary-key indexes
+    walked end to end, and those it could not walk (a composite key, on a read-only connection)."""
+
+    rows: dict[str, int]
+    indexes_walked: list[str]
+    indexes_not_walked: list[str]
+    seconds: float
+
+
 def _histogram_column(hists: np.ndarray) -> pa.FixedSizeListArray:
     flat = pa.array(np.ascontiguousarray(hists, dtype=np.float32).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, TOTAL_BINS)
 
 
 class Catalog:
-    """One DuckDB connection. Writers serialize on `lock`; readers from other threads use cursors."""
+    """One DuckDB connection. Writers serialize on `lock`; readers from other threads use cursors.
+
+    After a fatal DuckDB error (a checkpoint that failed on a full disk) DuckDB refuses the database until it
+    is opened again; the Catalog does that itself at its next use, so the caller only retries."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
         self._con = con
         self.path = path
         self.read_only = read_only
         self.lock = threading.RLock()
+        self._invalidated = False
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -139,24 +294,17 @@ class Catalog:
         path = Path(index_dir) / CATALOG_FILE
         if read_only and not path.exists():
             raise IndexDirError(f"no catalog at {path}")
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            msg = str(exc).splitlines()[0]
-            if "lock" in msg.lower():
-                raise IndexDirBusy(f"catalog {path} is in use by another process (is the daemon running?)") \
-                    from exc
-            raise IndexDirError(f"cannot open catalog {path}: {msg}") from exc
-        except duckdb.Error as exc:
-            raise IndexDirError(f"cannot open catalog {path}: {str(exc).splitlines()[0]}") from exc
-        catalog = cls(con, path, read_only)
-        try:
-            if not read_only:
-                con.execute(_SCHEMA)
-            catalog._check_meta(fingerprint)
-        except BaseException:
-            con.close()
-            raise
+        with _duckdb_errors(path):
+            con = _connect(path, read_only)
+            try:
+                if not read_only:
+                    con.execute(_SCHEMA)
+                catalog = cls(con, path, read_only)
+                catalog._check_meta(fingerprint)
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+                raise
         return catalog
 
     def _check_meta(self, fingerprint: str) -> None:
@@ -176,47 +324,87 @@ class Catalog:
                 f"not {fingerprint} (different max_dimension or version); use another index dir or "
                 "rebuild it")
 
+    @_mapped
     def fingerprint(self) -> str:
         rows = self._reader().execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchall()
         return str(rows[0][0]) if rows else ""
 
+    @_mapped
     def close(self) -> None:
-        self._con.close()
+        with self.lock:
+            self._invalidated = False  # a closed catalog is not reopened behind the caller's back
+            self._con.close()
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self._con.cursor()
+    # -- DuckDB's errors and the connection behind them --------------------------------------------
+    @contextlib.contextmanager
+    def _duckdb_errors(self) -> Iterator[None]:
+        with _duckdb_errors(self.path, self._mark_invalidated):
+            yield
+
+    def _mark_invalidated(self) -> None:
+        if not self._invalidated:
+            logger.warning("catalog %s: DuckDB gave the database up after a fatal error; it is opened again "
+                           "at its next use", self.path)
+        self._invalidated = True
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._invalidated:
+            with self.lock:
+                if self._invalidated:
+                    self._reconnect()
+        return self._con
+
+    def _reconnect(self) -> None:
+        """Close (which closes every cursor too, releasing the invalidated database) and connect again; the
+        WAL is replayed, so everything committed is back. If connecting fails, the next use tries again."""
+        with contextlib.suppress(duckdb.Error):
+            self._con.close()
+        self._con = _connect(self.path, self.read_only)
+        self._invalidated = False
+        logger.info("catalog %s opened again", self.path)
 
     # -- writing ---------------------------------------------------------------------------------
+    @_mapped
     def next_id(self) -> int:
-        return int(self._con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchall()[0][0])
+        return self._next_id(self._connection())
 
+    @staticmethod
+    def _next_id(con: duckdb.DuckDBPyConnection) -> int:
+        return int(con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchall()[0][0])
+
+    @_mapped
     def apply(self, changes: Changes) -> list[int]:
-        """Commit one batch atomically; returns the ids given to `changes.added`, in order."""
+        """Commit one batch atomically; returns the ids given to `changes.added`, in order. On any error
+        nothing of the batch is stored and the error raised is the first one, never the rollback's."""
         with self.lock:
-            con = self._con
+            con = self._connection()
             con.execute("BEGIN TRANSACTION")
             try:
-                ids = self._insert(changes.added)
-                if changes.tombstoned:
-                    con.execute("UPDATE images SET deleted_at = now() WHERE deleted_at IS NULL "
-                                "AND id IN (SELECT unnest(?::BIGINT[]))", [list(changes.tombstoned)])
-                for m in changes.moved:
-                    con.execute("UPDATE images SET root = ?, path = ?, size = ?, mtime_ns = ?, "
-                                "updated_at = now() WHERE id = ?",
-                                [m.root, m.path, m.size, m.mtime_ns, m.image_id])
-                done = [(a.root, a.path) for a in changes.added] + [(m.root, m.path) for m in changes.moved]
-                self._delete_failures(done + list(changes.cleared_failures))
-                self._upsert_failures(changes.failed)
+                ids = self._write(con, changes)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _roll_back(con)
                 raise
         return ids
 
-    def _insert(self, added: list[NewImage]) -> list[int]:
+    def _write(self, con: duckdb.DuckDBPyConnection, changes: Changes) -> list[int]:
+        ids = self._insert(con, changes.added)
+        if changes.tombstoned:
+            con.execute("UPDATE images SET deleted_at = now() WHERE deleted_at IS NULL "
+                        "AND id IN (SELECT unnest(?::BIGINT[]))", [list(changes.tombstoned)])
+        for m in changes.moved:
+            con.execute("UPDATE images SET root = ?, path = ?, size = ?, mtime_ns = ?, "
+                        "updated_at = now() WHERE id = ?",
+                        [m.root, m.path, m.size, m.mtime_ns, m.image_id])
+        done = [(a.root, a.path) for a in changes.added] + [(m.root, m.path) for m in changes.moved]
+        self._delete_failures(con, done + list(changes.cleared_failures))
+        self._upsert_failures(con, changes.failed)
+        return ids
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, added: list[NewImage]) -> list[int]:
         if not added:
             return []
-        first = self.next_id()
+        first = self._next_id(con)
         ids = list(range(first, first + len(added)))
         table = pa.table({
             "id": pa.array(ids, pa.int64()),
@@ -229,44 +417,59 @@ class Catalog:
             "height": pa.array([a.height for a in added], pa.int32()),
             "histogram": _histogram_column(np.stack([a.histogram for a in added])),
         })
-        self._con.register("_new_images", table)
+        con.register("_new_images", table)
         try:
-            self._con.execute(
+            con.execute(
                 "INSERT INTO images (id, root, path, size, mtime_ns, content_hash, width, height, histogram) "
                 "SELECT id, root, path, size, mtime_ns, content_hash, width, height, histogram FROM _new_images")
         finally:
-            self._con.unregister("_new_images")
+            con.unregister("_new_images")
         return ids
 
-    def _delete_failures(self, keys: list[tuple[str, bytes]]) -> None:
+    @staticmethod
+    def _delete_failures(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             return
         table = pa.table({"root": pa.array([k[0] for k in keys], pa.string()),
                           "path": pa.array([k[1] for k in keys], pa.binary())})
-        self._con.register("_done_keys", table)
+        con.register("_done_keys", table)
         try:
-            self._con.execute("DELETE FROM failures f USING _done_keys d WHERE f.root = d.root AND f.path = d.path")
+            con.execute("DELETE FROM failures f USING _done_keys d WHERE f.root = d.root AND f.path = d.path")
         finally:
-            self._con.unregister("_done_keys")
+            con.unregister("_done_keys")
 
-    def _upsert_failures(self, failed: list[Failure]) -> None:
+    @staticmethod
+    def _upsert_failures(con: duckdb.DuckDBPyConnection, failed: list[Failure]) -> None:
         for f in failed:
-            self._con.execute(
+            con.execute(
                 "INSERT INTO failures (root, path, size, mtime_ns, reason, attempts) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (root, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "reason = excluded.reason, attempts = failures.attempts + 1, failed_at = now()",
                 [f.root, f.path, f.size, f.mtime_ns, f.reason, f.attempts])
 
+    @_mapped
+    def clear_failures(self, root: str | None = None) -> int:
+        with self.lock:
+            n = len(self.failed_files(root))
+            con = self._connection()
+            if root is None:
+                con.execute("DELETE FROM failures")
+            else:
+                con.execute("DELETE FROM failures WHERE root = ?", [root])
+        return n
+
     # -- reading ---------------------------------------------------------------------------------
     def _reader(self) -> duckdb.DuckDBPyConnection:
-        return self._con.cursor()
+        return self._connection().cursor()
 
+    @_mapped
     def live_files(self, root: str) -> dict[bytes, LiveFile]:
         rows = self._reader().execute(
             "SELECT path, id, size, mtime_ns, content_hash FROM images WHERE root = ? AND deleted_at IS NULL",
             [root]).fetchall()
         return {bytes(p): LiveFile(i, s, m, h) for p, i, s, m, h in rows}
 
+    @_mapped
     def lookup(self, keys: Iterable[tuple[str, bytes]]) -> dict[tuple[str, bytes], LiveFile]:
         """Live rows for these (root, path) keys."""
         keys = list(keys)
@@ -275,13 +478,16 @@ class Catalog:
         table = pa.table({"root": pa.array([k[0] for k in keys], pa.string()),
                           "path": pa.array([k[1] for k in keys], pa.binary())})
         cur = self._reader()
-        cur.register("_lookup_keys", table)
-        rows = cur.execute(
-            "SELECT i.root, i.path, i.id, i.size, i.mtime_ns, i.content_hash FROM images i "
-            "JOIN _lookup_keys k ON i.root = k.root AND i.path = k.path WHERE i.deleted_at IS NULL").fetchall()
-        cur.close()
+        try:
+            cur.register("_lookup_keys", table)
+            rows = cur.execute(
+                "SELECT i.root, i.path, i.id, i.size, i.mtime_ns, i.content_hash FROM images i "
+                "JOIN _lookup_keys k ON i.root = k.root AND i.path = k.path WHERE i.deleted_at IS NULL").fetchall()
+        finally:
+            cur.close()
         return {(r, bytes(p)): LiveFile(i, s, m, h) for r, p, i, s, m, h in rows}
 
+    @_mapped
     def live_under(self, root: str, prefix: bytes) -> dict[bytes, LiveFile]:
         """Live rows of a folder (prefix) inside a root, or the whole root for prefix b"" or b"."."""
         files = self.live_files(root)
@@ -289,15 +495,7 @@ class Catalog:
             return files
         return {p: f for p, f in files.items() if p.startswith(prefix + b"/")}
 
-    def clear_failures(self, root: str | None = None) -> int:
-        with self.lock:
-            n = len(self.failed_files(root))
-            if root is None:
-                self._con.execute("DELETE FROM failures")
-            else:
-                self._con.execute("DELETE FROM failures WHERE root = ?", [root])
-        return n
-
+    @_mapped
     def failed_files(self, root: str | None = None) -> dict[tuple[str, bytes], Failure]:
         sql = "SELECT root, path, size, mtime_ns, reason, attempts FROM failures"
         args: list[object] = []
@@ -307,9 +505,11 @@ class Catalog:
         rows = self._reader().execute(sql + " ORDER BY root, path", args).fetchall()
         return {(r, bytes(p)): Failure(r, bytes(p), s, m, why, n) for r, p, s, m, why, n in rows}
 
+    @_mapped
     def roots(self) -> list[str]:
         return [r for (r,) in self._reader().execute("SELECT DISTINCT root FROM images ORDER BY root").fetchall()]
 
+    @_mapped
     def counts(self) -> dict[str, int]:
         row = self._reader().execute(
             "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL), "
@@ -317,14 +517,17 @@ class Catalog:
         assert row is not None
         return {"live": int(row[0]), "tombstoned": int(row[1]), "failed": int(row[2]), "max_id": int(row[3])}
 
+    @_mapped
     def deleted_ids(self) -> np.ndarray:
         rows = self._reader().execute("SELECT id FROM images WHERE deleted_at IS NOT NULL ORDER BY id").fetchnumpy()
         return np.asarray(rows["id"], dtype=np.int64)
 
+    @_mapped
     def live_ids(self) -> np.ndarray:
         rows = self._reader().execute("SELECT id FROM images WHERE deleted_at IS NULL ORDER BY id").fetchnumpy()
         return np.asarray(rows["id"], dtype=np.int64)
 
+    @_mapped
     def iter_histograms(self, after_id: int = 0, *, live_only: bool = True,
                         chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, histograms float32 (n, 1152)) in id order, for ids > after_id, in bounded chunks."""
@@ -339,6 +542,7 @@ class Catalog:
             hists = batch.column(1).values.to_numpy().reshape(-1, TOTAL_BINS).astype(np.float32, copy=False)
             yield ids, hists
 
+    @_mapped
     def histograms(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
         ids = [int(i) for i in ids]
         if not ids:
@@ -349,6 +553,7 @@ class Catalog:
         hists = table.column(1).combine_chunks().values.to_numpy().reshape(-1, TOTAL_BINS)
         return {int(i): h for i, h in zip(got, hists, strict=True)}
 
+    @_mapped
     def rows(self, ids: Iterable[int]) -> dict[int, StoredImage]:
         ids = [int(i) for i in ids]
         if not ids:
@@ -365,6 +570,7 @@ class Catalog:
                                                    strict=True)
         }
 
+    @_mapped
     def describe(self, ids: Iterable[int]) -> dict[int, tuple[str, bytes, bool]]:
         """id -> (root, path, live) for result display."""
         ids = [int(i) for i in ids]
@@ -375,6 +581,7 @@ class Catalog:
             [ids]).fetchall()
         return {int(i): (r, bytes(p), bool(live)) for i, r, p, live in rows}
 
+    @_mapped
     def sample_histograms(self, n: int) -> np.ndarray:
         table = self._reader().sql(
             f"SELECT histogram FROM images WHERE deleted_at IS NULL USING SAMPLE reservoir({int(n)} ROWS) "
@@ -383,6 +590,7 @@ class Catalog:
             return np.zeros((0, TOTAL_BINS), np.float32)
         return table.column(0).combine_chunks().values.to_numpy().reshape(-1, TOTAL_BINS)
 
+    @_mapped
     def find_by_hash(self, hashes: Iterable[str]) -> dict[str, list[int]]:
         hashes = list(set(hashes))
         if not hashes:
@@ -395,3 +603,155 @@ class Catalog:
             out.setdefault(h, []).append(int(i))
         return out
 
+    # -- reading everything back ---------------------------------------------------------------------
+    @_mapped
+    def verify(self) -> Verified:
+        """Read back every block the catalog uses, so that damage anywhere is found now rather than by some
+        later read: every value of every column of every table (data blocks, row-group and delete metadata;
+        the headers and the schema were read at open), and every primary-key index end to end. Free blocks
+        are not read: nothing reads them, and DuckDB writes a block whole before using it again. Raises
+        CatalogDamaged naming the damage."""
+        started = time.perf_counter()
+        cur = self._reader()
+        try:
+            with _index_scans_forced(cur):
+                cur.execute("BEGIN TRANSACTION")  # one snapshot, so the counts agree while the daemon writes
+                try:
+                    rows = {table: _read_every_value(cur, table) for table in _tables(cur)}
+                    walked, not_walked = self._walk_indexes(cur)
+                finally:
+                    _roll_back(cur)
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
+        verified = Verified(rows, walked, not_walked, time.perf_counter() - started)
+        logger.info("catalog %s read back in %.2f s: %s rows; indexes walked %s, not walked %s", self.path,
+                    verified.seconds, rows, walked, not_walked)
+        return verified
+
+    def _walk_indexes(self, cur: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
+        walked: list[str] = []
+        not_walked: list[str] = []
+        for table, columns in _primary_keys(cur):
+            name = f"{table}({', '.join(columns)})"
+            if len(columns) == 1:
+                _walk_single_key(cur, self.path, table, columns[0])
+            elif self.read_only or not self._walk_composite_key(cur, table, columns[-1]):
+                not_walked.append(name)
+                continue
+            walked.append(name)
+        return walked, not_walked
+
+    def _walk_composite_key(self, cur: duckdb.DuckDBPyConnection, table: str, last: str) -> bool:
+        """DuckDB 2.0 has no range scan over a composite key, but checking a new key for conflicts walks
+        the index down to the existing key it extends. So every key, its last column extended by one
+        byte, is inserted and rolled back: every node of the index is read. (A NUL byte: no POSIX path
+        holds one, so no extended key can exist already.) False if the last column cannot be extended."""
+        kind = _column_type(cur, table, last)
+        suffix = {"BLOB": "'\\x00'::BLOB", "VARCHAR": "chr(0)"}.get(kind)
+        if suffix is None:
+            return False
+        with self.lock:
+            con = self._connection()
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'INSERT INTO "{table}" SELECT * REPLACE ("{last}" || {suffix} AS "{last}") '
+                            f'FROM "{table}"')
+            finally:
+                _roll_back(con)
+        return True
+
+
+def _tables(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    return [t for (t,) in cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
+        "ORDER BY table_name").fetchall()]
+
+
+def _primary_keys(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, list[str]]]:
+    return [(t, list(cols)) for t, cols in cur.execute(
+        "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+        "WHERE constraint_type = 'PRIMARY KEY' AND database_name = current_database() ORDER BY table_name"
+    ).fetchall()]
+
+
+def _column_type(cur: duckdb.DuckDBPyConnection, table: str, column: str) -> str:
+    row = cur.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                      "AND table_name = ? AND column_name = ?", [table, column]).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _read_every_value(cur: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Rows of a table, after hashing every value of every column (so that every block is read)."""
+    row = cur.execute(f'SELECT count(*), bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@contextlib.contextmanager
+def _index_scans_forced(cur: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB scans a key range through its index only when few rows match (index_scan_max_count,
+    index_scan_percentage; global settings): lift both while walking, then put them back."""
+    row = cur.execute("SELECT current_setting('index_scan_max_count'), "
+                      "current_setting('index_scan_percentage')").fetchone()
+    assert row is not None
+    cur.execute(f"SET index_scan_max_count = {2**62}")
+    cur.execute("SET index_scan_percentage = 1.0")
+    try:
+        yield
+    finally:
+        try:
+            cur.execute(f"SET index_scan_max_count = {int(row[0])}")
+            cur.execute(f"SET index_scan_percentage = {float(row[1])}")
+        except duckdb.Error as exc:  # an invalidated database refuses even this; the first error matters
+            logger.debug("index scan settings not restored: %s", _first_line(str(exc)))
+
+
+def _walk_single_key(cur: duckdb.DuckDBPyConnection, path: Path, table: str, column: str) -> None:
+    """Scan the whole key range through the index, in two halves: one range holding every key is dropped by
+    the optimizer as always true (column statistics) and read as a plain table scan instead."""
+    col = f'"{column}"'
+    row = cur.execute(f'SELECT min({col}), max({col}), count(*) FROM "{table}"').fetchone()
+    assert row is not None
+    low, high, n = row
+    if n == 0:
+        return
+    mid = cur.execute(f'SELECT {col} FROM "{table}" ORDER BY {col} LIMIT 1 OFFSET ?', [n // 2]).fetchone()
+    assert mid is not None
+    below = cur.execute(f'SELECT count(*) FROM "{table}" WHERE {col} >= ? AND {col} < ?', [low, mid[0]]).fetchone()
+    above = cur.execute(f'SELECT count(*) FROM "{table}" WHERE {col} >= ? AND {col} <= ?', [mid[0], high]).fetchone()
+    assert below is not None and above is not None
+    if below[0] + above[0] != n:
+        raise CatalogDamaged(path, f"the index of {table}({column}) finds {below[0] + above[0]} of its {n} rows")
+
+
+# -- setting a damaged catalog aside -------------------------------------------------------------------
+def quarantine(index_dir: Path, now: datetime) -> Path:
+    """Rename the catalog (and its WAL, kept beside it as `<new name>.wal`, so the pair still opens together)
+    to chromatica_metadata.db.damaged-YYYYmmddTHHMMSS, with -2, -3... if that is taken. Nothing is deleted
+    or overwritten. The catalog must be closed. Returns the new path."""
+    index_dir = Path(index_dir)
+    src = index_dir / CATALOG_FILE
+    wal = src.with_name(CATALOG_FILE + ".wal")
+    if not src.exists() and not wal.exists():
+        raise IndexDirError(f"no catalog at {src} to set aside")
+    dest = _unused_name(index_dir, f"{CATALOG_FILE}.damaged-{now.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        if src.exists():
+            os.rename(src, dest)
+        if wal.exists():
+            os.rename(wal, dest.with_name(dest.name + ".wal"))
+        fsync_dir(index_dir)
+    except OSError as exc:
+        raise IndexDirError(f"cannot set the catalog {src} aside as {dest}: {exc.strerror}") from exc
+    logger.warning("catalog %s set aside as %s", src, dest)
+    return dest
+
+
+def _unused_name(directory: Path, name: str) -> Path:
+    """`name`, or `name-2`, `name-3`...: the first for which neither it nor its .wal exists."""
+    candidate, n = directory / name, 1
+    while candidate.exists() or candidate.with_name(candidate.name + ".wal").exists():
+        n += 1
+        candidate = directory / f"{name}-{n}"
+    return candidate
