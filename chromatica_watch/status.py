@@ -75,6 +75,7 @@ class StatusReporter:
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the reporter's thread and the indexer both publish
         self._fields: dict[str, Any] = {
             "state": "starting", "pid": os.getpid(), "started_at": wall(), "counts": {}, "queued": 0,
             "last_checkpoint": None, "last_full_scan": None, "degraded_reason": None, "alerts": [],
@@ -182,14 +183,15 @@ class StatusReporter:
             self.publish()
 
     def publish(self, ping: bool = True) -> dict[str, Any]:
-        status = self.snapshot()
-        try:
-            write_status(self.path, status)
-            self._write_warned = False
-        except OSError as exc:
-            if not self._write_warned:  # once per episode (a full disk), not every few seconds
-                self._write_warned = True
-                logger.warning("cannot write %s: %s", self.path, exc.strerror or exc)
+        with self._write_lock:
+            status = self.snapshot()
+            try:
+                write_status(self.path, status)
+                self._write_warned = False
+            except OSError as exc:
+                if not self._write_warned:  # once per episode (a full disk), not every few seconds
+                    self._write_warned = True
+                    logger.warning("cannot write %s: %s", self.path, exc.strerror or exc)
         counts = status["counts"]
         self.notifier.status(f"{status['state']}: {counts['indexed']} indexed, {counts['queued']} queued"
                              + (f" ({status['degraded_reason']})" if status["degraded_reason"] else ""))
