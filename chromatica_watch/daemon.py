@@ -18,8 +18,9 @@ import stat as stat_mod
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -53,6 +54,7 @@ ROOT_CHECK_EVERY_S = 2.0
 SCAN_FALLBACK_INTERVAL_S = 10.0
 STREAM_BATCHES = 4  # ready files taken at once, in batches: workers keep busy while a batch commits
 STREAM_CHUNK = 2  # files per worker task when streaming: no worker idles long at the end of a take
+VERIFY_EVERY_S = 24 * 3600.0  # the catalog is read back whole after each start and then daily
 POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work (idle RSS)
 
 
@@ -134,8 +136,10 @@ class Daemon:
         self.storage = Backoff()
         self.storage_problem: str | None = None
         self._locks: list[int] = []
+        self._reported_damage: CatalogDamaged | None = None  # found by a socket thread's read
         self._next_rescan = 0.0
         self._next_unwatched_scan = 0.0
+        self._next_verify = 0.0  # the first loop turn after the start reads the catalog back
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._server: Any = None
@@ -309,6 +313,7 @@ class Daemon:
         if self.pool is not None:
             self.pool.close(cancel=True)
             self.pool = None
+        self.set_state("reconciling")  # published before the set-aside: no status shows old counts as current
         with self.index_lock:  # no search may use the old catalog while it is replaced
             self.close_damaged_catalog()
             self.set_damaged_catalog_aside(exc)
@@ -318,6 +323,9 @@ class Daemon:
     # -- the loop --------------------------------------------------------------------------------
     def step(self) -> None:
         self.reporter.beat()
+        if (damage := self._reported_damage) is not None:
+            self._reported_damage = None
+            self.replace_damaged_catalog(damage)
         now = self.clock()
         if self.storage.failures:
             self.drain_events(timeout=0.2)
@@ -366,6 +374,11 @@ class Daemon:
             self.schedule_rescan()
         elif now >= self._next_unwatched_scan:
             self.scan_unwatched()
+        if now >= self._next_verify:
+            # Read back every block (~1 s per 100k photos): damage where no ordinary read goes (a histogram
+            # block) is found now, once after each start and then daily, not by some search months later.
+            self._next_verify = now + VERIFY_EVERY_S
+            self.catalog.verify()
         self.maybe_compact()
         if self.pool is not None and not len(self.batcher) and now - self._pool_used_at >= POOL_IDLE_S:
             logger.debug("no work for %.0f s: stopping the worker processes", POOL_IDLE_S)
@@ -645,7 +658,8 @@ class Daemon:
         return len(failures)
 
     def failures(self) -> list[Failure]:
-        return list(self.catalog.failed_files().values())
+        with self.noting_damage():
+            return list(self.catalog.failed_files().values())
 
     # -- roots -----------------------------------------------------------------------------------
     def check_roots(self, initial: bool = False) -> None:
@@ -725,7 +739,19 @@ class Daemon:
             if not hasattr(self, "live"):
                 raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
             live, catalog = self.live, self.catalog
-        return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+        with self.noting_damage():
+            return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+
+    @contextmanager
+    def noting_damage(self) -> Iterator[None]:
+        """On a socket thread: a damaged catalog found by a read is handed to the indexer thread, which
+        replaces it (the only thread that may); the caller hears what is happening."""
+        try:
+            yield
+        except CatalogDamaged as exc:
+            self._reported_damage = exc
+            raise ChromaticaError(f"the catalog turned out damaged ({exc.reason}); the daemon is setting it "
+                                  "aside and indexing the folder again: try again in a moment") from exc
 
     def checkpoint(self) -> None:
         try:

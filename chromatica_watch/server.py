@@ -33,9 +33,8 @@ MAX_CONNECTIONS = 32  # one thread each; more at once are refused rather than pi
 
 
 def _failures(daemon: Daemon) -> list[dict[str, Any]]:
-    return [{"path": display_path(os.path.join(os.fsencode(root), path)), "reason": f.reason,
-             "attempts": f.attempts, "size": f.size}
-            for (root, path), f in daemon.catalog.failed_files().items()]
+    return [{"path": display_path(os.path.join(os.fsencode(f.root), f.path)), "reason": f.reason,
+             "attempts": f.attempts, "size": f.size} for f in daemon.failures()]
 
 
 def _query_histogram(request: dict[str, Any]) -> np.ndarray:
