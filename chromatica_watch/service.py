@@ -141,6 +141,8 @@ KillMode=mixed
 TimeoutStopSec=30
 Restart=on-failure
 RestartSec=5
+# Exit 2 is a bad config: restarting cannot fix it (a full disk or a damaged catalog never exits).
+RestartPreventExitStatus=2
 SyslogIdentifier=chromatica-watch
 """
 
