@@ -7,6 +7,7 @@ set flags that the loop checks: SIGTERM/SIGINT stop, SIGHUP reloads the config.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import logging.handlers
@@ -58,6 +59,29 @@ VERIFY_EVERY_S = 24 * 3600.0  # the catalog is read back whole after each start 
 POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work (idle RSS)
 
 
+class LogFile(logging.handlers.RotatingFileHandler):
+    """The rotating log file. A record it cannot write (a full disk) costs one line on stderr (the
+    journal) per episode, never logging's own traceback, and the lines after it go to stderr only."""
+
+    _failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if self._failing and self.stream is not None and not self.stream.closed:
+            self._failing = False  # this one was written: the disk has room again
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write(f"chromatica-watch: cannot write the log file {self.baseFilename} "
+                             f"({getattr(exc, 'strerror', None) or exc}); logging to stderr only until it works\n")
+        if self.stream is not None:  # drop what is buffered, or every later flush fails again
+            with contextlib.suppress(Exception):
+                self.stream.close()
+            self.stream = None
+
+
 def configure_logging(cfg: Config) -> None:
     """Only the daemon configures handlers: stderr (the journal under systemd) and a rotating file."""
     root = logging.getLogger()
@@ -70,8 +94,7 @@ def configure_logging(cfg: Config) -> None:
     root.addHandler(stderr)
     try:
         cfg.log_path.parent.mkdir(parents=True, exist_ok=True)
-        rotating = logging.handlers.RotatingFileHandler(cfg.log_path, maxBytes=cfg.log_max_bytes,
-                                                        backupCount=cfg.log_backups, encoding="utf-8")
+        rotating = LogFile(cfg.log_path, maxBytes=cfg.log_max_bytes, backupCount=cfg.log_backups, encoding="utf-8")
         rotating.setFormatter(fmt)
         root.addHandler(rotating)
     except OSError as exc:

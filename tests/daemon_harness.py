@@ -44,7 +44,7 @@ class DaemonEnv:
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self, wait: bool = True, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-        log = open(self.state_dir.parent / "daemon-stderr.log", "ab")  # noqa: SIM115 - lives with the process
+        log = open(self.config.parent / "daemon-stderr.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen([*prefix, CLI, "run", "--config", str(self.config)], stdout=log, stderr=log)
         if wait:
             wait_until(lambda: self.state() in ("idle", "indexing") or self.proc.poll() is not None, timeout=60)
@@ -52,7 +52,7 @@ class DaemonEnv:
         return self.proc
 
     def stderr(self) -> str:
-        path = self.state_dir.parent / "daemon-stderr.log"
+        path = self.config.parent / "daemon-stderr.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def status(self) -> dict[str, Any]:
