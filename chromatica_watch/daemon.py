@@ -204,12 +204,12 @@ class Daemon:
         index_dir = Path(self.cfg.index_dir)
         try:
             self.catalog = Catalog.open(index_dir, self.fingerprint)
-            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
+            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint, self.reporter.beat)
         except CatalogDamaged as exc:
             self.close_damaged_catalog()
             self.set_damaged_catalog_aside(exc)
             self.catalog = Catalog.open(index_dir, self.fingerprint)
-            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint)
+            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint, self.reporter.beat)
         if recovery.rebuilt_reason:
             self.checkpoint()
         self.publish_counts()
@@ -750,7 +750,7 @@ class Daemon:
         if total and self.live.tombstone_count / total > self.cfg.tombstone_rebuild_ratio:
             logger.info("rebuilding the live index: %d of %d vectors are tombstoned",
                         self.live.tombstone_count, total)
-            fresh = rebuild(self.catalog.iter_histograms())
+            fresh = rebuild(self.catalog.iter_histograms(), self.reporter.beat)  # minutes at 1M: beats
             with self.index_lock:
                 self.live = fresh
             self.checkpoint()

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,11 +94,16 @@ class LiveIndex:
             self.watermark = max(self.watermark, int(ids.max()))
             self.dirty = True
 
-    def add_from(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
+    def add_from(self, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                 progress: Callable[[], None] | None = None) -> int:
+        """Add chunks of (ids, histograms); `progress` is called after each (a rebuild of a large
+        catalog takes minutes: the daemon's watchdog must hear that it is moving)."""
         added = 0
         for ids, hists in batches:
             self.add(ids, hists)
             added += len(ids)
+            if progress is not None:
+                progress()
         return added
 
     def mark_deleted(self, ids: Iterable[int]) -> None:
@@ -210,9 +215,9 @@ def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manif
     return LiveIndex(index, watermark=manifest.watermark), manifest
 
 
-def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]]) -> LiveIndex:
+def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[], None] | None = None) -> LiveIndex:
     live = LiveIndex()
-    live.add_from(batches)
+    live.add_from(batches, progress)
     live.dirty = True
     return live
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def discard_checkpoint(index_dir: Path) -> None:
     fsync_dir(index_dir)
 
 
-def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str) -> tuple[LiveIndex, Recovery]:
+def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
+                    progress: Callable[[], None] | None = None) -> tuple[LiveIndex, Recovery]:
+    """The live index of `index_dir`, recovered (see the module docstring); `progress` is called as
+    chunks of vectors are added, so that a long rebuild is not taken for a stuck daemon."""
     if not catalog.read_only:
         remove_stale_temps(index_dir)
     max_id = catalog.counts()["max_id"]
@@ -68,9 +72,9 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str) -> tupl
         has_rows = max_id > 0
         if has_rows:
             logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
-        live = rebuild(catalog.iter_histograms())  # live rows only: no tombstone to mark
+        live = rebuild(catalog.iter_histograms(), progress)  # live rows only: no tombstone to mark
         return live, Recovery(False, 0, str(exc) if has_rows else None)
-    caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark))
+    caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark), progress)
     # Only the deleted ids this index holds are its tombstones: rows a compaction (rebuild) already
     # dropped must not count, or every start after one would find "too many tombstones" and rebuild.
     live.mark_deleted(np.intersect1d(catalog.deleted_ids(), live.ids(), assume_unique=True))

@@ -179,3 +179,17 @@ def test_a_restart_after_compaction_loads_instead_of_counting_old_tombstones(tmp
     assert (live.ntotal, live.tombstone_count) == (20, 1)
     assert ids[25] not in live.search(cat.histograms([ids[25]])[ids[25]], 20)[0].tolist()
     cat.close()
+
+
+def test_recovery_reports_progress_for_each_chunk_it_adds(tmp_path: Path) -> None:
+    """A rebuild at a million photos takes minutes: the daemon's stall watch must hear it move."""
+    cat = Catalog.open(tmp_path, FP)
+    cat.apply(Changes(added=new_images(random_hists(5))))
+    beats: list[int] = []
+    rebuilt, recovery = open_live_index(tmp_path, cat, FP, progress=lambda: beats.append(1))
+    assert not recovery.loaded_checkpoint and rebuilt.ntotal == 5 and len(beats) == 1
+    rebuilt.checkpoint(tmp_path, FP)
+    cat.apply(Changes(added=new_images(random_hists(3, 9), "late")))
+    caught, recovery = open_live_index(tmp_path, cat, FP, progress=lambda: beats.append(2))
+    assert recovery.caught_up == 3 and beats == [1, 2]
+    cat.close()
