@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -83,6 +85,21 @@ def photos_dir(tmp_path: Path) -> Path:
         write_rgb(sub / f"{name}.jpg", photo(name), IMWRITE_JPEG_QUALITY=90)
     write_rgb(root / "camera.png", photo("camera"))
     return root
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A real small tmpfs at `mnt` (CI runs as root), for a disk that fills up. Never skipped: if it
+    cannot be mounted the test fails; never left mounted, even when a test left a file open on it."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True,
+                   capture_output=True)
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+            pytest.fail(f"{mnt} was still busy at teardown (a file left open on it?)")
 
 
 def env_without_threads() -> dict[str, str]:

@@ -84,6 +84,8 @@ class DaemonEnv:
 
     def idle_with(self, n: int) -> bool:
         s = self.status()
+        if self.proc is not None and s.get("pid") != self.proc.pid:
+            return False  # status.json still from the daemon before this one (killed, say)
         return (s.get("state") == "idle" and s.get("counts", {}).get("indexed") == n
                 and s.get("counts", {}).get("queued") == 0)
 

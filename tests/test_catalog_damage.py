@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from chromatica_watch.catalog import CATALOG_FILE, Catalog, Changes, Failure, Ne
 from chromatica_watch.errors import CatalogDamaged, IndexDirError, StorageError
 from chromatica_watch.indexdir import open_live_index
 from chromatica_watch.validate import validate
+from tests.conftest import mounted_tmpfs
 
 FP = H.fingerprint(256)
 KiB = 1024
@@ -52,17 +52,8 @@ def failures(n: int) -> list[Failure]:
 # -- a small disk that fills up ----------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 MiB tmpfs (CI runs as root). Not skipped: if it cannot be mounted, the test fails."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True,
-                   capture_output=True)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "64m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)  # never leave it mounted
-            pytest.fail(f"{mnt} was still busy at teardown (a catalog left open?)")
 
 
 def fill(disk: Path, leave: int) -> Path:

@@ -191,5 +191,6 @@ def test_recovery_reports_progress_for_each_chunk_it_adds(tmp_path: Path) -> Non
     rebuilt.checkpoint(tmp_path, FP)
     cat.apply(Changes(added=new_images(random_hists(3, 9), "late")))
     caught, recovery = open_live_index(tmp_path, cat, FP, progress=lambda: beats.append(2))
+    assert caught.ntotal == 8
     assert recovery.caught_up == 3 and beats == [1, 2]
     cat.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
+from tests.conftest import CLI, PHOTO_NAMES, mounted_tmpfs, photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv, assert_index_matches_disk
 
 
@@ -277,14 +277,8 @@ def test_a_folder_deeper_than_path_max_is_named_and_the_rest_stays_watched(daemo
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 24 MiB tmpfs for the index dir (CI runs as root); not skipped: failing to mount fails."""
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True, capture_output=True)
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "24m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def fill_up(mnt: Path) -> Path:

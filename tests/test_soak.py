@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from chromatica_watch import histogram as H
 from chromatica_watch.catalog import Catalog
 from chromatica_watch.indexdir import open_live_index
-from tests.conftest import solid, wait_until, write_rgb
+from tests.conftest import mounted_tmpfs, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv, disk_state
 from tests.test_hardening import _damage_catalog_header, fill_up
 
@@ -32,13 +31,8 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture
 def soak_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True, capture_output=True)
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "64m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def churn(env: DaemonEnv, rng: random.Random, serial: list[int]) -> None:
