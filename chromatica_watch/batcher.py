@@ -8,21 +8,18 @@ stat from an injected function, so tests drive it without sleeping.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Key = tuple[str, bytes]  # (root, relative path)
+from .paths import Key, absolute_key, stat_file
+
 Stat = tuple[int, int]  # (size, mtime_ns)
 StatFn = Callable[[Key], Stat | None]
 
 
 def stat_key(key: Key) -> Stat | None:
-    try:
-        st = os.stat(os.path.join(os.fsencode(key[0]), key[1]))
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
+    found = stat_file(absolute_key(key))
+    return None if found is None else (found.size, found.mtime_ns)
 
 
 @dataclass

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from . import histogram
 from .catalog import Catalog, Changes, Failure
-from .errors import DatasetError, IndexDirError
+from .errors import DatasetError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
 from .ingest import IngestPool, Task
-from .pipeline import Committer, Key, Outcome, Replaced, Vanished, absolute_key, ingest_tasks, make_tasks
-from .reconcile import diff
-from .scan import display_path, scan
+from .paths import Key, absolute_key, display_path
+from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_delta
+from .scan import scan
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +114,15 @@ def _build(opts: BuildOptions, pool: IngestPool, output: Path, fp: str, report: 
     catalog = Catalog.open(output, fp)
     try:
         live, _ = open_live_index(output, catalog, fp)
-        known = catalog.live_files(root)
-        failures = {p: f for (_, p), f in catalog.failed_files(root).items()}
-        if not disk and not known and not problems:
+        plan = plan_delta(catalog, root, disk, time.time_ns())
+        delta = plan.delta
+        if not disk and not delta.vanished and not problems:
             raise DatasetError(f"no images found in {opts.dataset}")
-        delta = diff(disk, known, failures, time.time_ns())
         report.discovered = len(disk)
         report.unchanged = delta.unchanged
         report.failed_unchanged = delta.failed_unchanged
-        replaced = {(root, p): Replaced(i, "") for p, i in delta.changed + delta.racy}
-        stored = catalog.rows([r.image_id for r in replaced.values()] + [i for _, i in delta.vanished])
-        replaced = {k: Replaced(v.image_id, stored[v.image_id].content_hash) for k, v in replaced.items()}
-        vanished = Vanished()
-        for p, i in delta.vanished:
-            vanished.add(stored[i].content_hash, i, (root, p))
-        tasks = make_tasks(root, delta.to_ingest, replaced, vanished)
+        replaced, vanished = plan.replaced, plan.vanished
+        tasks = plan.tasks()
         logger.info("%d images found: %d to read, %d already indexed, %d gone", len(disk), len(tasks),
                     delta.unchanged, len(delta.vanished))
 
@@ -185,8 +179,3 @@ def write_reports(output: Path, report: BuildReport) -> None:
     lines += [f"{f['path']}\t{f['reason']}" for f in report.failures]
     atomic_write(output / FAILED_REPORT, ("\n".join(lines) + "\n").encode())
     atomic_write(output / INDEXING_REPORT, json.dumps(asdict(report), indent=2).encode())
-
-
-def check_output_dir(output: Path) -> None:
-    if output.exists() and not output.is_dir():
-        raise IndexDirError(f"output {output} exists and is not a folder")

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -33,8 +33,12 @@ import pyarrow as pa
 from .errors import CatalogDamaged, ChromaticaError, IndexDirBusy, IndexDirError, StorageError
 from .fsutil import fsync_dir
 from .histogram import TOTAL_BINS
+from .records import Changes, Failure, LiveFile, Move, NewImage, StoredImage
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["CATALOG_FILE", "Catalog", "Changes", "Failure", "LiveFile", "Move", "NewImage", "StoredImage",
+           "Verified", "quarantine"]  # the records live in records.py; callers name them here too
 
 CATALOG_FILE = "chromatica_metadata.db"
 SCHEMA_VERSION = 1
@@ -66,71 +70,6 @@ CREATE TABLE IF NOT EXISTS failures (
     PRIMARY KEY (root, path)
 );
 """
-
-
-@dataclass(frozen=True)
-class NewImage:
-    root: str
-    path: bytes
-    size: int
-    mtime_ns: int
-    content_hash: str
-    width: int
-    height: int
-    histogram: np.ndarray
-
-
-@dataclass(frozen=True)
-class Failure:
-    root: str
-    path: bytes
-    size: int
-    mtime_ns: int
-    reason: str
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class Move:
-    image_id: int
-    root: str
-    path: bytes
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    image_id: int
-    root: str
-    path: bytes
-    content_hash: str
-    width: int
-    height: int
-    histogram: np.ndarray
-    live: bool
-
-
-@dataclass(frozen=True)
-class LiveFile:
-    image_id: int
-    size: int
-    mtime_ns: int
-    content_hash: str
-
-
-@dataclass
-class Changes:
-    """Everything one batch commits, in one transaction."""
-
-    added: list[NewImage] = field(default_factory=list)
-    tombstoned: list[int] = field(default_factory=list)
-    moved: list[Move] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    cleared_failures: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.tombstoned or self.moved or self.failed or self.cleared_failures)
 
 
 # -- DuckDB's errors, mapped to ours ---------------------------------------------------------------
@@ -569,6 +508,16 @@ class Catalog:
                                                    cols["width"], cols["height"], cols["live"], hists,
                                                    strict=True)
         }
+
+    @_mapped
+    def content_hashes(self, ids: Iterable[int]) -> dict[int, str]:
+        """id -> content hash, for planning a delta (no histogram read)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        rows = self._reader().execute(
+            "SELECT id, content_hash FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))", [ids]).fetchall()
+        return {int(i): str(h) for i, h in rows}
 
     @_mapped
     def describe(self, ids: Iterable[int]) -> dict[int, tuple[str, bytes, bool]]:

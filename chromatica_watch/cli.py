@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -140,7 +140,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _failures_without_daemon(cfg: Config) -> list[dict[str, object]]:
     from .catalog import Catalog
     from .histogram import fingerprint
-    from .scan import display_path
+    from .paths import display_path
 
     catalog = Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), read_only=True)
     try:
@@ -306,9 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="with --system: whose photos to index (default: the user who ran sudo)")
     p.set_defaults(func=cmd_install_service)
     return parser
-
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,22 +31,37 @@ import numpy as np
 
 from . import __version__, histogram
 from . import config as config_mod
-from .batcher import Batcher, Key
-from .catalog import Catalog, Changes, Failure, LiveFile, Move, quarantine
+from .batcher import Batcher
+from .catalog import Catalog, quarantine
 from .config import Config
 from .errors import CatalogDamaged, ChromaticaError, ConfigError, DaemonAlreadyRunning, IndexDirError, StorageError
+from .events import (
+    EventKind,
+    Facts,
+    Forget,
+    ForgetFolder,
+    FsEvent,
+    Offline,
+    Settle,
+    Walk,
+    needs,
+    plan_events,
+    same_stat,
+    stats_needed,
+)
 from .fsutil import is_storage_error, lock_directory
 from .index import LiveIndex, rebuild
 from .indexdir import discard_checkpoint, ensure_writable, open_live_index
-from .ingest import IngestPool, Task
-from .pipeline import Committer, Outcome, Replaced, Vanished, absolute_key, ingest_tasks, make_tasks
-from .reconcile import diff
-from .scan import DiskFile, ScanProblem, display_path, scan
+from .ingest import IngestPool, PoolManager, PoolSettings, Task
+from .paths import Key, absolute_key, display_key, display_path, is_under, stat_file
+from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_delta, plan_keys
+from .records import Changes, Failure
+from .scan import ScanProblem, scan
 from .searcher import Result, Searcher
-from .server import SearchServer, private_dir
+from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
 from .status import StatusReporter
-from .watcher import FsEvent, Watcher
+from .watcher import Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -129,32 +144,34 @@ class Backoff:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_path: Path | None = None, clock: Clock = time.monotonic,
-                 notifier: SystemdNotifier | None = None, reporter: StatusReporter | None = None) -> None:
+    """The indexer: one thread that owns every catalog write and index add. Its loop (`step`) drains
+    events, settles files, ingests what is ready, then does the periodic work. Built by `compose`,
+    which hands it every collaborator."""
+
+    def __init__(self, cfg: Config, config_path: Path | None, *, clock: Clock, notifier: SystemdNotifier,
+                 reporter: StatusReporter, batcher: Batcher, workers: PoolManager,
+                 events: queue.Queue[FsEvent], make_watcher: Callable[[Config], Watcher],
+                 make_server: Callable[[Service], SearchServer]) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.clock = clock
-        self.notifier = notifier or SystemdNotifier()
-        self.reporter = reporter or StatusReporter(
-            cfg.status_path, self.notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
-            base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path)},
-            clock=clock)
-        self.fingerprint = histogram.fingerprint(cfg.max_dimension)
+        self.notifier = notifier
+        self.reporter = reporter
+        self.batcher = batcher
+        self.workers = workers
+        self.events = events
+        self.make_watcher = make_watcher
+        self.make_server = make_server
+        self.fingerprint = histogram.fingerprint(workers.settings.max_dimension)
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
-        self.events: queue.Queue[FsEvent] = queue.Queue()
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.online: dict[str, bool] = {}
         self.root_problems: dict[str, str] = {}  # root -> why it is offline
-        self.index_lock = threading.Lock()  # guards swapping self.live (rebuilds)
+        self.index_lock = threading.Lock()  # guards swapping self.live and self.catalog (rebuilds, damage)
         self.catalog: Catalog
         self.live: LiveIndex
-        self.pool: IngestPool | None = None  # started when files are queued, stopped when idle
-        # Fixed at startup like the fingerprint: a reload must not change how histograms are made.
-        self._pool_args = (cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout)
-        self._pool_used_at = 0.0
         self.watcher: Watcher
-        self.batcher = Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay)
         self.in_flight = 0
         self.storage = Backoff()
         self.storage_problem: str | None = None
@@ -165,7 +182,7 @@ class Daemon:
         self._next_verify = 0.0  # the first loop turn after the start reads the catalog back
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
-        self._server: Any = None
+        self._server: SearchServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -195,7 +212,7 @@ class Daemon:
             except StorageError as exc:
                 self.storage_failed(str(exc))
                 self.wait_for_storage()
-        self.watcher = Watcher(self.cfg.excludes, self.events, use_polling=self.cfg.watcher == "polling")
+        self.watcher = self.make_watcher(self.cfg)
         self.watcher.start()
 
     def open_catalog(self) -> None:
@@ -237,9 +254,7 @@ class Daemon:
             self._server.stop()
         if hasattr(self, "watcher"):
             self.watcher.stop()
-        if self.pool is not None:
-            self.pool.close(cancel=True)  # a stop does not wait for a slow or hung file
-            self.pool = None
+        self.workers.close()  # a stop does not wait for a slow or hung file
         if hasattr(self, "catalog"):
             if self.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
                 self.checkpoint()
@@ -292,7 +307,7 @@ class Daemon:
         return 0
 
     def start_server(self) -> None:
-        self._server = SearchServer(self)
+        self._server = self.make_server(self)
         self._server.start()
 
     # -- errors that the daemon lives through ----------------------------------------------------
@@ -333,9 +348,7 @@ class Daemon:
         self.refresh_degraded()
 
     def replace_damaged_catalog(self, exc: CatalogDamaged) -> None:
-        if self.pool is not None:
-            self.pool.close(cancel=True)
-            self.pool = None
+        self.workers.close()
         self.set_state("reconciling")  # published before the set-aside: no status shows old counts as current
         with self.index_lock:  # no search may use the old catalog while it is replaced
             self.close_damaged_catalog()
@@ -356,8 +369,8 @@ class Daemon:
                 self.retry_storage()
             self.periodic(self.clock())
             return
-        if self.pool is None and len(self.batcher):
-            self.ingest_pool(warm=True)  # the workers start while the queued files settle
+        if len(self.batcher):
+            self.workers.get(warm=True)  # the workers start while the queued files settle
         self.drain_events(timeout=min(self.batcher.next_deadline(now), self.cfg.status_interval, 0.2))
         if self.stop_event.is_set():
             return
@@ -403,10 +416,7 @@ class Daemon:
             self._next_verify = now + VERIFY_EVERY_S
             self.catalog.verify()
         self.maybe_compact()
-        if self.pool is not None and not len(self.batcher) and now - self._pool_used_at >= POOL_IDLE_S:
-            logger.debug("no work for %.0f s: stopping the worker processes", POOL_IDLE_S)
-            self.pool.close()
-            self.pool = None
+        self.workers.stop_if_idle(has_work=bool(len(self.batcher)))
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()
         self.publish_counts()
@@ -431,71 +441,40 @@ class Daemon:
                 break
         if self.storage.failures:
             for ev in batch:  # paused: remember what to index; deletions are found by the catch-up scan
-                if ev.kind == "changed":
+                if ev.kind is EventKind.CHANGED:
                     self.batcher.note((ev.root, ev.path), self.clock())
             return
         self.handle_events(batch)
 
     def handle_events(self, events: list[FsEvent]) -> None:
+        """Gather what the rules need, let `events.plan_events` decide, carry out its plan."""
+        plan = plan_events(events, self.gather_facts(events))
         now = self.clock()
-        changes = Changes()
-        for ev in events:
-            if ev.kind == "changed":
-                self.batcher.note((ev.root, ev.path), now)
-            elif ev.kind == "deleted":
-                self.batcher.forget((ev.root, ev.path))
-                changes.tombstoned += self._live_ids(ev.root, [ev.path])
-                changes.cleared_failures.append((ev.root, ev.path))
-            elif ev.kind == "moved":
-                self._handle_move(ev, now, changes)
-            elif ev.kind == "dir_deleted":
-                self._handle_dir_gone(ev.root, ev.path, changes)
-            elif ev.kind == "dir_moved":
-                self._handle_dir_gone(ev.root, ev.path, changes, moved_to=ev.dest)
-                self._note_subtree(ev.root, ev.dest, now)
-            elif ev.kind == "dir_changed":
-                self._note_subtree(ev.root, ev.path, now)
-        if changes:
-            moved_ids = {m.image_id for m in changes.moved}
-            changes.tombstoned = sorted(set(changes.tombstoned) - moved_ids)
-            self.commit_direct(changes)
+        for action in plan.actions:
+            if isinstance(action, Settle):
+                self.batcher.note(action.key, now)
+            elif isinstance(action, Forget):
+                self.batcher.forget(action.key)
+            elif isinstance(action, ForgetFolder):
+                self.batcher.forget_prefix(action.root, action.folder)
+            elif isinstance(action, Walk):
+                self._note_subtree(action.root, action.folder, now)
+            elif isinstance(action, Offline):
+                self.mark_offline(action.root)
+        if plan.changes:
+            self.commit_direct(plan.changes)
 
-    def _live_ids(self, root: str, paths: list[bytes]) -> list[int]:
-        found = self.catalog.lookup([(root, p) for p in paths])
-        return [f.image_id for f in found.values()]
-
-    def _handle_move(self, ev: FsEvent, now: float, changes: Changes) -> None:
-        src, dest = (ev.root, ev.path), (ev.root, ev.dest)
-        self.batcher.forget(src)
-        changes.cleared_failures.append(src)
-        found = self.catalog.lookup([src, dest])
-        old = found.get(src)
-        st = _stat(dest)
-        if old is None or st is None:
-            if st is not None and not _same_stat(found.get(dest), st):
-                self.batcher.note(dest, now)
-            return
-        if (already := found.get(dest)) is not None:
-            changes.tombstoned.append(already.image_id)  # replaced by the moved file
-        changes.moved.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns))
-
-    def _handle_dir_gone(self, root: str, prefix: bytes, changes: Changes, moved_to: bytes | None = None) -> None:
-        if not os.path.isdir(root):
-            self.mark_offline(root)  # an unmounted drive is offline, not deleted
-            return
-        self.batcher.forget_prefix(root, prefix)
-        rows = self.catalog.live_under(root, prefix)
-        changes.cleared_failures += [(root, p) for (_, p) in self.catalog.failed_files(root) if _is_under(p, prefix)]
-        if moved_to is None:
-            changes.tombstoned += [f.image_id for f in rows.values()]
-            return
-        for path, f in rows.items():
-            new_path = moved_to + path[len(prefix):]
-            st = _stat((root, new_path))
-            if st is None:
-                changes.tombstoned.append(f.image_id)
-            else:
-                changes.moved.append(Move(f.image_id, root, new_path, st.size, st.mtime_ns))
+    def gather_facts(self, events: list[FsEvent]) -> Facts:
+        need = needs(events)
+        folders = {f: self.catalog.live_under(*f) for f in need.folders}
+        failed_in_root = {root: list(self.catalog.failed_files(root)) for root, _ in need.folders}
+        return Facts(
+            rows=self.catalog.lookup(need.keys),
+            folders=folders,
+            failed={(root, folder): [p for _, p in failed_in_root[root] if is_under(p, folder)]
+                    for root, folder in need.folders},
+            stats={key: stat_file(absolute_key(key)) for key in stats_needed(events, folders)},
+            present_roots=frozenset(r for r in need.roots if os.path.isdir(r)))
 
     def _note_subtree(self, root: str, rel: bytes, now: float) -> None:
         """A folder appeared (created or moved in): queue its files, and record what cannot be indexed
@@ -507,43 +486,44 @@ class Daemon:
         keys = [(root, p) for p in files]
         known = self.catalog.lookup(keys)
         for key, f in zip(keys, files.values(), strict=True):
-            if not _same_stat(known.get(key), f):
+            if not same_stat(known.get(key), f):
                 self.batcher.note(key, now)
         if problems:
             self.record_scan_problems(root, problems, self.catalog.failed_files(root))
 
     # -- indexing --------------------------------------------------------------------------------
     def index_keys(self, keys: list[Key]) -> None:
-        known = self.catalog.lookup(keys)
-        replaced = {k: Replaced(f.image_id, f.content_hash) for k, f in known.items()}
-        tasks = [Task(root, path, frozenset({replaced[(root, path)].content_hash})
-                      if (root, path) in replaced else frozenset()) for root, path in keys]
+        """Files the batcher found ready."""
+        replaced, tasks = plan_keys(keys, self.catalog.lookup(keys))
+        self.ingest(tasks, replaced, Vanished())
+
+    def ingest(self, tasks: list[Task], replaced: dict[Key, Replaced], vanished: Vanished) -> Outcome:
+        """The one way files are read and committed, for ready files and for reconciles alike: through
+        the workers, one transaction per batch_size results, in task order."""
+        pool = self.workers.get()
+        # A batch is spread evenly over the workers; more is streamed in small chunks so the workers
+        # keep busy while each batch commits and none idles long at the end.
+        many = len(tasks) > self.cfg.batch_size
+        chunk = STREAM_CHUNK if many else max(1, -(-len(tasks) // pool.workers))
         self.in_flight = len(tasks)
         try:
-            if len(tasks) > self.cfg.batch_size:
-                # Streamed, one commit per batch_size results: the workers keep busy while a batch commits.
-                ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, Vanished(),
-                             self.cfg.batch_size, chunk_size=STREAM_CHUNK, should_stop=self.stop_event.is_set,
-                             on_result=self._progress, on_batch=self.after_commit)
-                return
-            results = self.ingest_pool().process(tasks, should_stop=self.stop_event.is_set)  # over all workers
+            return ingest_tasks(pool, tasks, self.committer(), replaced, vanished, self.cfg.batch_size,
+                                chunk_size=chunk, should_stop=self.stop_event.is_set, on_result=self._progress,
+                                on_batch=self.after_commit)
         finally:
             self.in_flight = 0
-            self._pool_used_at = self.clock()
-        self.after_commit(self.committer().commit(results, replaced, Vanished()))
+            self.workers.used()
 
     def _progress(self, _done: int) -> None:
         self.reporter.beat()
 
+    @property
+    def pool(self) -> IngestPool | None:
+        """The running worker pool, if any (none while idle)."""
+        return self.workers.current
+
     def ingest_pool(self, warm: bool = False) -> IngestPool:
-        """The worker pool, started on demand (and stopped after POOL_IDLE_S without work, so that an
-        idle daemon holds no worker processes). `warm` starts the processes now, without waiting."""
-        if self.pool is None:
-            self.pool = IngestPool(*self._pool_args)
-            if warm:
-                self.pool.start()
-        self._pool_used_at = self.clock()
-        return self.pool
+        return self.workers.get(warm)
 
     def committer(self) -> Committer:
         return Committer(self.catalog, self.live)
@@ -557,7 +537,7 @@ class Daemon:
         now = self.clock()
         self.reporter.note_indexed(outcome.added)
         for f in outcome.failed:
-            self.reporter.note_failure(display_path(absolute_key((f.root, f.path))), f.reason)
+            self.reporter.note_failure(display_key((f.root, f.path)), f.reason)
         for u in outcome.unstable:
             self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
         if outcome.added or outcome.moved or outcome.failed:
@@ -602,14 +582,8 @@ class Daemon:
             logger.error("cannot scan %s: %s; treating it as offline", root, exc.strerror)
             self.mark_offline(root, f"cannot be read: {exc.strerror}")
             return
-        known = self.catalog.live_under(root, under)
-        failures = {p: f for (_, p), f in self.catalog.failed_files(root).items() if _is_under(p, under)}
-        delta = diff(disk, known, failures, time.time_ns())
-        stored = self.catalog.rows([i for _, i in delta.vanished + delta.changed + delta.racy])
-        replaced = {(root, p): Replaced(i, stored[i].content_hash) for p, i in delta.changed + delta.racy}
-        vanished = Vanished()
-        for p, i in delta.vanished:
-            vanished.add(stored[i].content_hash, i, (root, p))
+        plan = plan_delta(self.catalog, root, disk, time.time_ns(), under)
+        delta = plan.delta
         settle_ns = int(self.cfg.settle_seconds * 1e9)
         now_ns, now = time.time_ns(), self.clock()
         settled = []
@@ -618,25 +592,20 @@ class Daemon:
                 self.batcher.note((root, p), now)  # still being written, perhaps: let it settle
             else:
                 settled.append(p)
-        tasks = make_tasks(root, settled, replaced, vanished)
+        tasks = plan.tasks(settled)
         if tasks:
             logger.info("%s: %d files to read (%d new, %d changed), %d gone", root, len(tasks), len(delta.new),
                         len(delta.changed), len(delta.vanished))
-        outcome = Outcome()
-        if tasks:
-            outcome = ingest_tasks(self.ingest_pool(), tasks, self.committer(), replaced, vanished,
-                                   self.cfg.batch_size, should_stop=self.stop_event.is_set,
-                                   on_result=self._progress, on_batch=self.after_commit)
-            self._pool_used_at = self.clock()
+        outcome = self.ingest(tasks, plan.replaced, plan.vanished) if tasks else Outcome()
         if not self.stop_event.is_set():
             # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
             problem_paths = {p.path for p in problems}
-            stale = [(root, p) for p in failures if p not in disk and p not in problem_paths]
-            self.commit_direct(Changes(tombstoned=vanished.remaining_ids(), cleared_failures=stale))
-        self.record_scan_problems(root, problems, failures)
+            stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
+            self.commit_direct(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
+        self.record_scan_problems(root, problems, plan.failures)
         logger.log(logging.DEBUG if under else logging.INFO,
                    "%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)",
-                   display_path(absolute_key((root, under))) if under else root, len(disk),
+                   display_key((root, under)) if under else root, len(disk),
                    time.monotonic() - started, delta.unchanged, len(tasks), outcome.tombstoned)
 
     def record_scan_problems(self, root: str, problems: list[ScanProblem], known: dict[Any, Failure]) -> None:
@@ -647,7 +616,7 @@ class Daemon:
         new = [Failure(root, p.path, 0, 0, p.reason) for p in problems if known_reason(p.path) != p.reason]
         if new:
             for f in new:
-                logger.warning("cannot index %s: %s", display_path(absolute_key((root, f.path))), f.reason)
+                logger.warning("cannot index %s: %s", display_key((root, f.path)), f.reason)
             self.catalog.apply(Changes(failed=new))
 
     # -- requests from other threads (the socket server) -----------------------------------------
@@ -679,6 +648,9 @@ class Daemon:
             self.batcher.note(key, now - self.cfg.settle_seconds)
         self.publish_counts()
         return len(failures)
+
+    def submit_retry_failed(self) -> Future[int]:
+        return self.call(self.retry_failed)
 
     def failures(self) -> list[Failure]:
         with self.noting_damage():
@@ -713,7 +685,7 @@ class Daemon:
 
     def restart_watcher(self) -> None:
         self.watcher.stop()
-        self.watcher = Watcher(self.cfg.excludes, self.events, use_polling=self.cfg.watcher == "polling")
+        self.watcher = self.make_watcher(self.cfg)
         self.watcher.start()
         for root, is_online in self.online.items():
             if is_online:
@@ -822,23 +794,6 @@ class Daemon:
         return self.reporter.snapshot()
 
 
-def _stat(key: Key) -> DiskFile | None:
-    try:
-        st = os.stat(absolute_key(key))
-    except OSError:
-        return None
-    return DiskFile(st.st_size, st.st_mtime_ns)
-
-
-def _same_stat(row: LiveFile | None, f: DiskFile) -> bool:
-    return row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
-
-
-def _is_under(path: bytes, folder: bytes) -> bool:
-    """Whether a root-relative key lies in `folder` (b"" or b"." is the whole root)."""
-    return folder in (b"", b".") or path.startswith(folder + b"/")
-
-
 def _root_problem(root: str) -> str | None:
     """Why a configured root cannot be watched now, or None when it is a readable folder."""
     try:
@@ -854,8 +809,31 @@ def _root_problem(root: str) -> str | None:
     return None
 
 
+def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time.monotonic,
+            notifier: SystemdNotifier | None = None) -> Daemon:
+    """Build the daemon and everything it works with, wired together: the one place that does."""
+    notifier = notifier or SystemdNotifier()
+    reporter = StatusReporter(
+        cfg.status_path, notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
+        base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path)}, clock=clock)
+    events: queue.Queue[FsEvent] = queue.Queue()
+    # How histograms are made is fixed at startup, like the fingerprint: a reload does not change it.
+    settings = PoolSettings(cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout)
+
+    def make_watcher(current: Config) -> Watcher:
+        return Watcher(current.excludes, events, use_polling=current.watcher == "polling")
+
+    def make_server(service: Service) -> SearchServer:
+        return SearchServer(service, cfg.socket_path, cfg.tcp_port)
+
+    return Daemon(cfg, config_path, clock=clock, notifier=notifier, reporter=reporter,
+                  batcher=Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay),
+                  workers=PoolManager(settings, clock, idle_after=POOL_IDLE_S), events=events,
+                  make_watcher=make_watcher, make_server=make_server)
+
+
 def run(cfg: Config, config_path: Path | None = None) -> int:
     configure_logging(cfg)
-    daemon = Daemon(cfg, config_path)
+    daemon = compose(cfg, config_path)
     daemon.install_signal_handlers()
     return daemon.run()

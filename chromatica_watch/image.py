@@ -28,12 +28,19 @@ from PIL import Image, UnidentifiedImageError
 
 from . import histogram
 from .errors import ImageError
+from .filetypes import (  # noqa: F401 - re-exported: the decoder's callers name them here too
+    BROKEN_SYMLINK,
+    IMAGE_EXTENSIONS,
+    SYMLINK_LOOP,
+    SYMLINK_NOT_FOLLOWED,
+    has_image_extension,
+    special_file_reason,
+    symlink_reason,
+)
 
 # We enforce our own, configurable pixel limit right after reading the header (see _probe).
 Image.MAX_IMAGE_PIXELS = None
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
-                              ".webp"})
 DEFAULT_MAX_PIXELS = 150_000_000
 
 
@@ -74,52 +81,12 @@ class Features:
     height: int
 
 
-def has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-# Why a file that is not a regular file is never read, by its kind (the scanner gives the same words).
-_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-SYMLINK_NOT_FOLLOWED = "symbolic link not followed (add its target as a root to index it)"
-SYMLINK_LOOP = "symlink loop"
-BROKEN_SYMLINK = "broken symlink"
 # Never blocks on a FIFO or a device, never makes a terminal ours; O_NOFOLLOW is added when asked.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-
-def special_file_reason(st_mode: int) -> str | None:
-    """Why a file of this mode (from stat, lstat or fstat) is not read; None for a regular file.
-
-    'not a regular file: a named pipe (FIFO)' (also '... a socket', '... a character device',
-    '... a block device', '... a folder'); a symbolic link's mode (from lstat) gives
-    SYMLINK_NOT_FOLLOWED, and `symlink_reason` tells loops and dangling links apart.
-    """
-    if stat.S_ISREG(st_mode):
-        return None
-    if stat.S_ISLNK(st_mode):
-        return SYMLINK_NOT_FOLLOWED
-    for is_kind, what in _SPECIAL_KINDS:
-        if is_kind(st_mode):
-            return f"not a regular file: {what}"
-    return f"not a regular file: an unknown kind of file (type {stat.S_IFMT(st_mode):#o})"
-
-
-def symlink_reason(path: str) -> str:
-    """Why the symbolic link at `path` is not read when links are not followed: 'symlink loop' when
-    it loops, 'broken symlink' when its target does not exist, else SYMLINK_NOT_FOLLOWED."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return SYMLINK_LOOP
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return BROKEN_SYMLINK
-    return SYMLINK_NOT_FOLLOWED
 
 
 def _is_symlink(path: str) -> bool:

@@ -298,3 +298,55 @@ class IngestPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close(cancel=exc[0] is not None)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How workers make histograms: fixed when the daemon starts, like the fingerprint (a config reload
+    must not change them)."""
+
+    workers: int
+    max_dimension: int
+    max_pixels: int
+    file_timeout: float = DEFAULT_FILE_TIMEOUT
+
+
+class PoolManager:
+    """The daemon's worker pool: started when there is work (early, while queued files settle, so the
+    workers' start-up overlaps the settle time), stopped after `idle_after` seconds without work so an
+    idle daemon holds no worker processes, always with the settings it was made with."""
+
+    def __init__(self, settings: PoolSettings, clock: Callable[[], float], idle_after: float = 30.0) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.idle_after = idle_after
+        self.current: IngestPool | None = None
+        self._used_at = 0.0
+
+    def get(self, warm: bool = False) -> IngestPool:
+        """The pool, started if need be; `warm` starts its processes now rather than on first use."""
+        if self.current is None:
+            s = self.settings
+            self.current = IngestPool(s.workers, s.max_dimension, s.max_pixels, s.file_timeout)
+            if warm:
+                self.current.start()
+        self.used()
+        return self.current
+
+    def used(self) -> None:
+        self._used_at = self._clock()
+
+    def stop_if_idle(self, has_work: bool) -> bool:
+        """Stop the workers after idle_after seconds without work; True when they were stopped."""
+        if self.current is None or has_work or self._clock() - self._used_at < self.idle_after:
+            return False
+        logger.debug("no work for %.0f s: stopping the worker processes", self.idle_after)
+        self.current.close()
+        self.current = None
+        return True
+
+    def close(self) -> None:
+        """Stop now: busy workers are killed, not waited for (a stop must not wait for a hung file)."""
+        if self.current is not None:
+            self.current.close(cancel=True)
+            self.current = None

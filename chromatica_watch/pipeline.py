@@ -8,7 +8,6 @@ copied from the catalog.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,11 +16,11 @@ import numpy as np
 from .catalog import Catalog, Changes, Failure, Move, NewImage
 from .index import LiveIndex
 from .ingest import Failed, Indexed, IngestPool, Known, Result, Task, Unstable
-from .scan import display_path
+from .paths import DiskFile, Key, absolute_key, display_path, is_under
+from .reconcile import Diff, diff
+from .records import LiveFile
 
 logger = logging.getLogger(__name__)
-
-Key = tuple[str, bytes]
 
 
 @dataclass
@@ -130,11 +129,6 @@ class Committer:
         return out
 
 
-def absolute_key(key: Key) -> bytes:
-    root, path = key
-    return os.path.join(os.fsencode(root), path)
-
-
 def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replaced],
                vanished: Vanished) -> list[Task]:
     common = vanished.hashes()
@@ -144,6 +138,53 @@ def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replace
         skip = common | {old.content_hash} if old is not None else common
         tasks.append(Task(root, p, skip))
     return tasks
+
+
+@dataclass
+class IngestPlan:
+    """What a folder's delta means for the catalog before any file is read: the rows that changed
+    files replace, the rows whose files vanished (claimable by a move, by content hash), and what to
+    read. The daemon's reconciler and `build` both make it with `plan_delta`; the seed's "delta
+    analysis" is this plan, printed."""
+
+    root: str
+    delta: Diff
+    replaced: dict[Key, Replaced]
+    vanished: Vanished
+    failures: dict[bytes, Failure] = field(default_factory=dict)  # recorded failures in the folder
+
+    def tasks(self, paths: Iterable[bytes] | None = None) -> list[Task]:
+        """Tasks for `paths` (default: every path the delta says to read), in the given order."""
+        return make_tasks(self.root, self.delta.to_ingest if paths is None else paths, self.replaced, self.vanished)
+
+
+def plan_from_delta(root: str, delta: Diff, stored_hashes: Mapping[int, str],
+                    failures: Mapping[bytes, Failure] | None = None) -> IngestPlan:
+    """The plan for a delta, given the content hash of every row it names (pure)."""
+    replaced = {(root, p): Replaced(i, stored_hashes[i]) for p, i in delta.changed + delta.racy}
+    vanished = Vanished()
+    for p, i in delta.vanished:
+        vanished.add(stored_hashes[i], i, (root, p))
+    return IngestPlan(root, delta, replaced, vanished, dict(failures or {}))
+
+
+def plan_delta(catalog: Catalog, root: str, disk: Mapping[bytes, DiskFile], scan_time_ns: int,
+               under: bytes = b"") -> IngestPlan:
+    """Diff what is on disk in `root` (or its folder `under`) against the catalog, and plan it."""
+    known = catalog.live_under(root, under)
+    failures = {p: f for (_, p), f in catalog.failed_files(root).items() if is_under(p, under)}
+    delta = diff(disk, known, failures, scan_time_ns)
+    rows = [i for _, i in delta.vanished + delta.changed + delta.racy]
+    return plan_from_delta(root, delta, catalog.content_hashes(rows), failures)
+
+
+def plan_keys(keys: Iterable[Key], found: Mapping[Key, LiveFile]) -> tuple[dict[Key, Replaced], list[Task]]:
+    """Files handed over by the batcher: the rows they replace, and their tasks (a file whose bytes
+    still hash to its row's content is not decoded again)."""
+    replaced = {k: Replaced(f.image_id, f.content_hash) for k, f in found.items()}
+    tasks = [Task(root, path, frozenset({replaced[(root, path)].content_hash}) if (root, path) in replaced
+                  else frozenset()) for root, path in keys]
+    return replaced, tasks
 
 
 def ingest_tasks(pool: IngestPool, tasks: list[Task], committer: Committer, replaced: Mapping[Key, Replaced],

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import histogram, image
 from .errors import ImageError, UsageError
-from .scan import display_path
+from .paths import display_path
 
 logger = logging.getLogger(__name__)
 

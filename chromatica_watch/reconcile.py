@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .catalog import Failure, LiveFile
-from .scan import DiskFile
+from .paths import DiskFile
 
 RACY_WINDOW_NS = 2_000_000_000
 

@@ -13,7 +13,11 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .image import has_image_extension, special_file_reason, symlink_reason
+from .filetypes import has_image_extension, special_file_reason, symlink_reason
+from .paths import DiskFile, display_path, key_to_str, rel_key
+
+__all__ = ["DiskFile", "ScanProblem", "display_path", "is_candidate", "is_excluded", "is_ignored_name", "rel_key",
+           "scan", "walk"]  # DiskFile, display_path and rel_key live in paths.py; tests name them here too
 
 logger = logging.getLogger(__name__)
 
@@ -23,31 +27,9 @@ JUNK_NAMES = frozenset({"@eaDir", "#recycle", "#snapshot", ".stfolder", ".stvers
 
 
 @dataclass(frozen=True)
-class DiskFile:
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
 class ScanProblem:
     path: bytes  # relative to the root
     reason: str
-
-
-def rel_key(rel: str) -> bytes:
-    """A relative path as the catalog key: POSIX form, raw bytes (undecodable names kept exactly)."""
-    return os.fsencode(rel.replace(os.sep, "/"))
-
-
-def key_to_str(key: bytes) -> str:
-    return os.fsdecode(key)
-
-
-def display_path(key: bytes | str) -> str:
-    """A one-line, unambiguous rendering of a path: odd bytes and control characters escaped."""
-    raw = key if isinstance(key, bytes) else os.fsencode(key)
-    text = raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
-    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def is_ignored_name(name: str, is_dir: bool) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import histogram, rerank
 from .errors import UsageError
-from .scan import display_path
+from .paths import display_path
 
 if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never loads DuckDB or FAISS
     from .catalog import Catalog

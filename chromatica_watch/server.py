@@ -13,17 +13,16 @@ import socket
 import socketserver
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import Any, Protocol
 
 import numpy as np
 
 from .errors import ChromaticaError
 from .index import configure_threads
-from .scan import display_path
-from .searcher import DEFAULT_K
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .paths import display_key
+from .records import Failure
+from .searcher import DEFAULT_K, Result
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +31,23 @@ CONNECTION_TIMEOUT_S = 10.0  # a client that sends nothing (or reads nothing) fo
 MAX_CONNECTIONS = 32  # one thread each; more at once are refused rather than piling up threads
 
 
-def _failures(daemon: Daemon) -> list[dict[str, Any]]:
-    return [{"path": display_path(os.path.join(os.fsencode(f.root), f.path)), "reason": f.reason,
-             "attempts": f.attempts, "size": f.size} for f in daemon.failures()]
+class Service(Protocol):
+    """What the socket answers from: the daemon, seen from a connection's thread."""
+
+    def search(self, query: np.ndarray, k: int) -> list[Result]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def failures(self) -> list[Failure]: ...
+
+    def submit_retry_failed(self) -> Future[int]:
+        """Queue the failed files again, on the indexer thread (the only writer)."""
+        ...
+
+
+def _failures(service: Service) -> list[dict[str, Any]]:
+    return [{"path": display_key((f.root, f.path)), "reason": f.reason, "attempts": f.attempts, "size": f.size}
+            for f in service.failures()]
 
 
 def _query_histogram(request: dict[str, Any]) -> np.ndarray:
@@ -51,21 +64,21 @@ def _k(request: dict[str, Any]) -> int:
     return k
 
 
-def handle(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
         return {"pid": os.getpid()}
     if op == "status":
-        return {"status": daemon.status()}
+        return {"status": service.status()}
     if op == "failed":
-        return {"failures": _failures(daemon)}
+        return {"failures": _failures(service)}
     if op == "search":
         started = time.perf_counter()
-        results = [r.to_json() for r in daemon.search(_query_histogram(request), _k(request))]
+        results = [r.to_json() for r in service.search(_query_histogram(request), _k(request))]
         logger.debug("search answered in %.1f ms", (time.perf_counter() - started) * 1000)
         return {"results": results}
     if op == "retry_failed":
-        return {"requeued": daemon.call(daemon.retry_failed).result(timeout=60)}
+        return {"requeued": service.submit_retry_failed().result(timeout=60)}
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -82,7 +95,7 @@ class _Handler(socketserver.StreamRequestHandler):
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
-            response = {"ok": True, **handle(self.server.daemon, request)}
+            response = {"ok": True, **handle(self.server.service, request)}
         except ChromaticaError as exc:
             response = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
         except (ValueError, TimeoutError) as exc:
@@ -121,8 +134,8 @@ class _Bounded(socketserver.ThreadingMixIn):
 
 
 class _UnixServer(_Bounded, socketserver.UnixStreamServer):
-    def __init__(self, path: str, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, path: str, service: Service) -> None:
+        self.service = service
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(path, _Handler)
 
@@ -130,16 +143,17 @@ class _UnixServer(_Bounded, socketserver.UnixStreamServer):
 class _TcpServer(_Bounded, socketserver.TCPServer):
     allow_reuse_address = True
 
-    def __init__(self, port: int, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, port: int, service: Service) -> None:
+        self.service = service
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(("127.0.0.1", port), _Handler)
 
 
 class SearchServer:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.path = str(daemon.cfg.socket_path)
+    def __init__(self, service: Service, socket_path: os.PathLike[str] | str, tcp_port: int = 0) -> None:
+        self.service = service
+        self.path = os.fspath(socket_path)
+        self.tcp_port = tcp_port
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -149,11 +163,11 @@ class SearchServer:
             if _answers(self.path):
                 raise ChromaticaError(f"another daemon already answers on {self.path}")
             os.unlink(self.path)  # stale, from a crash
-        unix = _UnixServer(self.path, self.daemon)
+        unix = _UnixServer(self.path, self.service)
         os.chmod(self.path, 0o600)
         self._servers.append(unix)
-        if self.daemon.cfg.tcp_port:
-            self._servers.append(_TcpServer(self.daemon.cfg.tcp_port, self.daemon))
+        if self.tcp_port:
+            self._servers.append(_TcpServer(self.tcp_port, self.service))
         for srv in self._servers:
             t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
                                  name=f"api-{type(srv).__name__}")

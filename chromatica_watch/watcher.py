@@ -17,7 +17,6 @@ import os
 import queue
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -34,19 +33,13 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from .scan import display_path, is_candidate, is_excluded, is_ignored_name, rel_key
+from .events import EventKind, FsEvent
+from .paths import display_path, rel_key
+from .scan import is_candidate, is_excluded, is_ignored_name
 
 logger = logging.getLogger(__name__)
 
 INOTIFY_SYSCTL = "fs.inotify.max_user_watches"
-
-
-@dataclass(frozen=True)
-class FsEvent:
-    kind: str  # "changed", "deleted", "moved", "dir_changed", "dir_deleted", "dir_moved"
-    root: str
-    path: bytes  # relative key; for moves the source
-    dest: bytes = b""  # relative key of a move's destination
 
 
 class _Handler(FileSystemEventHandler):
@@ -63,41 +56,41 @@ class _Handler(FileSystemEventHandler):
             return None
         return os.path.relpath(p, self.watched)
 
-    def _put(self, kind: str, rel: str, dest: str = "") -> None:
+    def _put(self, kind: EventKind, rel: str, dest: str = "") -> None:
         self.out.put(FsEvent(kind, self.root, rel_key(rel), rel_key(dest) if dest else b""))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         src = self._rel(event.src_path)
         if src is None or src == ".":
             if isinstance(event, DirDeletedEvent | DirMovedEvent) and src == ".":
-                self._put("dir_deleted", ".")  # the root itself went away
+                self._put(EventKind.DIR_DELETED, ".")  # the root itself went away
             return
         if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
             if is_candidate(src, self.excludes):
-                self._put("changed", src)
+                self._put(EventKind.CHANGED, src)
         elif isinstance(event, FileDeletedEvent):
             if is_candidate(src, self.excludes):
-                self._put("deleted", src)
+                self._put(EventKind.DELETED, src)
         elif isinstance(event, FileMovedEvent):
             dest = self._rel(event.dest_path)
             src_ok = is_candidate(src, self.excludes)
             dest_ok = dest is not None and is_candidate(dest, self.excludes)
             if src_ok and dest_ok and dest is not None:
-                self._put("moved", src, dest)
+                self._put(EventKind.MOVED, src, dest)
             elif src_ok:
-                self._put("deleted", src)
+                self._put(EventKind.DELETED, src)
             elif dest_ok and dest is not None:
-                self._put("changed", dest)  # e.g. a finished download renamed from .part
+                self._put(EventKind.CHANGED, dest)  # e.g. a finished download renamed from .part
         elif isinstance(event, DirCreatedEvent):
-            self._put("dir_changed", src)
+            self._put(EventKind.DIR_CHANGED, src)
         elif isinstance(event, DirDeletedEvent):
-            self._put("dir_deleted", src)
+            self._put(EventKind.DIR_DELETED, src)
         elif isinstance(event, DirMovedEvent):
             dest = self._rel(event.dest_path)
             if dest is None:
-                self._put("dir_deleted", src)
+                self._put(EventKind.DIR_DELETED, src)
             else:
-                self._put("dir_moved", src, dest)
+                self._put(EventKind.DIR_MOVED, src, dest)
 
 
 # -- which folders got a watch ------------------------------------------------------------------------

@@ -205,12 +205,12 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(d
     import multiprocessing
 
     from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import POOL_IDLE_S, Daemon
+    from chromatica_watch.daemon import POOL_IDLE_S, compose
 
     env = daemon_env
     now = [1000.0]
     cfg = config_mod.load(env.config, env={})
-    daemon = Daemon(cfg, env.config, clock=lambda: now[0])
+    daemon = compose(cfg, env.config, clock=lambda: now[0])
     daemon.open()
     try:
         assert daemon.pool is None and not multiprocessing.active_children()
@@ -242,10 +242,10 @@ def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: 
     import dataclasses
 
     from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import Daemon
+    from chromatica_watch.daemon import compose
 
     cfg = config_mod.load(daemon_env.config, env={})
-    daemon = Daemon(cfg, daemon_env.config)
+    daemon = compose(cfg, daemon_env.config)
     daemon.cfg = dataclasses.replace(cfg, max_dimension=cfg.max_dimension * 2, workers=cfg.worker_count + 1)
     pool = daemon.ingest_pool()
     try:
@@ -258,7 +258,7 @@ def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: Da
     """In process: with more ready files than batch_size, one loop turn streams several batches through
     the workers (committing each), so the workers do not wait for every commit."""
     from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import STREAM_BATCHES, Daemon
+    from chromatica_watch.daemon import STREAM_BATCHES, compose
 
     env = daemon_env
     env.write_config(batch_size=8)
@@ -266,7 +266,7 @@ def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: Da
     n = 3 * cfg.batch_size + 2
     assert n <= STREAM_BATCHES * cfg.batch_size
     now = [1000.0]
-    daemon = Daemon(cfg, env.config, clock=lambda: now[0])
+    daemon = compose(cfg, env.config, clock=lambda: now[0])
     daemon.open()
     commits: list[int] = []
     after_commit = daemon.after_commit

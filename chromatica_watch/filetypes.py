@@ -1,0 +1,57 @@
+"""What kind of file a path names, by name and by mode, without opening it: stdlib only, so that the
+scanner (stat-only) and the decoder give the same words without the scanner importing a decoder.
+
+Only regular files are read. Symbolic links inside a watched folder are not followed, so no photo is
+indexed twice through a link back into the folder: add the target as a root to index it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
+                              ".webp"})
+
+
+def has_image_extension(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+# Why a file that is not a regular file is never read, by its kind (the scanner gives the same words).
+_SPECIAL_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+SYMLINK_NOT_FOLLOWED = "symbolic link not followed (add its target as a root to index it)"
+SYMLINK_LOOP = "symlink loop"
+BROKEN_SYMLINK = "broken symlink"
+
+
+def special_file_reason(st_mode: int) -> str | None:
+    """Why a file of this mode (from stat, lstat or fstat) is not read; None for a regular file.
+
+    'not a regular file: a named pipe (FIFO)' (also '... a socket', '... a character device',
+    '... a block device', '... a folder'); a symbolic link's mode (from lstat) gives
+    SYMLINK_NOT_FOLLOWED, and `symlink_reason` tells loops and dangling links apart.
+    """
+    if stat.S_ISREG(st_mode):
+        return None
+    if stat.S_ISLNK(st_mode):
+        return SYMLINK_NOT_FOLLOWED
+    for is_kind, what in _SPECIAL_KINDS:
+        if is_kind(st_mode):
+            return f"not a regular file: {what}"
+    return f"not a regular file: an unknown kind of file (type {stat.S_IFMT(st_mode):#o})"
+
+
+def symlink_reason(path: str) -> str:
+    """Why the symbolic link at `path` is not read when links are not followed: 'symlink loop' when
+    it loops, 'broken symlink' when its target does not exist, else SYMLINK_NOT_FOLLOWED."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return SYMLINK_LOOP
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return BROKEN_SYMLINK
+    return SYMLINK_NOT_FOLLOWED

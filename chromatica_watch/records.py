@@ -1,0 +1,75 @@
+"""The catalog's records as plain values: what a batch commits (`Changes`) and what reads return.
+
+No I/O here: the event rules, the ingest plan and the catalog all speak these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NewImage:
+    root: str
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int
+    height: int
+    histogram: np.ndarray
+
+
+@dataclass(frozen=True)
+class Failure:
+    root: str
+    path: bytes
+    size: int
+    mtime_ns: int
+    reason: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Move:
+    image_id: int
+    root: str
+    path: bytes
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    image_id: int
+    root: str
+    path: bytes
+    content_hash: str
+    width: int
+    height: int
+    histogram: np.ndarray
+    live: bool
+
+
+@dataclass(frozen=True)
+class LiveFile:
+    image_id: int
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+@dataclass
+class Changes:
+    """Everything one batch commits, in one transaction."""
+
+    added: list[NewImage] = field(default_factory=list)
+    tombstoned: list[int] = field(default_factory=list)
+    moved: list[Move] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    cleared_failures: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.tombstoned or self.moved or self.failed or self.cleared_failures)
