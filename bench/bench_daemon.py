@@ -1,12 +1,14 @@
-"""Daemon benchmark: drop-to-indexed latency, a burst vs `build`, startup reconcile of 100k files, idle cost.
+"""Daemon benchmark: drop-to-indexed latency, a burst vs `build`, startup reconcile of 100k files, idle cost,
+restart (start-to-ready after a clean stop, kill -9, a compaction).
 
     flock /tmp/chromatica-bench.lock .venv/bin/python bench/bench_daemon.py [--drops 20] [--cold-drops 2]
         [--burst 1000] [--repeat 3] [--tree 100000] [--idle-seconds 60] [--workers 0] [--poll 0.02] [--sources 100]
-        [--sections latency,burst,reconcile,idle] [--out bench/out]
+        [--sections latency,burst,reconcile,idle,restart] [--out bench/out]
 
-A full run takes about 15 minutes the first time (corpus, ~4.6 GB of burst files and the 100k-file
-index are generated once and cached in OUT) and about 10 minutes afterwards. Smaller, quicker runs:
-`--burst 200 --tree 10000 --idle-seconds 20 --drops 10`.
+A full run takes about 20 minutes the first time (corpus, ~4.6 GB of burst files and the 100k-file
+index are generated once and cached in OUT; the index alone ~6 minutes on 2 cores) and about 15 minutes
+afterwards (`--sections restart` alone: ~4.5 minutes, two of them the compaction). Smaller, quicker
+runs: `--burst 200 --tree 10000 --idle-seconds 20 --drops 10`.
 
 Not a pytest test. Every figure comes from the real `chromatica-watch run --config FILE` in a subprocess,
 with a temp config that sets only paths, `workers` and `log_level`: settle_seconds, max_batch_delay,
@@ -49,6 +51,29 @@ two benchmarks overlap.
    bounded waits; the RSS right after the work is printed too). CPU = utime + stime from /proc of the
    daemon and all its child processes over --idle-seconds; peak RSS sampled every second, main process
    and all processes, against the size of the FAISS index file (chromatica_index.faiss) + 200 MB.
+5. Restart (target: start-to-ready <= 5 s at 100k, the median of --repeat starts of each kind; and a start
+   after a compaction rebuilds nothing). Section 3's tree and index (cached), on a private copy of the
+   index (copied each run, deleted at the end), in the page cache (a warm restart; the first start after
+   a boot reads ~1 GB more from disk). "Ready" = the daemon's socket has answered a search with results
+   (catalog and index loaded) AND its status over the socket says idle (startup reconcile done); the clock
+   starts just before the Popen of `chromatica-watch run` (interpreter and imports included), the socket
+   and status are polled every --poll s, and both moments are printed, "socket up" and "idle", beside
+   "status.json" (written once the new process has its imports, config and locks). The daemon logs at
+   INFO, the default (at DEBUG watchdog logs each inotify event, ~16,000 lines per start at 100k from the
+   daemon's own walks of the tree, which slows the start); each start's log is kept in
+   OUT/daemon/runs/restart/logs. After a first start on the copy (not counted), --repeat times: (a) a
+   start after a clean stop (SIGTERM, exit 0 checked); kill -9 of that daemon once it has been ready and
+   idle for max(3 s, status_interval) + 1 s (the process alone, as the OOM killer would; children it
+   leaves behind then by pid); (b) the start after that kill -9; a clean stop. One more start under
+   cProfile (main thread, its overhead included) prints where a start's time goes. (c) 15% of the folders
+   (15% of the photos) are moved out of the root while a daemon runs (a deletion for the daemon; a rename
+   keeps size and mtime, so they are put back afterwards, by a later run too if this one is interrupted);
+   once the daemon has logged "rebuilding the live index" and written the checkpoint after it, a clean
+   stop, then --repeat starts, each after a clean stop, on the compacted index. Each start's log, up to
+   ready + max(3 s, status_interval) (the first turns of its loop, where a compaction would begin), must
+   hold no "rebuilding the live index" and no "checkpoint unusable" line: PASS/FAIL "restart costs a
+   load, not a rebuild" (starts (a) and (b) are checked the same way). A rebuild there starts after
+   "idle", so start-to-ready alone would not show it; the daemon of 0a2609b^ fails this check.
 """
 
 from __future__ import annotations
@@ -77,7 +102,9 @@ import numpy as np
 
 from chromatica_watch import config as config_mod
 from chromatica_watch.client import request
+from chromatica_watch.errors import ChromaticaError, DaemonNotRunning
 from chromatica_watch.image import has_image_extension
+from chromatica_watch.query import color_query_histogram, parse_colors
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLI = bb.CLI
@@ -88,6 +115,7 @@ TARGET_RECONCILE_S = 3.0
 TARGET_IMAGE_OPENS = 0
 TARGET_IDLE_CPU_S_PER_MIN = 0.6  # "~0": at most 1% of one core
 TARGET_RSS_MARGIN_MB = 200.0
+TARGET_RESTART_S = 5.0  # start-to-ready at 100k, median of --repeat, after a clean stop / kill -9 / compaction
 TREE_VERSION = 1
 MB = 1024 * 1024
 
@@ -171,6 +199,7 @@ class DaemonRun:
     workers: int
     runtime_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cwb-", dir="/tmp")))
     proc: subprocess.Popen[bytes] | None = None
+    popen_at: float = 0.0  # time.perf_counter() just before the last start's Popen
 
     def __post_init__(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -196,6 +225,7 @@ class DaemonRun:
     def start(self, prefix: Sequence[str] = ()) -> None:
         shutil.rmtree(self.state_dir, ignore_errors=True)  # a fresh log and status.json per start
         with (self.workdir / "stderr.log").open("ab") as log:
+            self.popen_at = time.perf_counter()
             self.proc = subprocess.Popen([*prefix, CLI, "run", "--config", str(self.config)], stdout=log,
                                          stderr=log, env=clean_env())
 
@@ -733,9 +763,342 @@ def bench_idle(daemon: DaemonRun, index: Path, seconds: float, label: str, summa
 
 
 # ---------------------------------------------------------------------------------------------------
+# 5. Restart: start-to-ready after a clean stop, after kill -9, after a compaction
+# ---------------------------------------------------------------------------------------------------
+REBUILD_LINES = ("rebuilding the live index", "checkpoint unusable")
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
+PROFILE_FUNCTIONS = ("run", "lock", "open", "open_catalog", "open_live_index", "load_checkpoint", "add_from",
+                     "mark_deleted", "deleted_ids", "counts", "start_server", "check_roots", "watch",
+                     "reconcile_all", "_reconcile", "scan", "live_under", "diff", "publish_counts")
+
+
+@dataclass
+class Start:
+    kind: str  # "clean stop", "kill -9", "after compaction"
+    status_file_s: float | None  # Popen -> status.json written by the new process (imports, config, locks)
+    socket_s: float  # Popen -> the socket answered a search with results (catalog and index loaded)
+    idle_s: float  # Popen -> the socket's status says idle (startup reconcile done)
+    reconcile_s: float  # the daemon's own "reconciled N files in S s"
+    reconciled: tuple[int, int, int]  # files, read, gone
+    daemon_cpu_s: float  # CPU of the daemon's processes from Popen to ready
+    others: float
+    rebuilt: list[str]  # lines of this start's log (until ready + grace) that name a rebuild
+    log: str
+
+    @property
+    def ready_s(self) -> float:
+        return max(self.socket_s, self.idle_s)
+
+
+def log_lines(path: Path) -> list[tuple[float, str, str]]:
+    """(wall time, level, message) of each line of a daemon log (its asctime format, local time)."""
+    import datetime
+
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = LOG_LINE.match(line)
+        if m:
+            when = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.append((when, m[2], f"{m[3]}: {m[4]}"))
+    return out
+
+
+def kill9(daemon: DaemonRun) -> None:
+    """SIGKILL to the daemon's process alone (as the OOM killer or a power cut would end it); then any
+    child it leaves behind (orphaned workers, by pid) so that nothing of it runs on."""
+    import psutil
+
+    assert daemon.proc is not None
+    try:
+        children = psutil.Process(daemon.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(timeout=30)
+    for child in children:
+        try:
+            child.wait(timeout=5)  # a worker notices its parent is gone
+        except psutil.TimeoutExpired:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    daemon.proc = None
+
+
+def clean_stop(daemon: DaemonRun) -> tuple[int, float]:
+    """SIGTERM; (exit code, seconds until the process ended)."""
+    assert daemon.proc is not None
+    started = time.perf_counter()
+    os.kill(daemon.proc.pid, signal.SIGTERM)
+    rc = daemon.proc.wait(timeout=120)
+    daemon.proc = None
+    return rc, time.perf_counter() - started
+
+
+def timed_start(daemon: DaemonRun, kind: str, query: list[float], poll: float, keep: Path,
+                grace: float, timeout: float = 600.0) -> Start:
+    """Start the daemon and poll until ready: a search over its socket answered with results AND its
+    status (over the socket) idle. Then `grace` seconds more (the first turns of its loop, where a
+    compaction would start) before its log is kept and read."""
+    daemon.start()
+    assert daemon.proc is not None
+    t0 = daemon.popen_at
+    tree_cpu = process_tree_cpu(daemon.proc.pid)
+    load = OutsideLoad(tree_cpu)
+    file_s = socket_s = idle_s = None
+    last: Any = None
+    while socket_s is None or idle_s is None:
+        if not daemon.alive():
+            raise RuntimeError(f"{daemon.name}: daemon exited; see {daemon.workdir / 'stderr.log'}")
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{daemon.name}: not ready within {timeout} s (last answer {last}); "
+                               f"see {daemon.log_file}")
+        if file_s is None and daemon.status_json().get("pid") == daemon.proc.pid:
+            file_s = time.perf_counter() - t0
+        try:
+            if socket_s is None:
+                last = request(daemon.cfg.socket_path, {"op": "search", "histogram": query, "k": 10}, timeout=60.0)
+                if last.get("results"):
+                    socket_s = time.perf_counter() - t0
+            if socket_s is not None:
+                last = request(daemon.cfg.socket_path, {"op": "status"}, timeout=60.0)["status"]
+                if last.get("state") == "idle":
+                    idle_s = time.perf_counter() - t0
+        except (DaemonNotRunning, OSError, ChromaticaError) as exc:
+            last = exc
+        if socket_s is None or idle_s is None:
+            time.sleep(poll)
+    cpu_s = tree_cpu()
+    time.sleep(grace)
+    others = load.cores()
+    shutil.copyfile(daemon.log_file, keep)
+    rebuilt = [msg for _, _, msg in log_lines(keep) if any(s in msg for s in REBUILD_LINES)]
+    files, seconds, _, read, gone = reconcile_line(daemon)
+    return Start(kind, file_s, socket_s, idle_s, seconds,
+                 (files, read, gone), round(cpu_s, 3), others, rebuilt, str(keep))
+
+
+def profiled_start(daemon: DaemonRun, out: Path, query: list[float], poll: float) -> list[tuple[str, float, int]]:
+    """One more start under cProfile (main thread only, its overhead included): cumulative seconds of the
+    start-path functions of the package, up to idle. Diagnostic; not a checked figure."""
+    import pstats
+
+    prof = out / "restart-start.prof"
+    prof.unlink(missing_ok=True)
+    daemon.start(prefix=(sys.executable, "-m", "cProfile", "-o", str(prof)))
+    try:
+        t0 = daemon.popen_at
+        while True:
+            if not daemon.alive():
+                raise RuntimeError(f"{daemon.name}: profiled daemon exited; see {daemon.workdir / 'stderr.log'}")
+            if time.perf_counter() - t0 > 600:
+                raise RuntimeError(f"{daemon.name}: profiled daemon not idle within 600 s")
+            try:
+                if request(daemon.cfg.socket_path, {"op": "status"}, timeout=60.0)["status"].get("state") == "idle":
+                    break
+            except (DaemonNotRunning, OSError, ChromaticaError):
+                pass
+            time.sleep(poll)
+    finally:
+        if daemon.alive():
+            clean_stop(daemon)
+    stats = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+    rows: dict[str, tuple[float, int]] = {}
+    for (filename, _line, name), (_cc, calls, _tt, cumulative, _callers) in stats.items():
+        if "chromatica_watch" not in filename or name not in PROFILE_FUNCTIONS:
+            continue
+        label = f"{Path(filename).stem}.{name}"
+        seconds, n = rows.get(label, (0.0, 0))
+        rows[label] = (seconds + cumulative, n + calls)
+    imports = sum(cum for (filename, _l, name), (_c, _n, _t, cum, _cl) in stats.items()
+                  if name == "<module>" and "chromatica_watch/cli.py" in filename)
+    result = [(label, s, n) for label, (s, n) in rows.items()]
+    if imports:
+        result.append(("import chromatica_watch.cli (and what it imports)", imports, 1))
+    return sorted(result, key=lambda r: -r[1])
+
+
+def restore_held(tree: Path, holding: Path) -> int:
+    """Move the folders set aside by a (possibly interrupted) compaction run back into the cached tree."""
+    moved = 0
+    if holding.is_dir():
+        for d in sorted(holding.iterdir()):
+            if d.is_dir() and not (tree / d.name).exists():
+                os.rename(d, tree / d.name)
+                moved += 1
+        shutil.rmtree(holding, ignore_errors=True)
+    return moved
+
+
+def wait_compacted(daemon: DaemonRun, expect_live: int, moved_at: float,
+                   timeout: float = 900.0) -> tuple[float, float, str]:
+    """Until the daemon has tombstoned the deletions, logged its compaction, and written the checkpoint
+    that follows it. Returns (seconds from the moves until the compaction line, from that line until the
+    checkpoint, the line)."""
+    deadline = time.monotonic() + timeout
+    line: tuple[float, str] | None = None
+    while time.monotonic() < deadline:
+        if not daemon.alive():
+            raise RuntimeError(f"{daemon.name}: daemon exited; see {daemon.workdir / 'stderr.log'}")
+        if line is None:
+            found = [(w, m) for w, _, m in log_lines(daemon.log_file) if "rebuilding the live index" in m]
+            line = found[0] if found else None
+        s = daemon.socket_status()
+        if (line is not None and s["state"] == "idle" and s["counts"]["indexed"] == expect_live
+                and s["counts"]["queued"] == 0 and (s.get("last_checkpoint") or 0) >= line[0]):
+            return line[0] - moved_at, s["last_checkpoint"] - line[0], line[1]
+        time.sleep(0.2)
+    raise RuntimeError(f"{daemon.name}: no compaction and checkpoint within {timeout} s "
+                       f"(compaction line: {line}); see {daemon.log_file}")
+
+
+def start_figures(runs: Sequence[Start]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name in ("ready_s", "socket_s", "idle_s", "status_file_s", "reconcile_s"):
+        values = [float(v) for v in (getattr(s, name) for s in runs) if v is not None]
+        if values:
+            out[name] = {"best": round(min(values), 3), "median": round(percentile(values, 50), 3),
+                         "max": round(max(values), 3)}
+    return out
+
+
+def fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"best {min(values):6.2f}  median {percentile(values, 50):6.2f}  max {max(values):6.2f}"
+
+
+def bench_restart(out: Path, tree: Path, index: Path, workers: int, repeat: int, poll: float,
+                  summary: Summary) -> None:
+    base = out / "daemon" / "runs" / "restart"
+    holding = base / "deleted-folders"
+    if moved := restore_held(tree, holding):
+        print(f"  restored {moved} folders an interrupted run had left in {holding}")
+    n = sum(1 for _ in tree.rglob("*.jpg"))
+    private = base / "index"
+    keep = base / "logs"
+    shutil.rmtree(private, ignore_errors=True)
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    copied = time.perf_counter()
+    shutil.copytree(index, private)
+    faiss_mb = (private / "chromatica_index.faiss").stat().st_size / MB
+    catalog_mb = (private / "chromatica_metadata.db").stat().st_size / MB
+    print(f"  tree: {n} tiny JPEGs in {tree}; a private copy of its index ({faiss_mb:.0f} MB FAISS file, "
+          f"{catalog_mb:.0f} MB catalog) copied in {time.perf_counter() - copied:.1f} s to {private}; "
+          f"files in the page cache (a warm restart)")
+    query = [float(x) for x in color_query_histogram(parse_colors(["#808080"]))]
+    daemon = DaemonRun("restart", [tree], private, base / "work", workers)
+    grace = max(3.0, daemon.cfg.status_interval)
+    starts: list[Start] = []
+    stops: list[tuple[int, float]] = []
+    setup: list[Start] = []
+    counter = iter(range(10_000))
+
+    def start(kind: str) -> Start:
+        s = timed_start(daemon, kind, query, poll, keep / f"{next(counter):02d}-{kind.replace(' ', '_')}.log",
+                        grace)
+        print(f"    {kind:<17}: socket up {s.socket_s:6.2f} s, idle {s.idle_s:6.2f} s -> ready {s.ready_s:6.2f} s "
+              f"(status.json {fmt(s.status_file_s)} s; reconcile {s.reconcile_s:.2f} s of {s.reconciled[0]} files, "
+              f"{s.reconciled[1]} read, {s.reconciled[2]} gone; daemon CPU {s.daemon_cpu_s:.2f} s; "
+              f"others {s.others} cores){'  REBUILT: ' + '; '.join(s.rebuilt) if s.rebuilt else ''}", flush=True)
+        return s
+
+    def stop() -> None:
+        rc, seconds = clean_stop(daemon)
+        stops.append((rc, seconds))
+        if rc != 0:
+            raise RuntimeError(f"{daemon.name}: a clean stop exited {rc}; see {daemon.workdir / 'stderr.log'}")
+
+    try:
+        print("  first start on the copy (not counted), then clean stop:", flush=True)
+        setup.append(start("first start"))
+        stop()
+        print(f"  {repeat} x [start after a clean stop, kill -9 once idle, start after the kill -9, clean stop]:",
+              flush=True)
+        for _ in range(repeat):
+            starts.append(start("clean stop"))
+            time.sleep(1.0)
+            kill9(daemon)
+            starts.append(start("kill -9"))
+            stop()
+
+        print("  start-path profile (cProfile, main thread, one more start; overhead included):", flush=True)
+        profile = profiled_start(daemon, base, query, poll)
+        for label, seconds, calls in profile[:14]:
+            print(f"    {seconds:7.2f} s  {label}  ({calls} calls)")
+
+        folders = sorted(d for d in tree.iterdir() if d.is_dir())
+        chosen = sorted(random.Random(8).sample(folders, max(1, round(len(folders) * 0.15))))
+        deleted = sum(1 for d in chosen for _ in d.glob("*.jpg"))
+        print(f"  compaction: {deleted} of {n} photos ({deleted / n:.0%}, {len(chosen)} folders) deleted while the "
+              f"daemon runs (moved out of the root to {holding}; put back afterwards)", flush=True)
+        setup.append(start("before deletion"))
+        holding.mkdir(parents=True, exist_ok=True)
+        moved_at = time.time()
+        for d in chosen:
+            os.rename(d, holding / d.name)
+        to_line_s, compacted_s, compaction_line = wait_compacted(daemon, n - deleted, moved_at)
+        print(f"    daemon log, {to_line_s:.1f} s after the deletions: {compaction_line!r}; rebuilt and "
+              f"checkpointed {compacted_s:.1f} s later", flush=True)
+        stop()
+        shutil.copyfile(daemon.log_file, keep / "compaction-run.log")
+        for _ in range(repeat):
+            starts.append(start("after compaction"))
+            stop()
+    finally:
+        if daemon.alive():
+            daemon.stop()
+        daemon.cleanup()
+        restored = restore_held(tree, holding)
+        if restored:
+            print(f"  {restored} folders put back into {tree}")
+
+    by_kind = {k: [s for s in starts if s.kind == k] for k in ("clean stop", "kill -9", "after compaction")}
+    print(f"  start-to-ready (Popen until a search is answered and the status is idle), {repeat} each:")
+    for kind, runs in by_kind.items():
+        print(f"    {kind:<17}: ready  {spread([s.ready_s for s in runs])} s")
+        print(f"    {'':<17}  socket {spread([s.socket_s for s in runs])} s")
+        print(f"    {'':<17}  idle   {spread([s.idle_s for s in runs])} s")
+    stop_s = [s for _, s in stops]
+    print(f"  clean stops: {len(stops)}, all exit 0; SIGTERM to exit {spread(stop_s)} s")
+    compaction_rebuilds = [line for s in by_kind["after compaction"] for line in s.rebuilt]
+    other_rebuilds = [line for k in ("clean stop", "kill -9") for s in by_kind[k] for line in s.rebuilt]
+    no_rebuild = not compaction_rebuilds
+    print(f"  restart costs a load, not a rebuild: {'PASS' if no_rebuild else 'FAIL'} "
+          f"({len(by_kind['after compaction'])} starts after a compaction of {deleted} deleted photos, "
+          f"{len(compaction_rebuilds)} rebuild lines in their logs"
+          + (f": {compaction_rebuilds[0]!r}" if compaction_rebuilds else "") + ")")
+    if other_rebuilds:
+        print(f"  WARNING: starts after a clean stop / kill -9 rebuilt: {other_rebuilds[:3]}")
+    for kind, runs in by_kind.items():
+        ready = percentile([s.ready_s for s in runs], 50)
+        label = f"restart after {'compaction' if kind == 'after compaction' else kind}"
+        summary.add(f"{label}: ready (median)", ready, "s", f"<= {TARGET_RESTART_S}", ready <= TARGET_RESTART_S)
+        summary.add(f"{label}: socket up (median)", percentile([s.socket_s for s in runs], 50), "s")
+    summary.add("restart after compaction: rebuild lines", len(compaction_rebuilds), "lines", "== 0", no_rebuild)
+    summary.add("restart, clean stop / kill -9: rebuild lines", len(other_rebuilds), "lines", "== 0",
+                not other_rebuilds)
+    summary.details["restart"] = {
+        "files": n, "faiss_mb": round(faiss_mb, 1), "catalog_mb": round(catalog_mb, 1), "repeat": repeat,
+        "deleted_for_compaction": deleted, "compaction_line": compaction_line,
+        "compaction_line_after_s": round(to_line_s, 2), "compaction_to_checkpoint_s": round(compacted_s, 2),
+        "grace_s": grace,
+        "no_rebuild": no_rebuild, "target_s": TARGET_RESTART_S,
+        "starts": [{**asdict(s), "ready_s": round(s.ready_s, 3)} for s in starts],
+        "setup_starts": [{**asdict(s), "ready_s": round(s.ready_s, 3)} for s in setup],
+        "stops": [{"rc": rc, "seconds": round(sec, 3)} for rc, sec in stops],
+        "profile": [{"function": label, "cumulative_s": round(s, 3), "calls": c} for label, s, c in profile],
+        "summary": {kind: start_figures(runs) for kind, runs in by_kind.items()}}
+    shutil.rmtree(private, ignore_errors=True)  # ~1 GB; the logs of every start stay in `keep`
+
+
+# ---------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------
-SECTIONS = ("latency", "burst", "reconcile", "idle")
+SECTIONS = ("latency", "burst", "reconcile", "idle", "restart")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -745,12 +1108,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-drops", type=int, default=2,
                         help="latency: extra drops, each once the idle daemon has stopped its workers (2)")
     parser.add_argument("--burst", type=int, default=1000, help="12 MP JPEGs dropped at once (1000)")
-    parser.add_argument("--repeat", type=int, default=3, help="burst: build and daemon runs, best of (3)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="burst: build and daemon runs, best of; restart: starts of each kind (3)")
     parser.add_argument("--tree", type=int, default=100_000, help="files in the unchanged tree (100000)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle measurement window (60)")
     parser.add_argument("--workers", type=int, default=0, help="daemon and build workers; 0 = one per core")
     parser.add_argument("--sources", type=int, default=100, help="distinct corpus photos to cycle (100)")
-    parser.add_argument("--poll", type=float, default=0.02, help="latency: status polling interval, s (0.02)")
+    parser.add_argument("--poll", type=float, default=0.02, help="latency, restart: status polling interval, s (0.02)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -823,6 +1187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_reconcile(out, tree, index, args.workers,
                         check_opens="reconcile" in args.sections,
                         idle_seconds=args.idle_seconds if "idle" in args.sections else 0.0, summary=summary)
+
+    if "restart" in args.sections:
+        section(f"5. Restart at {args.tree} files: start-to-ready after a clean stop, after kill -9, after a "
+                f"compaction ({args.repeat} each)")
+        tree, index = built_tree(out, args.tree, args.workers)
+        bench_restart(out, tree, index, args.workers, args.repeat, args.poll, summary)
 
     summary.details["seconds_total"] = round(time.monotonic() - started, 1)
     summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
