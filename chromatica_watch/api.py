@@ -30,10 +30,10 @@ import numpy as np
 from . import config as config_mod
 from .client import request
 from .config import Config
+from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from .errors import DaemonNotRunning, IndexDirBusy, UsageError
-from .image import DEFAULT_MAX_PIXELS
 from .query import color_query_histogram, image_query_histogram, parse_colors
-from .searcher import DEFAULT_K, DEFAULT_K_CANDIDATES, DEFAULT_MAX_DIMENSION, Searcher, open_readonly
+from .searcher import DEFAULT_K, DEFAULT_K_CANDIDATES, Searcher, open_readonly
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,8 @@ def search_index_dir(index_dir: Path, query: np.ndarray, k: int = DEFAULT_K, *,
                      candidates: int = DEFAULT_K_CANDIDATES) -> list[Match]:
     """Search an index directory nobody is writing to, read-only."""
     catalog, live = open_readonly(Path(index_dir), max_dimension)
-    try:
+    with catalog:
         results = Searcher(catalog, live, candidates).search(query, k)
-    finally:
-        catalog.close()
     return [Match.from_json(r.to_json()) for r in results]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import histogram
 from .catalog import Catalog, Changes, Failure
+from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS, worker_count
 from .errors import DatasetError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
@@ -40,8 +41,8 @@ class BuildOptions:
     dataset: Path
     output: Path
     batch_size: int = 100
-    max_dimension: int = 256
-    max_pixels: int = 150_000_000
+    max_dimension: int = DEFAULT_MAX_DIMENSION
+    max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 0  # 0: one per core
     excludes: tuple[str, ...] = ()
 
@@ -78,10 +79,6 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-def _worker_count(requested: int) -> int:
-    return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)))
-
-
 def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildReport:
     started = time.monotonic()
     dataset = opts.dataset.resolve()
@@ -91,7 +88,7 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     ensure_writable(output)
     fp = histogram.fingerprint(opts.max_dimension)
     root = os.fsdecode(dataset)
-    workers = _worker_count(opts.workers)
+    workers = worker_count(opts.workers)
     report = BuildReport(dataset=root, output=str(output), workers=workers, batch_size=opts.batch_size,
                          max_dimension=opts.max_dimension, fingerprint=fp)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from . import config as config_mod
 from .client import ask_status, daemon_available, request
 from .config import Config
+from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from .errors import ChromaticaError, UsageError
 from .status import judge, read_status
 
@@ -140,14 +141,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _failures_without_daemon(cfg: Config) -> list[dict[str, object]]:
     from .catalog import Catalog
     from .histogram import fingerprint
-    from .paths import display_path
+    from .paths import display_key
 
-    catalog = Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), read_only=True)
-    try:
-        return [{"path": display_path(os.path.join(os.fsencode(root), path)), "reason": f.reason,
-                 "attempts": f.attempts, "size": f.size} for (root, path), f in catalog.failed_files().items()]
-    finally:
-        catalog.close()
+    with Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), read_only=True) as catalog:
+        return [{"path": display_key(key), "reason": f.reason, "attempts": f.attempts, "size": f.size}
+                for key, f in catalog.failed_files().items()]
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
@@ -174,11 +172,8 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .histogram import fingerprint
 
-    catalog = Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension))
-    try:
+    with Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension)) as catalog:
         n = catalog.clear_failures()
-    finally:
-        catalog.close()
     print(f"cleared {n} failure record(s); the daemon retries them at its next start")
     return 0
 
@@ -255,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="folder of images to index (recursively)")
     p.add_argument("--output", required=True, help="index directory to create or update")
     p.add_argument("--batch-size", type=int, default=100, help="images per committed batch (default 100)")
-    p.add_argument("--max-dimension", type=int, default=256, help="longest side before histogramming")
-    p.add_argument("--max-pixels", type=int, default=150_000_000, help="refuse images above this many pixels")
+    p.add_argument("--max-dimension", type=int, default=DEFAULT_MAX_DIMENSION, help="longest side before histogramming")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images above this many pixels")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
     p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -18,6 +18,7 @@ from typing import Any
 
 import platformdirs
 
+from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS, worker_count
 from .errors import ConfigError
 
 APP = "chromatica-watch"
@@ -62,8 +63,8 @@ class Config:
     status_interval: float = 5.0
     tombstone_rebuild_ratio: float = 0.10
     workers: int = 0
-    max_dimension: int = 256
-    max_pixels: int = 150_000_000
+    max_dimension: int = DEFAULT_MAX_DIMENSION
+    max_pixels: int = DEFAULT_MAX_PIXELS
     watcher: str = "auto"
     tcp_port: int = 0
     search_candidates: int = 200
@@ -87,7 +88,7 @@ class Config:
 
     @property
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else max(1, len(os.sched_getaffinity(0)))
+        return worker_count(self.workers)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -60,7 +60,7 @@ from .scan import ScanProblem, scan
 from .searcher import Result, Searcher
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
-from .status import StatusReporter
+from .status import State, StatusReporter
 from .watcher import Watcher
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class Daemon:
         self.reporter.alert(message)
 
     def close(self) -> None:
-        self.set_state("stopping")
+        self.set_state(State.STOPPING)
         self.notifier.stopping()
         if self._server is not None:
             self._server.stop()
@@ -276,7 +276,7 @@ class Daemon:
     def run(self) -> int:
         self.lock()
         self.reporter.start()
-        final = "failed"
+        final = State.FAILED
         reason: str | None = "internal error"
         try:
             self.start_server()  # status answers from now on; searches once the index is open
@@ -284,15 +284,15 @@ class Daemon:
             self.check_roots(initial=True)
             self.guarded(self.reconcile_all)
             self.schedule_rescan()
-            self.set_state("idle")
+            self.set_state(State.IDLE)
             self.notifier.ready()
             logger.info("watching %s; %d images indexed", ", ".join(self.cfg.roots),
                         self.catalog.counts()["live"])
             while not self.stop_event.is_set():
                 self.guarded(self.step)
-            final, reason = "stopped", None
+            final, reason = State.STOPPED, None
         except ShuttingDown:
-            final, reason = "stopped", None
+            final, reason = State.STOPPED, None
         except ChromaticaError as exc:
             reason = str(exc)
             raise
@@ -349,7 +349,7 @@ class Daemon:
 
     def replace_damaged_catalog(self, exc: CatalogDamaged) -> None:
         self.workers.close()
-        self.set_state("reconciling")  # published before the set-aside: no status shows old counts as current
+        self.set_state(State.RECONCILING)  # published before the set-aside: no status shows old counts as current
         with self.index_lock:  # no search may use the old catalog while it is replaced
             self.close_damaged_catalog()
             self.set_damaged_catalog_aside(exc)
@@ -378,15 +378,15 @@ class Daemon:
         self.batcher.poll(now)
         keys = self.batcher.take_batch(now, limit=STREAM_BATCHES * self.cfg.batch_size)
         if keys:
-            self.set_state("indexing")
+            self.set_state(State.INDEXING)
             try:
                 self.index_keys(keys)
             except StorageError:
                 for key in keys:
                     self.batcher.note(key, now)  # kept queued for when writing works again
                 raise
-        if not len(self.batcher) and self.state == "indexing":
-            self.set_state("idle")  # now, so that status.json shows the batch as soon as it is committed
+        if not len(self.batcher) and self.state is State.INDEXING:
+            self.set_state(State.IDLE)  # now, so that status.json shows the batch as soon as it is committed
         self.periodic(self.clock())
 
     def periodic(self, now: float) -> None:
@@ -567,11 +567,11 @@ class Daemon:
 
     def reconcile(self, root: str) -> None:
         previous = self.state
-        self.set_state("reconciling")
+        self.set_state(State.RECONCILING)
         try:
             self._reconcile(root)
         finally:
-            self.set_state("idle" if previous in ("starting", "reconciling", "idle") else previous)
+            self.set_state(State.IDLE if previous in (State.STARTING, State.RECONCILING, State.IDLE) else previous)
 
     def _reconcile(self, root: str, under: bytes = b"") -> None:
         """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference."""
@@ -761,10 +761,10 @@ class Daemon:
 
     # -- status ----------------------------------------------------------------------------------
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         return self.reporter.state
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: State) -> None:
         if state != self.reporter.state:
             self.reporter.set_state(state)
             self.publish_counts(write=True)
@@ -787,7 +787,7 @@ class Daemon:
             watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {},
             unwatched={root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
                        for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {})
-        if write or self.state == "idle":
+        if write or self.state is State.IDLE:
             self.reporter.publish()  # at once: status.json shows a committed batch without waiting
 
     def status(self) -> dict[str, Any]:

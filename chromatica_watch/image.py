@@ -27,6 +27,7 @@ import xxhash
 from PIL import Image, UnidentifiedImageError
 
 from . import histogram
+from .defaults import DEFAULT_MAX_PIXELS
 from .errors import ImageError
 from .filetypes import (  # noqa: F401 - re-exported: the decoder's callers name them here too
     BROKEN_SYMLINK,
@@ -41,7 +42,6 @@ from .filetypes import (  # noqa: F401 - re-exported: the decoder's callers name
 # We enforce our own, configurable pixel limit right after reading the header (see _probe).
 Image.MAX_IMAGE_PIXELS = None
 
-DEFAULT_MAX_PIXELS = 150_000_000
 
 
 def quiet_decoder_logging() -> None:

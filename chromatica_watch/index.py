@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from .defaults import available_cores
 from .fsutil import atomic_write, remove_stale_temps
 from .histogram import TOTAL_BINS, hellinger
 
@@ -228,7 +228,7 @@ def configure_threads(threads: int) -> None:
 
 
 def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return available_cores()
 
 
 __all__ = ["CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "load_checkpoint",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import histogram, image
+from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from .errors import ImageError, UsageError
 from .paths import display_path
 
@@ -123,8 +124,8 @@ def color_query_histogram(colors: Sequence[ColorWeight]) -> np.ndarray:
         raise UsageError("bad weights: all weights are zero") from None
 
 
-def image_query_histogram(path: str, max_dimension: int = 256,
-                          max_pixels: int = image.DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_query_histogram(path: str, max_dimension: int = DEFAULT_MAX_DIMENSION,
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The histogram of an example image, computed as the index computes it (same `max_dimension`).
 
     A symbolic link is followed (the user named this file), but only a regular file is read: a FIFO or a

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import histogram, rerank
+from .defaults import DEFAULT_MAX_DIMENSION
 from .errors import UsageError
 from .paths import display_path
 
@@ -36,7 +37,6 @@ DOMINANT_COLORS = 5
 # similarity = exp(-score / SIMILARITY_SCALE): 1 for the same colours, 1/e when every bit of colour
 # must move 20 delta E on average (clearly different), ~0.05 at 60.
 SIMILARITY_SCALE = 20.0
-DEFAULT_MAX_DIMENSION = 256
 
 Row = tuple[str, bytes, bool]  # (root, path, live)
 

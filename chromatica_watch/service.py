@@ -8,7 +8,6 @@ rewrites them).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pwd
@@ -16,13 +15,13 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ChromaticaError, UsageError
+from .fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -344,22 +343,6 @@ def _instance_user(user: str | None, env: Mapping[str, str]) -> str:
     return user
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def install_service(system: bool = False, dry_run: bool = False, *,
                     exec_start: str | Sequence[str] | None = None,
                     config_path: str | os.PathLike[str] | None = None,
@@ -389,7 +372,8 @@ def install_service(system: bool = False, dry_run: bool = False, *,
         commands = ("systemctl --user daemon-reload", f"systemctl --user enable --now {unit_name}")
     if not dry_run:
         try:
-            _write_atomic(path, text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, text.encode())
         except OSError as exc:
             hint = "; run it with sudo, or use --dry-run to see the unit" if system else ""
             raise ChromaticaError(f"cannot write {path}: {exc.strerror or exc}{hint}") from exc

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,8 +24,23 @@ from .fsutil import atomic_write
 
 logger = logging.getLogger(__name__)
 
-HEALTHY_STATES = ("starting", "reconciling", "indexing", "idle")
-BUSY_STATES = ("starting", "reconciling", "indexing")
+
+
+class State(StrEnum):
+    """What the daemon is doing, as status.json and `status` say it."""
+
+    STARTING = "starting"
+    RECONCILING = "reconciling"  # comparing a folder with the catalog
+    INDEXING = "indexing"
+    IDLE = "idle"
+    DEGRADED = "degraded"  # running, but not doing its whole job (reason in degraded_reason)
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # ended cleanly
+    FAILED = "failed"  # ended on an error (reason in degraded_reason)
+
+
+HEALTHY_STATES = (State.STARTING, State.RECONCILING, State.INDEXING, State.IDLE)
+BUSY_STATES = (State.STARTING, State.RECONCILING, State.INDEXING)
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING = 0, 1, 3
 RECENT_FAILURES = 20
 RATE_WINDOW_S = 60.0
@@ -77,7 +93,7 @@ class StatusReporter:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # the reporter's thread and the indexer both publish
         self._fields: dict[str, Any] = {
-            "state": "starting", "pid": os.getpid(), "started_at": wall(), "counts": {}, "queued": 0,
+            "state": State.STARTING, "pid": os.getpid(), "started_at": wall(), "counts": {}, "queued": 0,
             "last_checkpoint": None, "last_full_scan": None, "degraded_reason": None, "alerts": [],
             "roots": [], "watcher_mode": {}, "unwatched": {}, **base}
         self._failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
@@ -94,7 +110,7 @@ class StatusReporter:
         with self._lock:
             self._last_beat = self._clock()
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: State) -> None:
         with self._lock:
             changed = self._fields["state"] != state
             self._fields["state"] = state
@@ -103,9 +119,9 @@ class StatusReporter:
             self._changed.set()
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         with self._lock:
-            return str(self._fields["state"])
+            return State(self._fields["state"])
 
     def update(self, **fields: Any) -> None:
         with self._lock:
@@ -148,8 +164,8 @@ class StatusReporter:
             fields["degraded_reason"] = (f"the indexer has not moved for {stalled:.0f} s with work queued "
                                          "(stuck; systemd's watchdog will restart it)")
         state = fields["state"]
-        if fields["degraded_reason"] and state in ("idle", "indexing", "reconciling"):
-            state = "degraded"
+        if fields["degraded_reason"] and state in (State.IDLE, State.INDEXING, State.RECONCILING):
+            state = State.DEGRADED
         return {**fields, "state": state, "counts": counts, "updated_at": self._wall(),
                 "throughput_per_s": round(rate, 2),
                 "eta_seconds": round(queued / rate, 1) if rate > 0 and queued else None,
@@ -161,7 +177,7 @@ class StatusReporter:
         self._thread = threading.Thread(target=self._loop, name="status-reporter", daemon=True)
         self._thread.start()
 
-    def stop(self, final_state: str, reason: str | None = None) -> None:
+    def stop(self, final_state: State, reason: str | None = None) -> None:
         """Stop the thread and write the last word: `stopped` (clean) or `failed` with the reason."""
         self._stop.set()
         self._changed.set()
@@ -243,9 +259,9 @@ def judge(live: dict[str, Any] | None, live_problem: str | None, saved: dict[str
     if saved is None:
         return EXIT_NOT_RUNNING, f"not running ({saved_problem or 'no status file'})"
     state = saved.get("state", "?")
-    if state == "stopped":
+    if state == State.STOPPED:
         return EXIT_NOT_RUNNING, f"not running (stopped cleanly at {_when(saved.get('stopped_at'))})"
-    if state == "failed":
+    if state == State.FAILED:
         return EXIT_NOT_RUNNING, (f"not running: it stopped on an error at {_when(saved.get('stopped_at'))}: "
                                   f"{saved.get('degraded_reason') or 'see the log'}")
     return EXIT_NOT_RUNNING, (f"not running: it ended unexpectedly (killed or crashed) while {state}; "

@@ -122,6 +122,17 @@ def test_validate_fails_on_corrupted_index(tmp_path: Path, photos_dir: Path) -> 
     assert proc.returncode == 1 and "[FAIL] index checksum" in proc.stdout
 
 
+def test_validate_reports_a_checkpoint_of_other_histogram_settings(tmp_path: Path, photos_dir: Path) -> None:
+    run_cli("build", "--dataset", str(photos_dir), "--output", str(tmp_path / "i"), "-q", check=True)
+    manifest = tmp_path / "i" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["fingerprint"] = "0123456789abcdef"  # a checkpoint written with other histogram settings
+    manifest.write_text(json.dumps(data))
+    proc = run_cli("validate", str(tmp_path / "i"))
+    assert proc.returncode == 1
+    assert "[ok] catalog opens" in proc.stdout and "[FAIL] fingerprint" in proc.stdout, proc.stdout
+
+
 def test_second_build_is_a_delta_and_recognises_moves(tmp_path: Path, photos_dir: Path) -> None:
     out = tmp_path / "i"
     run_cli("build", "--dataset", str(photos_dir), "--output", str(out), "-q", check=True)

@@ -194,3 +194,15 @@ def test_recovery_reports_progress_for_each_chunk_it_adds(tmp_path: Path) -> Non
     assert caught.ntotal == 8
     assert recovery.caught_up == 3 and beats == [1, 2]
     cat.close()
+
+
+def test_live_under_selects_a_folder_exactly_with_odd_bytes(tmp_path: Path) -> None:
+    cat = Catalog.open(tmp_path, FP)
+    paths = [b"a/b/x.jpg", b"a/b/c/y.jpg", b"a/b0/z.jpg", b"a/b.jpg", b"a/bc/q.jpg", b"a/b/\xff\xfe.jpg", b"a/a.jpg",
+             b"b/b/x.jpg"]
+    hist = random_hists(1)[0]
+    cat.apply(Changes(added=[NewImage("/root", p, 1, 1, "h", 1, 1, hist) for p in paths]))
+    cat.apply(Changes(added=[NewImage("/other", b"a/b/x.jpg", 1, 1, "h", 1, 1, hist)]))
+    assert sorted(cat.live_under("/root", b"a/b")) == [b"a/b/c/y.jpg", b"a/b/x.jpg", b"a/b/\xff\xfe.jpg"]
+    assert set(cat.live_under("/root", b".")) == set(paths)
+    cat.close()

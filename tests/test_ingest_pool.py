@@ -50,3 +50,29 @@ def test_should_stop_returns_while_a_worker_hangs_and_close_kills_it(tmp_path: P
     assert all(not isinstance(r, Indexed) or r.task.path == b"z.png" for r in results)
     assert returned < 10, f"run() took {returned:.1f} s to honour should_stop"
     assert closed < 20, f"close(cancel=True) took {closed - returned:.1f} s with hung workers"
+
+
+def test_the_pool_manager_starts_on_demand_stops_when_idle_and_keeps_its_settings() -> None:
+    import multiprocessing
+
+    from chromatica_watch.ingest import PoolManager, PoolSettings
+
+    now = [0.0]
+    manager = PoolManager(PoolSettings(1, 64, 1_000_000, 5.0), clock=lambda: now[0], idle_after=30.0)
+    try:
+        assert manager.current is None and not manager.stop_if_idle(has_work=False)
+        pool = manager.get(warm=True)
+        assert [p.name for p in multiprocessing.active_children()] == ["pebble_pool_worker"]
+        assert (pool.workers, pool.max_dimension, pool.max_pixels, pool.file_timeout) == (1, 64, 1_000_000, 5.0)
+        assert manager.get() is pool  # one pool while it runs
+        now[0] += 29
+        assert not manager.stop_if_idle(has_work=False)  # recently used
+        now[0] += 2
+        assert not manager.stop_if_idle(has_work=True)  # files queued: keep the workers
+        assert manager.stop_if_idle(has_work=False) and manager.current is None
+        assert not [p for p in multiprocessing.active_children() if p.name == "pebble_pool_worker"]
+        assert manager.get() is not pool  # started again, with the same settings
+        assert manager.get().max_dimension == 64
+    finally:
+        manager.close()
+    assert manager.current is None

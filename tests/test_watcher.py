@@ -3,6 +3,7 @@ inotify watch; it alone is left to scans, named with its real cause, and the res
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -228,3 +229,24 @@ def test_a_watcher_never_started_stops_its_threads(root: Path) -> None:
     w.stop()
     w.stop()  # twice is harmless
     assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+def test_inotify_is_asked_for_changes_only_not_opens_or_reads(root: Path,
+                                                             watcher: tuple[Watcher, queue.Queue[FsEvent]]) -> None:
+    """The workers reading a photo and the scanner listing folders (opens, closes without a write) must
+    not wake the watcher's thread: no watch asks the kernel for IN_OPEN or IN_CLOSE_NOWRITE."""
+    in_open, in_close_nowrite, in_close_write = 0x20, 0x10, 0x08
+    w, events = watcher
+    w.watch(str(root))
+    masks = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/self/fdinfo/{fd}") as info:
+                    masks += [int(line.split("mask:")[1].split()[0], 16) for line in info if "inotify wd:" in line]
+    assert len(masks) >= 2  # the root and trip/
+    assert all(m & (in_open | in_close_nowrite) == 0 for m in masks), [hex(m) for m in masks]
+    assert all(m & in_close_write for m in masks)  # a writer closing its file is still heard
+    write_rgb(root / "trip" / "marker.png", solid((1, 2, 3)))
+    seen: list[FsEvent] = []
+    wait_until(lambda: _seen(events, seen, FsEvent("changed", str(root), b"trip/marker.png")), timeout=10)
