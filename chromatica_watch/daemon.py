@@ -8,7 +8,6 @@ set flags that the loop checks: SIGTERM/SIGINT stop, SIGHUP reloads the config.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import logging.handlers
 import os
@@ -32,35 +31,32 @@ import numpy as np
 from . import __version__, histogram
 from . import config as config_mod
 from .batcher import Batcher
-from .catalog import Catalog, quarantine
+from .catalog import Catalog
 from .config import Config
 from .errors import CatalogDamaged, ChromaticaError, ConfigError, DaemonAlreadyRunning, IndexDirError, StorageError
 from .events import (
     EventKind,
-    Facts,
     Forget,
     ForgetFolder,
     FsEvent,
     Offline,
     Settle,
     Walk,
-    needs,
     plan_events,
-    same_stat,
-    stats_needed,
 )
 from .fsutil import is_storage_error, lock_directory
-from .index import LiveIndex, rebuild
-from .indexdir import discard_checkpoint, ensure_writable, open_live_index
+from .index import LiveIndex
+from .indexdir import ensure_writable
 from .ingest import IngestPool, PoolManager, PoolSettings, Task
-from .paths import Key, absolute_key, display_key, display_path, is_under, stat_file
-from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_delta, plan_keys
+from .paths import Key, display_key, display_path
+from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
+from .reconciler import Reconciler
 from .records import Changes, Failure
-from .scan import ScanProblem, scan
 from .searcher import Result, Searcher
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
 from .status import State, StatusReporter
+from .store import Store
 from .watcher import Watcher
 
 logger = logging.getLogger(__name__)
@@ -149,7 +145,7 @@ class Daemon:
     which hands it every collaborator."""
 
     def __init__(self, cfg: Config, config_path: Path | None, *, clock: Clock, notifier: SystemdNotifier,
-                 reporter: StatusReporter, batcher: Batcher, workers: PoolManager,
+                 reporter: StatusReporter, batcher: Batcher, workers: PoolManager, store: Store,
                  events: queue.Queue[FsEvent], make_watcher: Callable[[Config], Watcher],
                  make_server: Callable[[Service], SearchServer]) -> None:
         self.cfg = cfg
@@ -159,18 +155,15 @@ class Daemon:
         self.reporter = reporter
         self.batcher = batcher
         self.workers = workers
+        self.store = store
         self.events = events
         self.make_watcher = make_watcher
         self.make_server = make_server
-        self.fingerprint = histogram.fingerprint(workers.settings.max_dimension)
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.online: dict[str, bool] = {}
         self.root_problems: dict[str, str] = {}  # root -> why it is offline
-        self.index_lock = threading.Lock()  # guards swapping self.live and self.catalog (rebuilds, damage)
-        self.catalog: Catalog
-        self.live: LiveIndex
         self.watcher: Watcher
         self.in_flight = 0
         self.storage = Backoff()
@@ -183,6 +176,9 @@ class Daemon:
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._server: SearchServer | None = None
+        # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
+        self.reconciler = Reconciler(store, batcher, self.ingest, clock, self.stop_event.is_set, cfg.excludes,
+                                     cfg.settle_seconds)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -207,45 +203,26 @@ class Daemon:
             raise IndexDirError(f"cannot create {self.cfg.runtime_dir}: {exc.strerror}") from exc
         while True:  # a full disk at startup: wait, degraded, instead of exiting into a restart loop
             try:
-                self.open_catalog()
+                rebuilt, damage = self.store.open()
                 break
             except StorageError as exc:
                 self.storage_failed(str(exc))
                 self.wait_for_storage()
+        if damage:
+            self.reporter.alert(damage)
+        if rebuilt:
+            self.checkpoint()
+        self.publish_counts()
         self.watcher = self.make_watcher(self.cfg)
         self.watcher.start()
 
-    def open_catalog(self) -> None:
-        """The catalog and the live index. A catalog that does not read back is set aside (never
-        deleted) and a new one started: the folder is the truth, and is indexed again."""
-        index_dir = Path(self.cfg.index_dir)
-        try:
-            self.catalog = Catalog.open(index_dir, self.fingerprint)
-            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint, self.reporter.beat)
-        except CatalogDamaged as exc:
-            self.close_damaged_catalog()
-            self.set_damaged_catalog_aside(exc)
-            self.catalog = Catalog.open(index_dir, self.fingerprint)
-            self.live, recovery = open_live_index(index_dir, self.catalog, self.fingerprint, self.reporter.beat)
-        if recovery.rebuilt_reason:
-            self.checkpoint()
-        self.publish_counts()
+    @property
+    def catalog(self) -> Catalog:
+        return self.store.catalog
 
-    def close_damaged_catalog(self) -> None:
-        if hasattr(self, "catalog"):
-            try:
-                self.catalog.close()
-            except ChromaticaError:
-                pass  # it is damaged: closing it may fail too
-            del self.catalog
-
-    def set_damaged_catalog_aside(self, exc: CatalogDamaged) -> None:
-        kept = quarantine(Path(self.cfg.index_dir), datetime.datetime.now())
-        discard_checkpoint(Path(self.cfg.index_dir))  # its ids belonged to the damaged catalog
-        message = (f"the catalog was damaged ({exc.reason}); it is kept as {kept} and the folder is being "
-                   "indexed again")
-        logger.error("%s", message)
-        self.reporter.alert(message)
+    @property
+    def live(self) -> LiveIndex:
+        return self.store.live
 
     def close(self) -> None:
         self.set_state(State.STOPPING)
@@ -255,11 +232,11 @@ class Daemon:
         if hasattr(self, "watcher"):
             self.watcher.stop()
         self.workers.close()  # a stop does not wait for a slow or hung file
-        if hasattr(self, "catalog"):
+        if self.store.is_open:
             if self.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
                 self.checkpoint()
             self.publish_counts()
-            self.catalog.close()
+            self.store.close()
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -350,10 +327,8 @@ class Daemon:
     def replace_damaged_catalog(self, exc: CatalogDamaged) -> None:
         self.workers.close()
         self.set_state(State.RECONCILING)  # published before the set-aside: no status shows old counts as current
-        with self.index_lock:  # no search may use the old catalog while it is replaced
-            self.close_damaged_catalog()
-            self.set_damaged_catalog_aside(exc)
-            self.open_catalog()
+        self.reporter.alert(self.store.replace_damaged(exc))
+        self.publish_counts()
         self.reconcile_all()
 
     # -- the loop --------------------------------------------------------------------------------
@@ -448,7 +423,7 @@ class Daemon:
 
     def handle_events(self, events: list[FsEvent]) -> None:
         """Gather what the rules need, let `events.plan_events` decide, carry out its plan."""
-        plan = plan_events(events, self.gather_facts(events))
+        plan = plan_events(events, self.reconciler.facts(events))
         now = self.clock()
         for action in plan.actions:
             if isinstance(action, Settle):
@@ -458,38 +433,11 @@ class Daemon:
             elif isinstance(action, ForgetFolder):
                 self.batcher.forget_prefix(action.root, action.folder)
             elif isinstance(action, Walk):
-                self._note_subtree(action.root, action.folder, now)
+                self.reconciler.walk_new_folder(action.root, action.folder)
             elif isinstance(action, Offline):
                 self.mark_offline(action.root)
         if plan.changes:
             self.commit_direct(plan.changes)
-
-    def gather_facts(self, events: list[FsEvent]) -> Facts:
-        need = needs(events)
-        folders = {f: self.catalog.live_under(*f) for f in need.folders}
-        failed_in_root = {root: list(self.catalog.failed_files(root)) for root, _ in need.folders}
-        return Facts(
-            rows=self.catalog.lookup(need.keys),
-            folders=folders,
-            failed={(root, folder): [p for _, p in failed_in_root[root] if is_under(p, folder)]
-                    for root, folder in need.folders},
-            stats={key: stat_file(absolute_key(key)) for key in stats_needed(events, folders)},
-            present_roots=frozenset(r for r in need.roots if os.path.isdir(r)))
-
-    def _note_subtree(self, root: str, rel: bytes, now: float) -> None:
-        """A folder appeared (created or moved in): queue its files, and record what cannot be indexed
-        there exactly as a full scan would (the same walk, under the same rules)."""
-        try:
-            files, problems = scan(root, self.cfg.excludes, under=rel)
-        except OSError:
-            return
-        keys = [(root, p) for p in files]
-        known = self.catalog.lookup(keys)
-        for key, f in zip(keys, files.values(), strict=True):
-            if not same_stat(known.get(key), f):
-                self.batcher.note(key, now)
-        if problems:
-            self.record_scan_problems(root, problems, self.catalog.failed_files(root))
 
     # -- indexing --------------------------------------------------------------------------------
     def index_keys(self, keys: list[Key]) -> None:
@@ -526,12 +474,10 @@ class Daemon:
         return self.workers.get(warm)
 
     def committer(self) -> Committer:
-        return Committer(self.catalog, self.live)
+        return self.store.committer()
 
     def commit_direct(self, changes: Changes) -> None:
-        self.catalog.apply(changes)
-        if changes.tombstoned:
-            self.live.mark_deleted(changes.tombstoned)
+        self.store.commit(changes)
 
     def after_commit(self, outcome: Outcome) -> None:
         now = self.clock()
@@ -562,7 +508,7 @@ class Daemon:
         for root, folders in list(self.watcher.unwatched.items()):
             if self.online.get(root):
                 for rel, _reason in folders:
-                    self._reconcile(root, under=rel)
+                    self._reconcile(root, rel)
         self._next_unwatched_scan = self.clock() + SCAN_FALLBACK_INTERVAL_S
 
     def reconcile(self, root: str) -> None:
@@ -574,50 +520,11 @@ class Daemon:
             self.set_state(State.IDLE if previous in (State.STARTING, State.RECONCILING, State.IDLE) else previous)
 
     def _reconcile(self, root: str, under: bytes = b"") -> None:
-        """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference."""
-        started = time.monotonic()
         try:
-            disk, problems = scan(root, self.cfg.excludes, under=under)
+            self.reconciler.reconcile(root, under)
         except OSError as exc:
             logger.error("cannot scan %s: %s; treating it as offline", root, exc.strerror)
             self.mark_offline(root, f"cannot be read: {exc.strerror}")
-            return
-        plan = plan_delta(self.catalog, root, disk, time.time_ns(), under)
-        delta = plan.delta
-        settle_ns = int(self.cfg.settle_seconds * 1e9)
-        now_ns, now = time.time_ns(), self.clock()
-        settled = []
-        for p in delta.to_ingest:
-            if now_ns - disk[p].mtime_ns < settle_ns:
-                self.batcher.note((root, p), now)  # still being written, perhaps: let it settle
-            else:
-                settled.append(p)
-        tasks = plan.tasks(settled)
-        if tasks:
-            logger.info("%s: %d files to read (%d new, %d changed), %d gone", root, len(tasks), len(delta.new),
-                        len(delta.changed), len(delta.vanished))
-        outcome = self.ingest(tasks, plan.replaced, plan.vanished) if tasks else Outcome()
-        if not self.stop_event.is_set():
-            # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
-            problem_paths = {p.path for p in problems}
-            stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
-            self.commit_direct(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
-        self.record_scan_problems(root, problems, plan.failures)
-        logger.log(logging.DEBUG if under else logging.INFO,
-                   "%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)",
-                   display_key((root, under)) if under else root, len(disk),
-                   time.monotonic() - started, delta.unchanged, len(tasks), outcome.tombstoned)
-
-    def record_scan_problems(self, root: str, problems: list[ScanProblem], known: dict[Any, Failure]) -> None:
-        def known_reason(path: bytes) -> str | None:
-            f = known.get(path) or known.get((root, path))
-            return f.reason if f is not None else None
-
-        new = [Failure(root, p.path, 0, 0, p.reason) for p in problems if known_reason(p.path) != p.reason]
-        if new:
-            for f in new:
-                logger.warning("cannot index %s: %s", display_key((root, f.path)), f.reason)
-            self.catalog.apply(Changes(failed=new))
 
     # -- requests from other threads (the socket server) -----------------------------------------
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
@@ -707,6 +614,7 @@ class Daemon:
         self.batcher.settle_seconds = new.settle_seconds
         self.batcher.batch_size = new.batch_size
         self.batcher.max_batch_delay = new.max_batch_delay
+        self.reconciler.excludes, self.reconciler.settle_seconds = new.excludes, new.settle_seconds
         for root in old_roots - set(new.roots):
             self.watcher.unwatch(root)
             self.online.pop(root, None)
@@ -718,22 +626,15 @@ class Daemon:
 
     # -- index maintenance -----------------------------------------------------------------------
     def maybe_compact(self) -> None:
-        total = self.live.ntotal
-        if total and self.live.tombstone_count / total > self.cfg.tombstone_rebuild_ratio:
-            logger.info("rebuilding the live index: %d of %d vectors are tombstoned",
-                        self.live.tombstone_count, total)
-            fresh = rebuild(self.catalog.iter_histograms(), self.reporter.beat)  # minutes at 1M: beats
-            with self.index_lock:
-                self.live = fresh
+        if self.store.compact_if_needed(self.cfg.tombstone_rebuild_ratio):
             self.checkpoint()
 
     def search(self, query: np.ndarray, k: int) -> list[Result]:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
-        with self.index_lock:
-            if not hasattr(self, "live"):
-                raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
-            live, catalog = self.live, self.catalog
+        if not self.store.is_open:
+            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
+        catalog, live = self.store.pair()
         with self.noting_damage():
             return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
 
@@ -750,7 +651,7 @@ class Daemon:
 
     def checkpoint(self) -> None:
         try:
-            self.live.checkpoint(Path(self.cfg.index_dir), self.fingerprint)
+            self.store.checkpoint()
         except OSError as exc:
             if not is_storage_error(exc):
                 raise
@@ -777,7 +678,7 @@ class Daemon:
 
     def publish_counts(self, write: bool = False) -> None:
         """Hand the reporter what only the indexer thread may read (the catalog's counts)."""
-        counts = self.catalog.counts() if hasattr(self, "catalog") else {}
+        counts = self.catalog.counts() if self.store.is_open else {}
         self.reporter.update(
             counts={"indexed": counts.get("live", 0), "failed": counts.get("failed", 0),
                     "tombstoned": counts.get("tombstoned", 0)},
@@ -826,9 +727,10 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     def make_server(service: Service) -> SearchServer:
         return SearchServer(service, cfg.socket_path, cfg.tcp_port)
 
+    store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=reporter.beat)
     return Daemon(cfg, config_path, clock=clock, notifier=notifier, reporter=reporter,
                   batcher=Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay),
-                  workers=PoolManager(settings, clock, idle_after=POOL_IDLE_S), events=events,
+                  workers=PoolManager(settings, clock, idle_after=POOL_IDLE_S), store=store, events=events,
                   make_watcher=make_watcher, make_server=make_server)
 
 

@@ -1,0 +1,123 @@
+"""The daemon's index directory, held open: the catalog (the committed record) and the live index
+(derived from it), opened, recovered, compacted and replaced together.
+
+Both are swapped under one lock (a compaction rebuilds the index; a damaged catalog is replaced by a
+new one), so a search thread always gets a catalog and an index that belong together. A catalog that
+does not read back is set aside with a timestamp (never deleted) and a new one started: the folder is
+the truth and is indexed again.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .catalog import Catalog, quarantine
+from .errors import CatalogDamaged, ChromaticaError
+from .index import LiveIndex, rebuild
+from .indexdir import discard_checkpoint, open_live_index
+from .pipeline import Committer
+from .records import Changes
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    def __init__(self, index_dir: Path, fingerprint: str, progress: Callable[[], None]) -> None:
+        self.index_dir = index_dir
+        self.fingerprint = fingerprint
+        self._progress = progress  # called as a long rebuild adds chunks of vectors
+        self.lock = threading.Lock()  # held while the pair is swapped
+        self._catalog: Catalog | None = None
+        self._live: LiveIndex | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._catalog is not None and self._live is not None
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise ChromaticaError("the index is not open yet")
+        return self._catalog
+
+    @property
+    def live(self) -> LiveIndex:
+        if self._live is None:
+            raise ChromaticaError("the index is not open yet")
+        return self._live
+
+    def pair(self) -> tuple[Catalog, LiveIndex]:
+        """The catalog and the index, as one consistent pair (for a search on another thread)."""
+        with self.lock:
+            return self.catalog, self.live
+
+    def open(self) -> tuple[bool, str | None]:
+        """Open and recover both: (whether the index was rebuilt and so must be checkpointed, a message
+        for the user when a damaged catalog was set aside). Raises StorageError on a full disk."""
+        try:
+            rebuilt = self._open()
+        except CatalogDamaged as exc:
+            message = self._set_aside(exc)
+            return self._open(), message
+        return rebuilt, None
+
+    def replace_damaged(self, exc: CatalogDamaged) -> str:
+        """A catalog found damaged while open: set it aside and start a new one, under the lock."""
+        with self.lock:
+            message = self._set_aside(exc)
+            self._open()
+        return message
+
+    def _open(self) -> bool:
+        self._catalog = Catalog.open(self.index_dir, self.fingerprint)
+        self._live, recovery = open_live_index(self.index_dir, self._catalog, self.fingerprint, self._progress)
+        return recovery.rebuilt_reason is not None
+
+    def _set_aside(self, exc: CatalogDamaged) -> str:
+        if self._catalog is not None:
+            try:
+                self._catalog.close()
+            except ChromaticaError:
+                pass  # it is damaged: closing it may fail too
+        self._catalog = self._live = None
+        kept = quarantine(self.index_dir, datetime.datetime.now())
+        discard_checkpoint(self.index_dir)  # its ids belonged to the damaged catalog
+        message = (f"the catalog was damaged ({exc.reason}); it is kept as {kept} and the folder is being "
+                   "indexed again")
+        logger.error("%s", message)
+        return message
+
+    def committer(self) -> Committer:
+        return Committer(self.catalog, self.live)
+
+    def commit(self, changes: Changes) -> None:
+        """Commit changes that need no file read (deletes, moves, failure records): catalog, then index."""
+        self.catalog.apply(changes)
+        if changes.tombstoned:
+            self.live.mark_deleted(changes.tombstoned)
+
+    def compact_if_needed(self, tombstone_ratio: float) -> bool:
+        """Rebuild the live index from the catalog once tombstones pass the ratio; True when it did
+        (the caller checkpoints). Searches go on with the old index while the new one is built."""
+        live = self.live
+        total = live.ntotal
+        if not total or live.tombstone_count / total <= tombstone_ratio:
+            return False
+        logger.info("rebuilding the live index: %d of %d vectors are tombstoned", live.tombstone_count, total)
+        fresh = rebuild(self.catalog.iter_histograms(), self._progress)  # minutes at 1M: it reports progress
+        with self.lock:
+            self._live = fresh
+        return True
+
+    def checkpoint(self) -> None:
+        """Save the live index (raises OSError: a full disk is the caller's to handle)."""
+        self.live.checkpoint(self.index_dir, self.fingerprint)
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+        self._catalog = self._live = None
