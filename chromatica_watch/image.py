@@ -11,12 +11,14 @@ OpenCV's logging is off in every process that imports this module, and reasons c
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import math
 import os
 import stat
 import struct
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -364,6 +366,31 @@ def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
     raise ImageError(f"unsupported sample type {pixels.dtype}")
 
 
+@contextlib.contextmanager
+def _decoder_messages() -> Iterator[list[str]]:
+    """What the C decoders (libpng, libjpeg, libtiff) write to stderr meanwhile, captured into the list
+    (filled on exit): it belongs in the file's failure reason, not bare in the daemon's log without the
+    file's name. The decoding processes and the CLI decode on one thread; the daemon itself never does."""
+    said: list[str] = []
+    sys.stderr.flush()
+    sink = os.memfd_create("decoder-messages", os.MFD_CLOEXEC)
+    saved = os.dup(2)
+    os.dup2(sink, 2)
+    try:
+        yield said
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.lseek(sink, 0, os.SEEK_SET)
+        text = os.read(sink, 4096).decode("utf-8", "replace")
+        os.close(sink)
+        said += [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _with_messages(reason: str, said: list[str]) -> str:
+    return f"{reason}; the decoder said: {said[-1]}" if said else reason
+
+
 def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to sRGB with the longest side at most `max_dimension`; raises ImageError with a reason."""
     jpeg_size = _jpeg_dimensions(data)
@@ -383,14 +410,20 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
     else:
         flags = cv2.IMREAD_UNCHANGED  # keep alpha and 16-bit depth
     opencv_error = "corrupt, truncated or unsupported"
-    try:
-        pixels = cv2.imdecode(buf, flags)
-    except cv2.error as exc:
-        pixels, opencv_error = None, str(exc).strip().splitlines()[-1]
+    with _decoder_messages() as said:
+        try:
+            pixels = cv2.imdecode(buf, flags)
+        except cv2.error as exc:
+            pixels, opencv_error = None, str(exc).strip().splitlines()[-1]
     if pixels is None or pixels.size == 0:
+        opencv_error = _with_messages(opencv_error, said)
         if fmt == "JPEG":  # libjpeg reads every valid JPEG: this one is broken
             raise ImageError(f"could not decode {fmt} data ({opencv_error})")
-        pixels = _pillow_decode(data, fmt, max_dimension, opencv_error)
+        try:
+            with _decoder_messages() as said:
+                pixels = _pillow_decode(data, fmt, max_dimension, opencv_error)
+        except ImageError as exc:
+            raise ImageError(_with_messages(exc.reason, said)) from exc
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     longest = max(pixels.shape[:2])

@@ -385,3 +385,18 @@ def test_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Pat
     data[sof + 5: sof + 9] = struct.pack(">HH", 60000, 60000)
     with pytest.raises(ImageError, match=r"60000x60000.*pixel limit"):
         image.features(bytes(data), 256)
+
+
+def test_what_a_decoder_prints_goes_into_the_reason_not_onto_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    """libpng writes 'libpng error: IDAT: CRC error' to stderr for a PNG whose image data is damaged; in
+    the daemon that line would land in the log without the file's name. It belongs in the reason."""
+    ok, buf = cv2.imencode(".png", (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    assert ok
+    data = bytearray(buf.tobytes())
+    start = data.find(b"IDAT") + 20
+    data[start:start + 40] = bytes(b ^ 0x5A for b in data[start:start + 40])
+    capfd.readouterr()
+    with pytest.raises(ImageError) as caught:
+        image.features(bytes(data), 256)
+    assert "the decoder said: libpng error" in caught.value.reason and "CRC" in caught.value.reason
+    assert capfd.readouterr().err == ""
