@@ -96,7 +96,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bench_build as bb
+import bench_common as bb
 import cv2
 import numpy as np
 

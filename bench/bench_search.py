@@ -44,6 +44,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from bench_common import BENCH_DIR, CLI, MAX_DIMENSION
 from skimage import data
 
 from chromatica_watch import config as config_mod
@@ -54,10 +55,7 @@ from chromatica_watch.client import daemon_available
 from chromatica_watch.query import ColorWeight, color_query_histogram, parse_colors
 from chromatica_watch.searcher import Searcher, open_readonly
 
-BENCH_DIR = Path(__file__).resolve().parent
-CLI = str(Path(sys.executable).parent / "chromatica-watch")
 DATASET_VERSION = 1  # bump when the recipe below changes, so a cached index is not reused
-MAX_DIMENSION = 256
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
           "cat", "colorwheel", "camera", "coins", "page", "logo", "brick", "grass", "gravel")
 VARIANTS_PER_PHOTO = 60
