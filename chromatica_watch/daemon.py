@@ -203,18 +203,21 @@ class Daemon:
             raise IndexDirError(f"cannot create {self.cfg.runtime_dir}: {exc.strerror}") from exc
         while True:  # a full disk at startup: wait, degraded, instead of exiting into a restart loop
             try:
-                rebuilt, damage = self.store.open()
+                self.open_store()
                 break
             except StorageError as exc:
                 self.storage_failed(str(exc))
                 self.wait_for_storage()
+        self.watcher = self.make_watcher(self.cfg)
+        self.watcher.start()
+
+    def open_store(self) -> None:
+        rebuilt, damage = self.store.open()
         if damage:
             self.reporter.alert(damage)
         if rebuilt:
             self.checkpoint()
         self.publish_counts()
-        self.watcher = self.make_watcher(self.cfg)
-        self.watcher.start()
 
     @property
     def catalog(self) -> Catalog:
@@ -296,7 +299,10 @@ class Daemon:
         except StorageError as exc:
             self.storage_failed(str(exc))  # what happened and where: "no space left on device writing ..."
         except CatalogDamaged as exc:
-            self.replace_damaged_catalog(exc)
+            try:
+                self.replace_damaged_catalog(exc)
+            except StorageError as full:  # no room for the new catalog: retried like any write
+                self.storage_failed(str(full))
 
     def storage_failed(self, reason: str) -> None:
         """Nothing was committed by the failed write; what it carried is found again by the rescan
@@ -314,6 +320,8 @@ class Daemon:
 
     def retry_storage(self) -> None:
         """After a storage error: once the back-off has passed, checkpoint and rescan; both must write."""
+        if not self.store.is_open:  # a damaged catalog was set aside but the new one could not be made
+            self.open_store()
         if self.live.dirty:
             self.checkpoint()
             if self.storage.waiting(self.clock()):
@@ -512,6 +520,8 @@ class Daemon:
         self._next_unwatched_scan = self.clock() + SCAN_FALLBACK_INTERVAL_S
 
     def reconcile(self, root: str) -> None:
+        if self.storage.waiting(self.clock()):
+            return  # writes fail now: the catch-up after the back-off rescans every root anyway
         previous = self.state
         self.set_state(State.RECONCILING)
         try:
