@@ -98,14 +98,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The config file in force for this command (`--config`, $CHROMATICA_WATCH_CONFIG, the user's)."""
+    found = config_mod.find_config_file(Path(args.config) if getattr(args, "config", None) else None)
+    return found.absolute() if found is not None else None
+
+
 def _load_config(args: argparse.Namespace) -> Config:
-    return config_mod.load(Path(args.config) if args.config else None)
+    return config_mod.load(_config_file(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import run
 
-    return run(_load_config(args), Path(args.config) if args.config else None)
+    path = _config_file(args)
+    return run(config_mod.load(path), path)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -114,10 +121,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     live, live_problem = ask_status(cfg.socket_path)  # the daemon itself, when it should be alive
     code, verdict = judge(live, live_problem, saved, saved_problem)
     data = live if live is not None else saved
+    config_file = str(_config_file(args) or "")
     if args.json:
-        print(json_dumps({"verdict": verdict, "exit_code": code, "status": data, "live": live is not None}))
+        print(json_dumps({"verdict": verdict, "exit_code": code, "status": data, "live": live is not None,
+                          "config_file": config_file or None}))
         return code
     print(f"chromatica-watch: {verdict}")
+    in_force = live.get("config_file") or "" if live is not None else config_file
+    print(f"  config {in_force or 'built-in defaults (no config file)'}"
+          + (f" (this command found {config_file or 'none'}: set the same --config or "
+             "$CHROMATICA_WATCH_CONFIG)" if in_force != config_file else ""))
     if live is None:
         return code
     c = live.get("counts", {})
@@ -222,14 +235,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_config(args: argparse.Namespace) -> int:
+    target = Path(args.config) if args.config else config_mod.user_config_file()
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists already; use --force to replace it with the defaults")
+    from .fsutil import atomic_write
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, config_mod.default_config_text().encode())
+    except OSError as exc:
+        raise ChromaticaError(f"cannot write {target}: {exc.strerror}") from exc
+    print(f"wrote {target} (every setting, commented out at its default); every command now reads it")
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from .service import install_service
 
     if args.user and not args.system:
         raise UsageError("--user only applies with --system")
-    plan = install_service(system=args.system, dry_run=args.dry_run,
-                           config_path=os.path.abspath(args.config) if args.config else None,
-                           user=args.user)
+    config_path = _config_file(args)  # the unit runs with the file this command finds, whatever its env
+    if config_path is not None and not config_path.is_file():
+        raise UsageError(f"config file {config_path} not found")
+    plan = install_service(system=args.system, dry_run=args.dry_run, config_path=config_path, user=args.user)
     if plan.written:
         print(f"wrote {plan.path}")
     else:
@@ -263,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("run", help="run the daemon in the foreground")
-    p.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    p.add_argument("--config", help="TOML config file (default: $CHROMATICA_WATCH_CONFIG, else "
+                                    "~/.config/chromatica-watch/config.toml if it exists, else built-in defaults)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="show the daemon's status (exit 0 healthy, 1 degraded, 3 not running)")
@@ -292,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-dir", help="search this index directory read-only (e.g. one made by build)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("init-config", help="write a commented copy of the default config to the user's config file")
+    p.add_argument("--config", help="write it here instead of ~/.config/chromatica-watch/config.toml")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_init_config)
 
     p = sub.add_parser("install-service", help="write the systemd unit and print the systemctl commands")
     p.add_argument("--system", action="store_true",

@@ -181,13 +181,42 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+CONFIG_FILE_NAME = "config.toml"
+
+
+def user_config_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where the user's config file goes: $XDG_CONFIG_HOME/chromatica-watch/config.toml, by default
+    ~/.config/chromatica-watch/config.toml (platformdirs)."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) / APP if os.path.isabs(xdg) else Path(platformdirs.user_config_dir(APP))
+    return base / CONFIG_FILE_NAME
+
+
+def find_config_file(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file every command uses, by one rule: `--config FILE`, else $CHROMATICA_WATCH_CONFIG,
+    else the user's config file if it exists, else none (the built-in defaults)."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return Path(explicit)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    user_file = user_config_file(env)
+    return user_file if user_file.is_file() else None
+
+
+def default_config_text() -> str:
+    """The commented default config shipped with the package (`init-config` writes it)."""
+    return (Path(__file__).parent / "data" / CONFIG_FILE_NAME).read_text(encoding="utf-8")
+
+
 def load(path: Path | None = None, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, Any] | None = None) -> Config:
-    """The effective config: defaults, then the TOML file, then environment, then `overrides`."""
+    """The effective config: defaults, then the TOML file (`path`, or the one `find_config_file`
+    finds), then environment, then `overrides`."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = Path(env[ENV_PREFIX + "CONFIG"])
+    path = find_config_file(path, env)
     if path is not None:
         try:
             with open(path, "rb") as f:

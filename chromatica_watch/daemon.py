@@ -726,7 +726,8 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     notifier = notifier or SystemdNotifier()
     reporter = StatusReporter(
         cfg.status_path, notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
-        base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path)}, clock=clock)
+        base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path),
+              "config_file": str(config_path.absolute()) if config_path is not None else None}, clock=clock)
     events: queue.Queue[FsEvent] = queue.Queue()
     # How histograms are made is fixed at startup, like the fingerprint: a reload does not change it.
     settings = PoolSettings(cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout)

@@ -227,3 +227,31 @@ def test_finite_floats_still_load(tmp_path: Path) -> None:
                       env={"CHROMATICA_WATCH_MAX_BATCH_DELAY": "2.5"})
     assert (cfg.settle_seconds, cfg.rescan_interval, cfg.max_batch_delay) == (0.0, 1e6, 2.5)
     assert type(cfg.settle_seconds) is float
+
+
+def test_every_command_finds_the_config_file_by_one_rule(tmp_path: Path) -> None:
+    from chromatica_watch.config import find_config_file, user_config_file
+
+    xdg = tmp_path / "xdg"
+    env = {"XDG_CONFIG_HOME": str(xdg)}
+    user_file = user_config_file(env)
+    assert user_file == xdg / "chromatica-watch" / "config.toml"
+    assert find_config_file(None, env) is None  # no file anywhere: the built-in defaults
+    assert config.load(None, env=env).settle_seconds == 2.0
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("settle_seconds = 4.0\n")
+    assert find_config_file(None, env) == user_file
+    assert config.load(None, env=env).settle_seconds == 4.0
+    other = tmp_path / "other.toml"
+    other.write_text("settle_seconds = 5.0\n")
+    with_var = {**env, "CHROMATICA_WATCH_CONFIG": str(other)}
+    assert config.load(None, env=with_var).settle_seconds == 5.0  # the variable beats the user's file
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text("settle_seconds = 6.0\n")
+    assert config.load(explicit, env=with_var).settle_seconds == 6.0  # --config beats both
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "missing.toml", env=env)
+
+
+def test_the_packaged_default_config_is_the_shipped_one() -> None:
+    assert config.default_config_text() == SHIPPED.read_text()
