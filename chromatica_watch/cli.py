@@ -235,6 +235,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Rebuild the live index without its tombstones: through the daemon when it holds this index,
+    else on the index dir directly."""
+    cfg = _load_config(args)
+    index_dir = Path(args.index_dir).resolve() if args.index_dir else Path(cfg.index_dir)
+    if index_dir == Path(cfg.index_dir) and daemon_available(cfg.socket_path):
+        done = request(cfg.socket_path, {"op": "compact"}, timeout=3600)["compacted"]
+        before, after = done["before"], done["after"]
+    else:
+        from .histogram import fingerprint
+        from .indexdir import compact
+
+        before, after = compact(index_dir, fingerprint(cfg.max_dimension))
+    print(f"the live index of {index_dir} holds {after} vectors ({before - after} tombstoned ones dropped)")
+    return 0
+
+
 def cmd_init_config(args: argparse.Namespace) -> int:
     target = Path(args.config) if args.config else config_mod.user_config_file()
     if target.exists() and not args.force:
@@ -322,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-dir", help="search this index directory read-only (e.g. one made by build)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("compact", help="rebuild the live index without deleted photos now (daemon running or not)")
+    p.add_argument("--index-dir", help="an index directory (default: the daemon's)")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("init-config", help="write a commented copy of the default config to the user's config file")
     p.add_argument("--config", help="write it here instead of ~/.config/chromatica-watch/config.toml")

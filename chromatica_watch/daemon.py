@@ -569,6 +569,16 @@ class Daemon:
     def submit_retry_failed(self) -> Future[int]:
         return self.call(self.retry_failed)
 
+    def submit_compact(self) -> Future[dict[str, int]]:
+        return self.call(self.compact_now)
+
+    def compact_now(self) -> dict[str, int]:
+        """`chromatica-watch compact` while the daemon runs: rebuild without tombstones, checkpoint."""
+        before = self.live.ntotal
+        if self.store.compact_if_needed(0.0):
+            self.checkpoint()
+        return {"before": before, "after": self.live.ntotal}
+
     def failures(self) -> list[Failure]:
         with self.noting_damage():
             return list(self.catalog.failed_files().values())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog
+from .catalog import CATALOG_FILE, Catalog
 from .errors import IndexDirError
 from .fsutil import fsync_dir, remove_stale_temps
 from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
@@ -54,6 +54,20 @@ def discard_checkpoint(index_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             (index_dir / name).unlink()
     fsync_dir(index_dir)
+
+
+def compact(index_dir: Path, fingerprint: str) -> tuple[int, int]:
+    """Rebuild the live index of an index dir nobody is writing to without its tombstoned ids, and
+    checkpoint it (atomically: the manifest rename is the commit point). (vectors before, after)."""
+    if not (index_dir / CATALOG_FILE).is_file():
+        raise IndexDirError(f"no catalog in {index_dir}: not an index directory")
+    with Catalog.open(index_dir, fingerprint) as catalog:
+        live, _ = open_live_index(index_dir, catalog, fingerprint)
+        before = live.ntotal
+        if live.tombstone_count or live.dirty:
+            live = rebuild(catalog.iter_histograms())
+            live.checkpoint(index_dir, fingerprint)
+        return before, live.ntotal
 
 
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,

@@ -44,6 +44,10 @@ class Service(Protocol):
         """Queue the failed files again, on the indexer thread (the only writer)."""
         ...
 
+    def submit_compact(self) -> Future[dict[str, int]]:
+        """Rebuild the live index without its tombstones now, on the indexer thread."""
+        ...
+
 
 def _failures(service: Service) -> list[dict[str, Any]]:
     return [{"path": display_key((f.root, f.path)), "reason": f.reason, "attempts": f.attempts, "size": f.size}
@@ -79,6 +83,8 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         return {"results": results}
     if op == "retry_failed":
         return {"requeued": service.submit_retry_failed().result(timeout=60)}
+    if op == "compact":
+        return {"compacted": service.submit_compact().result(timeout=3600)}
     raise ValueError(f"unknown op {op!r}")
 
 
