@@ -229,14 +229,15 @@ class Catalog:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, index_dir: Path, fingerprint: str | None, *, read_only: bool = False) -> Catalog:
+    def open(cls, index_dir: Path, fingerprint: str | None, *, read_only: bool = False,
+             must_exist: bool = False) -> Catalog:
         """Open (or, read-write, create) the catalog of `index_dir`, refusing one made with other
         histogram settings than `fingerprint`; read-only, None opens whatever it holds (to inspect it)."""
         path = Path(index_dir) / CATALOG_FILE
         if fingerprint is None and not read_only:
             raise ValueError("a catalog opened for writing must be checked against a fingerprint")
-        if read_only and not path.exists():
-            raise IndexDirError(f"no catalog at {path}")
+        if (read_only or must_exist) and not path.exists():
+            raise IndexDirError(f"no catalog at {path} (nothing has been indexed there yet)")
         with _duckdb_errors(path):
             con = _connect(path, read_only)
             try:

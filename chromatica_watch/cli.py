@@ -185,7 +185,7 @@ def cmd_retry_failed(args: argparse.Namespace) -> int:
     from .catalog import Catalog
     from .histogram import fingerprint
 
-    with Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension)) as catalog:
+    with Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), must_exist=True) as catalog:
         n = catalog.clear_failures()
     print(f"cleared {n} failure record(s); the daemon retries them at its next start")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import CATALOG_FILE, Catalog
+from .catalog import Catalog
 from .errors import IndexDirError
 from .fsutil import fsync_dir, remove_stale_temps
 from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
@@ -59,9 +59,7 @@ def discard_checkpoint(index_dir: Path) -> None:
 def compact(index_dir: Path, fingerprint: str) -> tuple[int, int]:
     """Rebuild the live index of an index dir nobody is writing to without its tombstoned ids, and
     checkpoint it (atomically: the manifest rename is the commit point). (vectors before, after)."""
-    if not (index_dir / CATALOG_FILE).is_file():
-        raise IndexDirError(f"no catalog in {index_dir}: not an index directory")
-    with Catalog.open(index_dir, fingerprint) as catalog:
+    with Catalog.open(index_dir, fingerprint, must_exist=True) as catalog:
         live, _ = open_live_index(index_dir, catalog, fingerprint)
         before = live.ntotal
         if live.tombstone_count or live.dirty:

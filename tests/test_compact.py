@@ -31,7 +31,7 @@ def test_compact_an_index_dir_without_the_daemon(tmp_path: Path, photos_dir: Pat
     assert subprocess.run([CLI, "validate", str(out)], capture_output=True, timeout=120).returncode == 0
     nowhere = subprocess.run([CLI, "compact", "--index-dir", str(tmp_path / "nothing")], capture_output=True,
                              text=True, timeout=120)
-    assert nowhere.returncode == 1 and "not an index directory" in nowhere.stderr
+    assert nowhere.returncode == 1 and "nothing has been indexed there yet" in nowhere.stderr
     assert not (tmp_path / "nothing").exists()
 
 
@@ -50,3 +50,15 @@ def test_compact_through_the_running_daemon(daemon_env: DaemonEnv) -> None:
     assert env.stop() == 0
     assert manifest(env.index_dir)["tombstone_count"] == 0
     assert_index_matches_disk(env)
+
+
+def test_commands_on_an_index_never_made_say_so_in_one_line_and_create_nothing(tmp_path: Path) -> None:
+    index = tmp_path / "never" / "index"
+    config = tmp_path / "cw.toml"
+    config.write_text(f'index_dir = "{index}"\nruntime_dir = "{tmp_path / "run"}"\nstate_dir = "{tmp_path / "s"}"\n')
+    for args in (["retry-failed"], ["failed"], ["compact"]):
+        proc = subprocess.run([CLI, *args, "--config", str(config)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "nothing has been indexed there yet" in proc.stderr, proc.stderr
+        assert "IO Error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not index.exists()
