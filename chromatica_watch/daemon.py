@@ -175,6 +175,7 @@ class Daemon:
         self._next_verify = 0.0  # the first loop turn after the start reads the catalog back
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
+        self._counts_at = -float("inf")  # when the catalog's counts were last handed to the reporter
         self._server: SearchServer | None = None
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
         self.reconciler = Reconciler(store, batcher, self.ingest, clock, self.stop_event.is_set, cfg.excludes,
@@ -386,7 +387,7 @@ class Daemon:
             self.reconcile_all()
         self.run_commands()
         if self.storage.failures:
-            self.publish_counts()
+            self.refresh_counts(now)
             return  # no rescan, compaction or checkpoint until writing works again
         if now >= self._next_rescan:
             self.reconcile_all()
@@ -402,7 +403,7 @@ class Daemon:
         self.workers.stop_if_idle(has_work=bool(len(self.batcher)))
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()
-        self.publish_counts()
+        self.refresh_counts(now)
 
     def schedule_rescan(self) -> None:
         interval = self.cfg.rescan_interval
@@ -696,8 +697,16 @@ class Daemon:
             reasons.insert(0, self.storage_problem)
         self.reporter.set_degraded("; ".join(reasons) or None)
 
+    def refresh_counts(self, now: float) -> None:
+        """From the loop: the counts at most every status_interval (a catalog query; the reporter's own
+        thread writes status.json on that timer), not on every turn of an idle loop."""
+        if now - self._counts_at >= self.cfg.status_interval:
+            self.publish_counts()
+
     def publish_counts(self, write: bool = False) -> None:
-        """Hand the reporter what only the indexer thread may read (the catalog's counts)."""
+        """Hand the reporter what only the indexer thread may read (the catalog's counts); `write` or an
+        idle daemon also writes status.json at once (a batch just committed shows without waiting)."""
+        self._counts_at = self.clock()
         counts = self.catalog.counts() if self.store.is_open else {}
         self.reporter.update(
             counts={"indexed": counts.get("live", 0), "failed": counts.get("failed", 0),

@@ -296,3 +296,30 @@ def test_a_stop_with_nothing_changed_does_not_rewrite_the_index(daemon_env: Daem
     assert env.stop() == 0
     assert index_file.stat().st_mtime_ns == written
     assert_index_matches_disk(env)
+
+
+def test_an_idle_loop_reads_the_counts_and_writes_status_json_once_per_status_interval(
+        daemon_env: DaemonEnv) -> None:
+    """In process, with a fake clock: the loop turns every 0.2 s; the catalog's counts (a query) and
+    status.json (a file write) must not follow it, only status_interval."""
+    from chromatica_watch import config as config_mod
+    from chromatica_watch.daemon import compose
+
+    env = daemon_env
+    env.write_config(status_interval=5.0)
+    now = [1000.0]
+    cfg = config_mod.load(env.config, env={})
+    daemon = compose(cfg, env.config, clock=lambda: now[0])
+    daemon.open()
+    try:
+        daemon.step()  # the first turn's periodic work (the read-back) and its counts
+        written = cfg.status_path.stat().st_mtime_ns
+        for _ in range(5):
+            now[0] += 0.2
+            daemon.step()
+        assert cfg.status_path.stat().st_mtime_ns == written
+        now[0] += cfg.status_interval
+        daemon.step()
+        assert cfg.status_path.stat().st_mtime_ns != written
+    finally:
+        daemon.close()
