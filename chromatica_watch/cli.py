@@ -154,11 +154,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _failures_without_daemon(cfg: Config) -> list[dict[str, object]]:
     from .catalog import Catalog
     from .histogram import fingerprint
-    from .paths import display_key
 
     with Catalog.open(Path(cfg.index_dir), fingerprint(cfg.max_dimension), read_only=True) as catalog:
-        return [{"path": display_key(key), "reason": f.reason, "attempts": f.attempts, "size": f.size}
-                for key, f in catalog.failed_files().items()]
+        return [f.to_json() for f in catalog.failed_files().values()]
 
 
 def cmd_failed(args: argparse.Namespace) -> int:

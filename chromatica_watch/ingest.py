@@ -24,6 +24,7 @@ import pebble
 
 from . import image
 from .errors import ImageError
+from .paths import absolute_key, absolute_path, display_key, stat_file
 
 logger = logging.getLogger(__name__)
 
@@ -75,34 +76,23 @@ class Unstable:
 Result = Indexed | Known | Failed | Unstable
 
 
-def absolute(task: Task) -> str:
-    return os.path.join(task.root, os.fsdecode(task.path))
-
-
-def _stat_or_none(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
 def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
-    path = absolute(task)
+    path = absolute_path((task.root, task.path))
     try:
         read = image.read_file(path, follow_symlinks=False)  # links are not followed (see scan.walk)
     except ImageError as exc:
-        st = _stat_or_none(path)
+        st = stat_file(path)
         if st is None and not os.path.islink(path):
             return Unstable(task, "vanished before it could be read")
-        return Failed(task, st.st_size if st else 0, st.st_mtime_ns if st else 0, exc.reason)
+        return Failed(task, st.size if st else 0, st.mtime_ns if st else 0, exc.reason)
     digest = image.hash_bytes(read.data)
     if digest in task.skip_hashes:
         return Known(task, read.size, read.mtime_ns, digest)
     try:
         feats = image.features(read.data, max_dimension, max_pixels, content_hash=digest)
     except ImageError as exc:
-        after = _stat_or_none(path)
-        if after is None or (after.st_size, after.st_mtime_ns) != (read.size, read.mtime_ns):
+        after = stat_file(path)
+        if after is None or (after.size, after.mtime_ns) != (read.size, read.mtime_ns):
             return Unstable(task, f"changed while being read ({exc.reason})")
         return Failed(task, read.size, read.mtime_ns, exc.reason)
     except MemoryError:
@@ -260,11 +250,12 @@ class IngestPool:
 
     def _failed(self, task: Task, exc: BaseException) -> Result:
         reason = _timed_out_reason(self.file_timeout) if isinstance(exc, FuturesTimeout) else _crashed_reason(exc)
-        st = _stat_or_none(absolute(task))
+        key = (task.root, task.path)
+        st = stat_file(absolute_key(key))
         if st is None:
             return Unstable(task, "vanished before it could be read")
-        logger.warning("stopped the worker reading %s: %s", absolute(task), reason)
-        return Failed(task, st.st_size, st.st_mtime_ns, reason)
+        logger.warning("stopped the worker reading %s: %s", display_key(key), reason)
+        return Failed(task, st.size, st.mtime_ns, reason)
 
     @staticmethod
     def _cancel(pending: deque[tuple[list[Task], Future[list[Result]]]]) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .paths import display_key
+
 
 @dataclass(frozen=True)
 class NewImage:
@@ -30,6 +32,11 @@ class Failure:
     mtime_ns: int
     reason: str
     attempts: int = 1
+
+    def to_json(self) -> dict[str, object]:
+        """As `failed --json` and the socket's `failed` op show it."""
+        return {"path": display_key((self.root, self.path)), "reason": self.reason, "attempts": self.attempts,
+                "size": self.size}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import numpy as np
 
 from .errors import ChromaticaError
 from .index import configure_threads
-from .paths import display_key
 from .records import Failure
 from .searcher import DEFAULT_K, Result
 
@@ -50,8 +49,7 @@ class Service(Protocol):
 
 
 def _failures(service: Service) -> list[dict[str, Any]]:
-    return [{"path": display_key((f.root, f.path)), "reason": f.reason, "attempts": f.attempts, "size": f.size}
-            for f in service.failures()]
+    return [f.to_json() for f in service.failures()]
 
 
 def _query_histogram(request: dict[str, Any]) -> np.ndarray:
