@@ -52,17 +52,20 @@ class Match:
     score: float  # Earth Mover's Distance in CIE delta E: 0 = the same colours, lower is closer
     similarity: float  # exp(-score / 20): 1 = the same colours
     dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share of the image), largest first
+    offline: bool = False  # its folder is not reachable now (an unplugged drive)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Match:
         return cls(path=str(data["path"]), relative_path=str(data["relative_path"]), root=str(data["root"]),
                    id=int(data["id"]), score=float(data["score"]), similarity=float(data["similarity"]),
-                   dominant_colors=tuple((str(c["hex"]), float(c["share"])) for c in data["dominant_colors"]))
+                   dominant_colors=tuple((str(c["hex"]), float(c["share"])) for c in data["dominant_colors"]),
+                   offline=bool(data.get("offline", False)))
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "relative_path": self.relative_path, "root": self.root, "id": self.id,
                 "score": self.score, "similarity": self.similarity,
-                "dominant_colors": [{"hex": h, "share": s} for h, s in self.dominant_colors]}
+                "dominant_colors": [{"hex": h, "share": s} for h, s in self.dominant_colors],
+                "offline": self.offline}
 
 
 def query_histogram(colors: Sequence[str] | str | None = None, image: str | Path | None = None, *,
@@ -76,10 +79,11 @@ def query_histogram(colors: Sequence[str] | str | None = None, image: str | Path
 
 
 def search_index_dir(index_dir: Path, query: np.ndarray, k: int = DEFAULT_K, *,
-                     max_dimension: int = DEFAULT_MAX_DIMENSION,
-                     candidates: int = DEFAULT_K_CANDIDATES) -> list[Match]:
-    """Search an index directory nobody is writing to, read-only."""
-    catalog, live = open_readonly(Path(index_dir), max_dimension)
+                     max_dimension: int = DEFAULT_MAX_DIMENSION, candidates: int = DEFAULT_K_CANDIDATES,
+                     searchable: Sequence[str] | None = None) -> list[Match]:
+    """Search an index directory nobody is writing to, read-only: the photos of the `searchable` roots
+    (default: every root the daemon has not retired)."""
+    catalog, live = open_readonly(Path(index_dir), max_dimension, searchable)
     with catalog:
         results = Searcher(catalog, live, candidates).search(query, k)
     return [Match.from_json(r.to_json()) for r in results]
@@ -117,7 +121,7 @@ def search_configured(cfg: Config, query: np.ndarray, k: int, clock: Callable[[]
             pass
         try:
             return search_index_dir(Path(cfg.index_dir), query, k, max_dimension=cfg.max_dimension,
-                                    candidates=cfg.search_candidates)
+                                    candidates=cfg.search_candidates, searchable=cfg.roots)
         except IndexDirBusy:
             if clock() >= deadline:
                 raise

@@ -19,13 +19,14 @@ from pathlib import Path
 from . import histogram
 from .catalog import Catalog, Changes, Failure
 from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS, worker_count
+from .delta import dataset_plan, scan_dataset
 from .errors import DatasetError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
 from .ingest import IngestPool, Task
 from .paths import Key, absolute_key, display_path
-from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_delta
-from .scan import scan
+from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks
+from .reconcile import MatchBy
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class BuildOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 0  # 0: one per core
     excludes: tuple[str, ...] = ()
+    match_by: MatchBy = "path"  # "name": take over an index built under another folder name
 
 
 @dataclass
@@ -55,6 +57,7 @@ class BuildReport:
     unchanged: int = 0
     indexed: int = 0
     moved: int = 0
+    adopted: str | None = None  # the other folder whose rows this build took over (--match-by name)
     tombstoned: int = 0
     failed: int = 0
     failed_unchanged: int = 0
@@ -104,14 +107,11 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
 def _build(opts: BuildOptions, pool: IngestPool, output: Path, fp: str, report: BuildReport,
            on_progress: ProgressFn | None, started: float) -> None:
     root = report.dataset
-    try:
-        disk, problems = scan(root, opts.excludes)
-    except OSError as exc:
-        raise DatasetError(f"cannot read dataset folder {opts.dataset}: {exc.strerror}") from exc
+    _, disk, problems = scan_dataset(opts.dataset, opts.excludes)
     catalog = Catalog.open(output, fp)
     try:
         live, _ = open_live_index(output, catalog, fp)
-        plan = plan_delta(catalog, root, disk, time.time_ns())
+        plan = dataset_plan(catalog, root, disk, opts.match_by)
         delta = plan.delta
         if not disk and not delta.vanished and not problems:
             raise DatasetError(f"no images found in {opts.dataset}")
@@ -124,6 +124,11 @@ def _build(opts: BuildOptions, pool: IngestPool, output: Path, fp: str, report: 
                     delta.unchanged, len(delta.vanished))
 
         committer = Committer(catalog, live)
+        committer.rewrite(plan)  # rows taken over or following their files: no read
+        report.moved += len(plan.moves)
+        report.adopted = plan.adopt
+        if plan.adopt:
+            logger.info("took over the photos of %s (%d moved by name)", plan.adopt, len(plan.moves))
         scan_failures = [Failure(root, pr.path, 0, 0, pr.reason) for pr in problems]
         _run(tasks, opts, pool, committer, replaced, vanished, report, on_progress, started, output, fp)
         # Whatever vanished and was not claimed by a move is gone; scan problems are recorded too.

@@ -76,8 +76,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be > 0, --max-dimension >= 8, --workers >= 0")
     opts = BuildOptions(dataset=Path(args.dataset), output=Path(args.output), batch_size=args.batch_size,
                         max_dimension=args.max_dimension, max_pixels=args.max_pixels, workers=args.workers,
-                        excludes=tuple(args.exclude))
+                        excludes=tuple(args.exclude), match_by=args.match_by)
     report = build(opts, on_progress=None if args.quiet else ProgressBar())
+    if report.adopted:
+        print(f"took over the index's photos of {report.adopted} (matched by name, not read again)")
     print(f"indexed {report.indexed} new images ({report.unchanged} already indexed, {report.moved} moved, "
           f"{report.tombstoned} removed) in {report.seconds:.1f} s, {report.images_per_second:.1f} img/s; "
           f"{report.total_live} in the index")
@@ -139,9 +141,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  throughput {live.get('throughput_per_s', 0)} img/s"
           + (f", ETA {_fmt_duration(live['eta_seconds'])}" if live.get("eta_seconds") else ""))
     for root in live.get("roots", []):
+        photos = f"{root.get('photos', 0)} photos"
+        if root.get("state") == "retired":
+            kept = f", kept until {_date(root['dropped_after'])}" if root.get("dropped_after") else ""
+            print(f"  root {root['path']}: retired (not in the config): {photos} hidden from searches{kept}")
+            continue
         mode = live.get("watcher_mode", {}).get(root["path"], "-")
         where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
-        print(f"  root {root['path']}: {where}, watcher {mode}")
+        print(f"  root {root['path']}: {where}, {photos}, watcher {mode}")
     if live.get("last_checkpoint"):
         print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(live['last_checkpoint']))}")
     for alert in live.get("alerts", []):
@@ -203,7 +210,8 @@ def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str
         if swatches:  # the swatch is 2 visible columns, added after padding so widths stay right
             colors = "  ".join(f"{_swatch(h)} {h} {share:3.0%}" for h, share in shown) + \
                 " " * (_COLORS_WIDTH - len(colors) - 3 * len(shown))
-        lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{_COLORS_WIDTH}}  {m.path}")
+        where = f"{m.path}  (offline: {m.root} is not reachable)" if m.offline else m.path
+        lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{_COLORS_WIDTH}}  {where}")
     return lines
 
 
@@ -238,7 +246,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     else on the index dir directly."""
     cfg = _load_config(args)
     index_dir = Path(args.index_dir).resolve() if args.index_dir else Path(cfg.index_dir)
-    if index_dir == Path(cfg.index_dir) and daemon_available(cfg.socket_path):
+    if _daemon_index(cfg, args.index_dir):
         done = request(cfg.socket_path, {"op": "compact"}, timeout=3600)["compacted"]
         before, after = done["before"], done["after"]
     else:
@@ -247,6 +255,109 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
         before, after = compact(index_dir, fingerprint(cfg.max_dimension))
     print(f"the live index of {index_dir} holds {after} vectors ({before - after} tombstoned ones dropped)")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What `build --dataset D --output I` would do, stat-only (no image opened)."""
+    from .delta import diff_dataset
+
+    report = diff_dataset(Path(args.index), Path(args.dataset), args.match_by, tuple(args.exclude))
+    if args.json:
+        print(json_dumps(report.to_json()))
+        return 0
+    c = report.counts()
+    if report.adopted:
+        print(f"takes over the index's photos of {report.adopted} (by name)")
+    print(f"{c['files']} files in {report.dataset}: {c['unchanged']} unchanged, {c['new']} new, {c['changed']} "
+          f"changed, {c['moved']} moved, {c['missing']} missing"
+          + (f", {c['ambiguous']} ambiguous names" if report.match_by == "name" else "")
+          + (f", {c['failed_unchanged']} failed before and unchanged" if c["failed_unchanged"] else ""))
+    print(f"to read: {report.to_read} files; the others need no read")
+    for label, items in (("new", report.new), ("changed", report.changed), ("missing", report.missing),
+                         ("ambiguous", report.ambiguous)):
+        _print_some(label, items, args.limit)
+    _print_some("moved", [f"{a} -> {b}" for a, b in report.moved], args.limit)
+    for folder, n in report.other_folders.items():
+        print(f"the index also holds {n} photos of {folder}"
+              + ("; `chromatica-watch relocate` or --match-by name reuses them" if report.match_by == "path" else ""))
+    return 0
+
+
+def _print_some(label: str, items: Sequence[str], limit: int) -> None:
+    for item in items[:limit]:
+        print(f"  {label:9} {item}")
+    if len(items) > limit:
+        print(f"  {label:9} ... and {len(items) - limit} more (--json lists all)")
+
+
+def _daemon_index(cfg: Config, index_dir: str | None) -> bool:
+    """Whether this command is about the running daemon's index (then it must go through the daemon)."""
+    wanted = Path(index_dir).resolve() if index_dir else Path(cfg.index_dir)
+    return wanted == Path(cfg.index_dir) and daemon_available(cfg.socket_path)
+
+
+def cmd_roots(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    if daemon_available(cfg.socket_path):
+        roots = request(cfg.socket_path, {"op": "roots"})["roots"]
+    else:
+        from .catalog import Catalog
+        from .roots import root_problem, root_views
+
+        with Catalog.open(Path(cfg.index_dir), None, read_only=True) as catalog:
+            records = catalog.root_records()
+        roots = [v.to_json() for v in root_views(records, cfg.roots, {r: root_problem(r) for r in cfg.roots},
+                                                 cfg.retired_root_grace_days)]
+    if args.json:
+        print(json_dumps(roots))
+        return 0
+    for r in roots:
+        state = r["state"] + (f" ({r['problem']})" if r.get("problem") else "")
+        if r.get("dropped_after"):
+            state += f", rows kept until {_date(r['dropped_after'])}"
+        scanned = f", last scan {_date(r['last_scan'])}" if r.get("last_scan") else ""
+        print(f"{r['path']}: {state}; {r['photos']} photos, {r['failed']} failed{scanned}")
+    return 0
+
+
+def _date(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
+
+
+def cmd_relocate(args: argparse.Namespace) -> int:
+    """The stored paths of OLD become NEW's, reading no image: through the daemon when it holds the index."""
+    cfg = _load_config(args)
+    old, new = config_mod.root_path(args.old), config_mod.root_path(args.new)
+    payload = {"op": "relocate", "old": old, "new": new, "dry_run": args.dry_run, "force": args.force}
+    if _daemon_index(cfg, args.index_dir):
+        report = request(cfg.socket_path, payload, timeout=3600)["relocated"]
+    else:
+        from .catalog import Catalog
+        from .histogram import fingerprint
+        from .roots import relocate
+
+        index_dir = Path(args.index_dir).resolve() if args.index_dir else Path(cfg.index_dir)
+        with Catalog.open(index_dir, fingerprint(cfg.max_dimension), read_only=args.dry_run,
+                          must_exist=True) as catalog:
+            report = relocate(catalog, old, new, dry_run=args.dry_run, force=args.force, rewrite=catalog.relocate)
+        report["configured"] = None  # no daemon: the config is read at its next start
+    if args.json:
+        print(json_dumps(report))
+        return 0
+    print(report["summary"])
+    check = report["check"]
+    for path in check["missing"][:args.limit]:
+        print(f"  missing   {path}")
+    for path in check["different"][:args.limit]:
+        print(f"  different {path}")
+    if report["dry_run"]:
+        print(f"dry run: {check['rows']} rows would be rewritten from {old} to {new}")
+        return 0
+    print(f"relocated {report['moved']} photos from {old} to {new}; no image was read"
+          + (f" ({report['superseded']} already indexed there kept instead)" if report["superseded"] else ""))
+    if report.get("configured") is False:
+        print(f"note: {new} is not in the config, so its photos are not searched until it is added to `roots`")
     return 0
 
 
@@ -298,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images above this many pixels")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
     p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
+    p.add_argument("--match-by", choices=("path", "name"), default="path",
+                   help="name: take over an index built under another folder name, pairing files by name "
+                        "(matched files are not read again)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_build)
@@ -342,6 +456,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-dir", help="an index directory (default: the daemon's)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser("diff", help="what a build would do: new, changed, moved, missing files (reads no image)")
+    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("--dataset", required=True, help="folder of images")
+    p.add_argument("--match-by", choices=("path", "name"), default="path",
+                   help="pair files with the index's rows by relative path (default) or by file name")
+    p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
+    p.add_argument("--json", action="store_true", help="counts and every list as JSON")
+    p.add_argument("--limit", type=int, default=10, help="paths shown per list (default 10)")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("roots", help="the folders the index holds photos of: watched, offline or retired")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_roots)
+
+    p = sub.add_parser("relocate", help="the photos of OLD are now in NEW: rewrite the stored paths (reads no image)")
+    p.add_argument("old", help="the folder the index knows")
+    p.add_argument("new", help="where its photos are now")
+    p.add_argument("--dry-run", action="store_true", help="check a sample and report, change nothing")
+    p.add_argument("--force", action="store_true", help="relocate even if most sampled photos are not in NEW")
+    p.add_argument("--index-dir", help="an index directory (default: the daemon's)")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=10, help="missing or different paths shown (default 10)")
+    p.set_defaults(func=cmd_relocate)
 
     p = sub.add_parser("init-config", help="write a commented copy of the default config to the user's config file")
     p.add_argument("--config", help="write it here instead of ~/.config/chromatica-watch/config.toml")

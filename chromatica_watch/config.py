@@ -62,6 +62,7 @@ class Config:
     rescan_jitter: float = 0.1
     status_interval: float = 5.0
     tombstone_rebuild_ratio: float = 0.10
+    retired_root_grace_days: float = 30.0  # a root removed from `roots` keeps its rows this long, hidden
     workers: int = 0
     max_dimension: int = DEFAULT_MAX_DIMENSION
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -129,6 +130,11 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def root_path(folder: str) -> str:
+    """A root as the catalog keys it: absolute, `~` expanded, not resolved (a symlinked root stays as named)."""
+    return os.path.abspath(os.path.expanduser(folder))
+
+
 def _validate(cfg: Config) -> Config:
     if not cfg.roots:
         raise ConfigError("config key 'roots' must name at least one folder")
@@ -138,6 +144,7 @@ def _validate(cfg: Config) -> Config:
     for key in ("batch_size", "max_dimension", "max_pixels", "search_candidates"):
         _positive(key, getattr(cfg, key))
     _positive("workers", cfg.workers, allow_zero=True)
+    _positive("retired_root_grace_days", cfg.retired_root_grace_days, allow_zero=True)
     if not 0 <= cfg.rescan_jitter < 1:
         raise ConfigError(f"config key 'rescan_jitter' must be in [0, 1), got {cfg.rescan_jitter!r}")
     if not 0 < cfg.tombstone_rebuild_ratio <= 1:
@@ -150,7 +157,7 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'watcher' must be one of {', '.join(WATCHER_MODES)}, got {cfg.watcher!r}")
     if not 0 <= cfg.tcp_port <= 65535:
         raise ConfigError(f"config key 'tcp_port' must be 0 (off) or a port number, got {cfg.tcp_port}")
-    roots = tuple(os.path.abspath(os.path.expanduser(r)) for r in cfg.roots)
+    roots = tuple(root_path(r) for r in cfg.roots)
     paths = {k: os.path.abspath(os.path.expanduser(getattr(cfg, k))) for k in _PATH_KEYS}
     return dataclasses.replace(cfg, roots=roots, log_level=cfg.log_level.upper(), **paths)
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
-import os
 import queue
 import random
 import signal
-import stat as stat_mod
 import sys
 import threading
 import time
@@ -52,6 +50,7 @@ from .paths import Key, display_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
 from .reconciler import Reconciler
 from .records import Changes, Failure
+from .roots import RETIRED, WATCHED, RootView, expired_roots, relocate, root_problem, root_views
 from .searcher import Result, Searcher
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
@@ -178,8 +177,10 @@ class Daemon:
         self._counts_at = -float("inf")  # when the catalog's counts were last handed to the reporter
         self._server: SearchServer | None = None
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
+        self.retired: tuple[str, ...] = ()  # roots the catalog holds that left the config
+        self._relocating = threading.Lock()  # one relocate at a time, refused rather than queued
         self.reconciler = Reconciler(store, batcher, self.ingest, clock, self.stop_event.is_set, cfg.excludes,
-                                     cfg.settle_seconds)
+                                     cfg.settle_seconds, self.relocation_candidates)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def lock(self) -> None:
@@ -216,6 +217,7 @@ class Daemon:
         rebuilt, damage = self.store.open()
         if damage:
             self.reporter.alert(damage)
+        self.sync_roots()
         if rebuilt:
             self.checkpoint()
         self.publish_counts()
@@ -268,7 +270,7 @@ class Daemon:
             self.set_state(State.IDLE)
             self.notifier.ready()
             logger.info("watching %s; %d images indexed", ", ".join(self.cfg.roots),
-                        self.catalog.counts()["live"])
+                        sum(v.photos for v in self.roots() if v.state != RETIRED))
             while not self.stop_event.is_set():
                 self.guarded(self.step)
             final, reason = State.STOPPED, None
@@ -337,6 +339,7 @@ class Daemon:
         self.workers.close()
         self.set_state(State.RECONCILING)  # published before the set-aside: no status shows old counts as current
         self.reporter.alert(self.store.replace_damaged(exc))
+        self.sync_roots()
         self.publish_counts()
         self.reconcile_all()
 
@@ -399,6 +402,7 @@ class Daemon:
             # block) is found now, once after each start and then daily, not by some search months later.
             self._next_verify = now + VERIFY_EVERY_S
             self.catalog.verify()
+            self.sync_roots()  # and retired roots past their grace period go
         self.maybe_compact()
         self.workers.stop_if_idle(has_work=bool(len(self.batcher)))
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
@@ -532,7 +536,11 @@ class Daemon:
 
     def _reconcile(self, root: str, under: bytes = b"") -> None:
         try:
-            self.reconciler.reconcile(root, under)
+            done = self.reconciler.reconcile(root, under)
+            if done.adopted is not None:
+                self.reporter.alert(f"{root} holds the photos of {done.adopted}: its {done.adopted_rows} "
+                                    "catalog rows were relocated there, no image was read")
+                self.sync_roots()
         except OSError as exc:
             logger.error("cannot scan %s: %s; treating it as offline", root, exc.strerror)
             self.mark_offline(root, f"cannot be read: {exc.strerror}")
@@ -585,10 +593,69 @@ class Daemon:
             return list(self.catalog.failed_files().values())
 
     # -- roots -----------------------------------------------------------------------------------
+    def sync_roots(self) -> None:
+        """Tell the catalog which roots are configured: one that left the config is retired (hidden from
+        searches and counts, its rows kept `retired_root_grace_days` for a relocate), and dropped after."""
+        now = time.time()
+        catalog = self.catalog
+        for root in catalog.sync_roots(self.cfg.roots, now):
+            logger.warning("%s is no longer in the config: its photos are hidden from searches and kept %g days "
+                           "(retired_root_grace_days) in case it comes back or is relocated", root,
+                           self.cfg.retired_root_grace_days)
+        records = catalog.root_records()
+        for root in expired_roots({r: rec for r, rec in records.items() if r not in self.cfg.roots}, now,
+                                  self.cfg.retired_root_grace_days):
+            n = self.store.drop_root(root)
+            logger.info("%s left the config over %g days ago: its %d photos are removed from the index", root,
+                        self.cfg.retired_root_grace_days, n)
+        self.retired = tuple(r for r in catalog.root_records() if r not in self.cfg.roots)
+        self.store.set_searchable(self.cfg.roots)
+
+    def relocation_candidates(self) -> list[str]:
+        """Roots whose rows a newly configured folder may take over: retired ones and offline ones."""
+        return [*self.retired, *(r for r in self.cfg.roots if self.online.get(r) is False)]
+
+    def roots(self) -> list[RootView]:
+        return root_views(self.catalog.root_records(), self.cfg.roots, self.root_problems,
+                          self.cfg.retired_root_grace_days)
+
+    def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
+        """`chromatica-watch relocate` while the daemon runs: on the indexer thread; a second one while
+        the first is waiting or running is refused."""
+        if not self._relocating.acquire(blocking=False):
+            raise ChromaticaError("another relocate is running; try again when it has finished")
+
+        def relocate() -> dict[str, Any]:
+            try:
+                return self.relocate(old, new, dry_run, force)
+            finally:
+                self._relocating.release()
+
+        try:
+            return self.call(relocate)
+        except BaseException:
+            self._relocating.release()
+            raise
+
+    def relocate(self, old: str, new: str, dry_run: bool, force: bool) -> dict[str, Any]:
+        report = relocate(self.catalog, old, new, dry_run=dry_run, force=force, rewrite=self.store.relocate)
+        report["configured"] = new in self.cfg.roots
+        if dry_run:
+            return report
+        logger.warning("relocated %s to %s: %d rows rewritten, no image read (%s)", old, new, report["moved"],
+                       report["summary"])
+        self.sync_roots()
+        if new in self.cfg.roots:
+            self.check_roots()
+            if self.online.get(new):
+                self.reconcile(new)  # what the sample did not cover: every file compared, the different read
+        self.publish_counts(write=True)
+        return report
+
     def check_roots(self, initial: bool = False) -> None:
         self._last_root_check = self.clock()
         for root in self.cfg.roots:
-            problem = _root_problem(root)
+            problem = root_problem(root)
             was_online = self.online.get(root)
             if problem is None and not was_online:
                 self.online[root] = True
@@ -602,7 +669,7 @@ class Daemon:
                 self.mark_offline(root, problem)
 
     def mark_offline(self, root: str, problem: str | None = None) -> None:
-        problem = problem or _root_problem(root) or "missing or unmounted"
+        problem = problem or root_problem(root) or "missing or unmounted"
         if self.online.get(root) is not False or self.root_problems.get(root) != problem:
             logger.warning("%s is offline (%s): keeping its images in the index", root, problem)
         self.online[root] = False
@@ -641,6 +708,7 @@ class Daemon:
             self.online.pop(root, None)
             self.root_problems.pop(root, None)
         self.restart_watcher()
+        self.sync_roots()
         self.check_roots()
         self.refresh_degraded()
         self.schedule_rescan()
@@ -708,12 +776,14 @@ class Daemon:
         idle daemon also writes status.json at once (a batch just committed shows without waiting)."""
         self._counts_at = self.clock()
         counts = self.catalog.counts() if self.store.is_open else {}
+        roots = self.roots() if self.store.is_open else root_views({}, self.cfg.roots, self.root_problems, 0)
+        configured = [v for v in roots if v.state != RETIRED]  # a retired root is never counted as indexed
         self.reporter.update(
-            counts={"indexed": counts.get("live", 0), "failed": counts.get("failed", 0),
-                    "tombstoned": counts.get("tombstoned", 0)},
+            counts={"indexed": sum(v.photos for v in configured), "failed": sum(v.failed for v in configured),
+                    "tombstoned": counts.get("tombstoned", 0),
+                    "retired": sum(v.photos for v in roots if v.state == RETIRED)},
             queued=len(self.batcher) + self.in_flight,
-            roots=[{"path": r, "online": bool(self.online.get(r)), "problem": self.root_problems.get(r)}
-                   for r in self.cfg.roots],
+            roots=[{**v.to_json(), "online": v.state == WATCHED and bool(self.online.get(v.path))} for v in roots],
             watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {},
             unwatched={root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
                        for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {})
@@ -722,21 +792,6 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         return self.reporter.snapshot()
-
-
-def _root_problem(root: str) -> str | None:
-    """Why a configured root cannot be watched now, or None when it is a readable folder."""
-    try:
-        st = os.stat(root)
-    except FileNotFoundError:
-        return "missing or unmounted"
-    except OSError as exc:
-        return f"cannot be reached: {exc.strerror}"
-    if not stat_mod.S_ISDIR(st.st_mode):
-        return "not a folder"
-    if not os.access(root, os.R_OK | os.X_OK):
-        return "not readable (permission denied)"
-    return None
 
 
 def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time.monotonic,

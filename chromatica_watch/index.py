@@ -71,6 +71,7 @@ class LiveIndex:
         self._index: Any = index if index is not None else _new_hnsw()
         self._lock = threading.Lock()
         self._deleted: set[int] = set()
+        self._hidden = np.zeros(0, np.int64)  # live rows not searched (their root is not configured)
         self._selector: Any = None
         self._selector_parts: Any = None
         self.watermark = watermark
@@ -115,6 +116,16 @@ class LiveIndex:
             self._selector = None
             self.dirty = True
 
+    def hide(self, ids: np.ndarray) -> None:
+        """Exclude these ids from searches, replacing the previous hidden set (unlike a tombstone, this
+        is undone by the next call: a retired root's photos come back if it is configured again)."""
+        hidden = np.unique(np.asarray(ids, dtype=np.int64))
+        if np.array_equal(hidden, self._hidden):
+            return
+        with self._lock:
+            self._hidden = hidden
+            self._selector = None
+
     def ids(self) -> np.ndarray:
         with self._lock:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
@@ -135,16 +146,17 @@ class LiveIndex:
         return np.square(np.asarray(vectors, dtype=np.float32))
 
     def _search_params(self, k: int) -> Any:
-        if self._selector is None and self._deleted:
+        if self._selector is None and (self._deleted or len(self._hidden)):
             deleted = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
-            batch = faiss.IDSelectorBatch(deleted)
+            batch = faiss.IDSelectorBatch(np.concatenate([deleted, self._hidden]))
             self._selector = faiss.IDSelectorNot(batch)
             self._selector_parts = batch  # keep the wrapped selector alive as long as the wrapper
         params: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
         return params(sel=self._selector, efSearch=max(EF_SEARCH, k))
 
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, squared L2 distances between Hellinger vectors), best first, tombstones excluded."""
+        """(ids, squared L2 distances between Hellinger vectors), best first, tombstoned and hidden ids
+        excluded."""
         query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
         with self._lock:
             k = min(k, self.ntotal)

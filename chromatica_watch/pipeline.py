@@ -17,7 +17,7 @@ from .catalog import Catalog, Changes, Failure, Move, NewImage
 from .index import LiveIndex
 from .ingest import Failed, Indexed, IngestPool, Known, Result, Task, Unstable
 from .paths import DiskFile, Key, absolute_key, display_path, is_under
-from .reconcile import Diff, diff
+from .reconcile import Diff, MatchBy, diff
 from .records import LiveFile
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,15 @@ class Committer:
         outcome.tombstoned = len(changes.tombstoned)
         return outcome
 
+    def rewrite(self, plan: IngestPlan) -> None:
+        """The plan's path rewrites, committed before any file is read: the folder it adopts (relocated to
+        its root) and the files that moved (same name, size and mtime elsewhere)."""
+        if plan.adopt is not None:
+            relocated = self.catalog.relocate(plan.adopt, plan.root)
+            self.index.mark_deleted(relocated.superseded)
+        if plan.moves:
+            self.catalog.apply(Changes(moved=plan.moves))
+
     def _copies(self, copies: list[Known]) -> list[NewImage]:
         """Files whose content the catalog already holds: reuse the stored histogram."""
         if not copies:
@@ -143,15 +152,18 @@ def make_tasks(root: str, paths: Iterable[bytes], replaced: Mapping[Key, Replace
 @dataclass
 class IngestPlan:
     """What a folder's delta means for the catalog before any file is read: the rows that changed
-    files replace, the rows whose files vanished (claimable by a move, by content hash), and what to
-    read. The daemon's reconciler and `build` both make it with `plan_delta`; the seed's "delta
-    analysis" is this plan, printed."""
+    files replace, the rows whose files vanished (claimable by a move, by content hash), the rows that
+    follow their file elsewhere without a read, and what to read. The daemon's reconciler and `build`
+    both make it with `plan_delta` and carry it out the same way (`Committer.rewrite`, then the reads);
+    `chromatica-watch diff` prints it: the seed's "delta analysis"."""
 
     root: str
     delta: Diff
     replaced: dict[Key, Replaced]
     vanished: Vanished
     failures: dict[bytes, Failure] = field(default_factory=dict)  # recorded failures in the folder
+    moves: list[Move] = field(default_factory=list)
+    adopt: str | None = None  # another root whose rows this one takes over (a folder renamed)
 
     def tasks(self, paths: Iterable[bytes] | None = None) -> list[Task]:
         """Tasks for `paths` (default: every path the delta says to read), in the given order."""
@@ -159,23 +171,36 @@ class IngestPlan:
 
 
 def plan_from_delta(root: str, delta: Diff, stored_hashes: Mapping[int, str],
-                    failures: Mapping[bytes, Failure] | None = None) -> IngestPlan:
-    """The plan for a delta, given the content hash of every row it names (pure)."""
+                    failures: Mapping[bytes, Failure] | None = None,
+                    disk: Mapping[bytes, DiskFile] | None = None, adopt: str | None = None) -> IngestPlan:
+    """The plan for a delta, given the content hash of every row it names and the disk's stats of the
+    files that moved (pure)."""
     replaced = {(root, p): Replaced(i, stored_hashes[i]) for p, i in delta.changed + delta.racy}
     vanished = Vanished()
     for p, i in delta.vanished:
         vanished.add(stored_hashes[i], i, (root, p))
-    return IngestPlan(root, delta, replaced, vanished, dict(failures or {}))
+    disk = disk or {}
+    moves = [Move(i, root, new, disk[new].size, disk[new].mtime_ns) for _, new, i in delta.moved]
+    return IngestPlan(root, delta, replaced, vanished, dict(failures or {}), moves, adopt)
+
+
+def adopted_view(own: Mapping[bytes, LiveFile], adopted: Mapping[bytes, LiveFile]) -> dict[bytes, LiveFile]:
+    """The rows a root holds once another root's rows are relocated into it: its own row wins a path both
+    hold (as `Catalog.relocate` does)."""
+    return {**adopted, **own}
 
 
 def plan_delta(catalog: Catalog, root: str, disk: Mapping[bytes, DiskFile], scan_time_ns: int,
-               under: bytes = b"") -> IngestPlan:
-    """Diff what is on disk in `root` (or its folder `under`) against the catalog, and plan it."""
+               under: bytes = b"", match_by: MatchBy = "path", adopt: str | None = None) -> IngestPlan:
+    """Diff what is on disk in `root` (or its folder `under`) against the catalog, and plan it. With
+    `adopt`, the rows of that other root count as this root's (the plan relocates them first)."""
     known = catalog.live_under(root, under)
+    if adopt is not None:
+        known = adopted_view(known, catalog.live_under(adopt, under))
     failures = {p: f for (_, p), f in catalog.failed_files(root).items() if is_under(p, under)}
-    delta = diff(disk, known, failures, scan_time_ns)
+    delta = diff(disk, known, failures, scan_time_ns, match_by=match_by)
     rows = [i for _, i in delta.vanished + delta.changed + delta.racy]
-    return plan_from_delta(root, delta, catalog.content_hashes(rows), failures)
+    return plan_from_delta(root, delta, catalog.content_hashes(rows), failures, disk, adopt)
 
 
 def plan_keys(keys: Iterable[Key], found: Mapping[Key, LiveFile]) -> tuple[dict[Key, Replaced], list[Task]]:

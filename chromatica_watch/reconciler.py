@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from .batcher import Batcher
 from .events import Facts, FsEvent, needs, same_stat, stats_needed
 from .ingest import Task
-from .paths import Key, absolute_key, display_key, is_under, stat_file
+from .paths import DiskFile, Key, absolute_key, display_key, is_under, stat_file
 from .pipeline import Outcome, Replaced, Vanished, plan_delta
 from .records import Changes, Failure
+from .roots import relocation_source
 from .scan import ScanProblem, scan
 from .store import Store
 
@@ -34,11 +35,15 @@ class Reconciled:
     read: int
     gone: int
     seconds: float
+    moved: int = 0  # rows that followed their file elsewhere, no read
+    adopted: str | None = None  # the root whose rows this one took over (a folder renamed or moved)
+    adopted_rows: int = 0
 
 
 class Reconciler:
     def __init__(self, store: Store, batcher: Batcher, ingest: Ingest, clock: Callable[[], float],
-                 should_stop: Callable[[], bool], excludes: Sequence[str], settle_seconds: float) -> None:
+                 should_stop: Callable[[], bool], excludes: Sequence[str], settle_seconds: float,
+                 relocation_candidates: Callable[[], Sequence[str]] = tuple) -> None:
         self.store = store
         self.batcher = batcher
         self.ingest = ingest
@@ -46,6 +51,7 @@ class Reconciler:
         self.should_stop = should_stop
         self.excludes = excludes  # both follow config reloads
         self.settle_seconds = settle_seconds
+        self.relocation_candidates = relocation_candidates  # roots that went missing or left the config
 
     def reconcile(self, root: str, under: bytes = b"") -> Reconciled:
         """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference:
@@ -54,8 +60,15 @@ class Reconciler:
         when the folder cannot be walked."""
         started = time.monotonic()
         disk, problems = scan(root, self.excludes, under=under)
-        plan = plan_delta(self.store.catalog, root, disk, time.time_ns(), under)
+        source = self.adoptable(root, disk) if not under else None
+        plan = plan_delta(self.store.catalog, root, disk, time.time_ns(), under, adopt=source)
         delta = plan.delta
+        adopted_rows = len(self.store.catalog.live_files(source)) if source else 0
+        self.store.committer().rewrite(plan)  # rows that follow their files, before any read
+        if source is not None:
+            self.store.refresh_hidden()
+            logger.warning("%s holds the photos of %s (same names, sizes and times): its %d rows now point "
+                           "there; no image was read", root, source, adopted_rows)
         settle_ns, now_ns, now = int(self.settle_seconds * 1e9), time.time_ns(), self.clock()
         settled = []
         for p in delta.to_ingest:
@@ -74,12 +87,26 @@ class Reconciler:
             stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
             self.store.commit(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
         self.record_problems(root, problems, plan.failures)
-        done = Reconciled(len(disk), delta.unchanged, len(tasks), outcome.tombstoned, time.monotonic() - started)
+        if not under and not self.should_stop():
+            self.store.catalog.note_scan(root, time.time(), len(disk))
+        done = Reconciled(len(disk), delta.unchanged, len(tasks), outcome.tombstoned, time.monotonic() - started,
+                          len(delta.moved), source, adopted_rows)
         logger.log(logging.DEBUG if under else logging.INFO,
                    "%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)",
                    display_key((root, under)) if under else root, done.files, done.seconds, done.unchanged,
                    done.read, done.gone)
         return done
+
+    def adoptable(self, root: str, disk: Mapping[bytes, DiskFile]) -> str | None:
+        """A root the catalog holds nothing of yet, whose files are those of a root that went missing or left
+        the config (same relative paths, sizes and mtimes): that root, to relocate instead of reading all."""
+        catalog = self.store.catalog
+        others = [r for r in self.relocation_candidates() if r != root]
+        if not others or not disk or catalog.holds(root):
+            return None
+        candidates = {r: catalog.live_files(r) for r in others}
+        found = relocation_source(disk, candidates)
+        return found[0] if found else None
 
     def walk_new_folder(self, root: str, rel: bytes) -> None:
         """A folder appeared (created or moved in): queue its files, and record what cannot be indexed

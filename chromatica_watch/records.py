@@ -68,6 +68,28 @@ class LiveFile:
     content_hash: str
 
 
+@dataclass(frozen=True)
+class RootRecord:
+    """What the catalog knows of one root: live photos, failure records, when it left the config (retired,
+    epoch seconds; None while configured) and its last full scan."""
+
+    root: str
+    live: int
+    failed: int
+    retired_at: float | None = None
+    last_scan: float | None = None
+    last_scan_files: int | None = None
+
+
+@dataclass(frozen=True)
+class Relocated:
+    """A root's rows rewritten to another root: how many moved, and the ids superseded because the new
+    root already had a live row at the same path (tombstoned)."""
+
+    moved: int
+    superseded: list[int]
+
+
 @dataclass
 class Changes:
     """Everything one batch commits, in one transaction."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,7 @@ class Result:
     score: float  # EMD in delta E units: lower is more similar, 0 for the same colours
     similarity: float  # exp(-score / 20), in [0, 1]
     dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share), largest share first
+    offline: bool = False  # its root is not reachable now (an unplugged drive): found, not openable
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -60,6 +62,7 @@ class Result:
             "score": round(self.score, 4),
             "similarity": round(self.similarity, 4),
             "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.dominant_colors],
+            "offline": self.offline,
         }
 
 
@@ -111,6 +114,7 @@ class Searcher:
     def _results(order: np.ndarray, distances: np.ndarray, rows: dict[int, Row], ids: np.ndarray,
                  hists: np.ndarray) -> list[Result]:
         position = {image_id: n for n, image_id in enumerate(ids.tolist())}
+        online = {root: os.path.isdir(root) for root, _, _ in rows.values()}  # one stat per root shown
         results = []
         for image_id, score in zip(order.tolist(), distances.tolist(), strict=True):
             root, path, _ = rows[image_id]
@@ -118,17 +122,20 @@ class Searcher:
                 id=image_id, root=root, path=path,
                 display_path=display_path(os.path.join(os.fsencode(root), path)),
                 score=float(score), similarity=similarity(score),
-                dominant_colors=tuple(rerank.dominant_colors(hists[position[image_id]], top=DOMINANT_COLORS))))
+                dominant_colors=tuple(rerank.dominant_colors(hists[position[image_id]], top=DOMINANT_COLORS)),
+                offline=not online[root]))
         return results
 
 
-def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION) -> tuple[Catalog, LiveIndex]:
+def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION,
+                  searchable: Sequence[str] | None = None) -> tuple[Catalog, LiveIndex]:
     """Catalog (read-only) and live index of an index dir, for searching without the daemon.
 
     The checkpoint is loaded and verified, and catalog rows past its watermark are added in memory
     (an unusable checkpoint is rebuilt in memory, with a warning). Nothing is written to the
-    directory. Raises IndexDirError when the daemon holds the catalog, or it was built with another
-    `max_dimension`. The caller closes the catalog.
+    directory. Only the `searchable` roots are searched (the configured ones); None: every root not
+    retired by the daemon. Raises IndexDirError when the daemon holds the catalog, or it was built
+    with another `max_dimension`. The caller closes the catalog.
     """
     from .catalog import Catalog
     from .indexdir import open_live_index
@@ -138,6 +145,9 @@ def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION) -
     catalog = Catalog.open(index_dir, fingerprint, read_only=True)
     try:
         live, recovery = open_live_index(index_dir, catalog, fingerprint)
+        if searchable is None:
+            searchable = [r for r, rec in catalog.root_records().items() if rec.retired_at is None]
+        live.hide(catalog.ids_outside(searchable))
     except BaseException:
         catalog.close()
         raise

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ChromaticaError
 from .index import configure_threads
 from .records import Failure
+from .roots import RootView
 from .searcher import DEFAULT_K, Result
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ class Service(Protocol):
         """Rebuild the live index without its tombstones now, on the indexer thread."""
         ...
 
+    def roots(self) -> list[RootView]: ...
+
+    def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
+        """Rewrite OLD's rows to NEW, on the indexer thread."""
+        ...
+
 
 def _failures(service: Service) -> list[dict[str, Any]]:
     return [f.to_json() for f in service.failures()]
@@ -66,6 +73,13 @@ def _k(request: dict[str, Any]) -> int:
     return k
 
 
+def _root_arg(request: dict[str, Any], name: str) -> str:
+    value = request.get(name)
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise ValueError(f"relocate: {name!r} must be an absolute path")
+    return value
+
+
 def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
@@ -83,6 +97,12 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         return {"requeued": service.submit_retry_failed().result(timeout=60)}
     if op == "compact":
         return {"compacted": service.submit_compact().result(timeout=3600)}
+    if op == "roots":
+        return {"roots": [v.to_json() for v in service.roots()]}
+    if op == "relocate":
+        old, new = _root_arg(request, "old"), _root_arg(request, "new")
+        future = service.submit_relocate(old, new, bool(request.get("dry_run")), bool(request.get("force")))
+        return {"relocated": future.result(timeout=3600)}
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -20,7 +20,7 @@ from .errors import CatalogDamaged, ChromaticaError
 from .index import LiveIndex, rebuild
 from .indexdir import discard_checkpoint, open_live_index
 from .pipeline import Committer
-from .records import Changes
+from .records import Changes, Relocated
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Store:
         self.lock = threading.Lock()  # held while the pair is swapped
         self._catalog: Catalog | None = None
         self._live: LiveIndex | None = None
+        self._searchable: tuple[str, ...] | None = None  # the configured roots; None: every root
 
     @property
     def is_open(self) -> bool:
@@ -75,6 +76,7 @@ class Store:
     def _open(self) -> bool:
         self._catalog = Catalog.open(self.index_dir, self.fingerprint)
         self._live, recovery = open_live_index(self.index_dir, self._catalog, self.fingerprint, self._progress)
+        self.refresh_hidden()
         return recovery.rebuilt_reason is not None
 
     def _set_aside(self, exc: CatalogDamaged) -> str:
@@ -111,7 +113,33 @@ class Store:
         fresh = rebuild(self.catalog.iter_histograms(), self._progress)  # minutes at 1M: it reports progress
         with self.lock:
             self._live = fresh
+            self.refresh_hidden()
         return True
+
+    # -- roots -------------------------------------------------------------------------------------
+    def set_searchable(self, roots: tuple[str, ...]) -> None:
+        """Only these roots' photos are searched (a root that left the config is hidden, not deleted)."""
+        self._searchable = roots
+        self.refresh_hidden()
+
+    def refresh_hidden(self) -> None:
+        """Hide from searches the rows of roots not searchable (after their rows moved between roots)."""
+        if self._searchable is not None and self.is_open:
+            self.live.hide(self.catalog.ids_outside(self._searchable))
+
+    def relocate(self, old: str, new: str) -> Relocated:
+        """Rewrite OLD's rows to NEW (no image read); the rows NEW already had win their paths."""
+        done = self.catalog.relocate(old, new)
+        self.live.mark_deleted(done.superseded)
+        self.refresh_hidden()
+        return done
+
+    def drop_root(self, root: str) -> int:
+        """A retired root's grace period is over: its rows are tombstoned. Returns how many."""
+        ids = self.catalog.drop_root(root)
+        self.live.mark_deleted(ids)
+        self.refresh_hidden()
+        return len(ids)
 
     def checkpoint(self) -> None:
         """Save the live index (raises OSError: a full disk is the caller's to handle)."""
