@@ -255,7 +255,7 @@ def test_verify_finds_damage_in_every_block_in_use(tmp_path: Path, read_only: bo
         assert verified.indexes_not_walked == ["failures(root, path)"]
         assert len(undetected) <= free + 1
     else:
-        assert verified.indexes_walked == ["failures(root, path)", "images(id)", "meta(key)"]
+        assert verified.indexes_walked == ["failures(root, path)", "images(id)", "meta(key)", "roots(root)"]
         assert len(undetected) <= free
     assert total >= 8  # data, metadata and three indexes: the loop did damage something
 
