@@ -624,6 +624,7 @@ class Daemon:
         the first is waiting or running is refused."""
         if not self._relocating.acquire(blocking=False):
             raise ChromaticaError("another relocate is running; try again when it has finished")
+        logger.info("relocate of %s to %s requested: it runs when the work in hand is done", old, new)
 
         def relocate() -> dict[str, Any]:
             try:
