@@ -646,7 +646,9 @@ class Catalog:
                         "i.root = ? AND i.path = f.path AND i.deleted_at IS NULL)", [new, old, new, new])
             con.execute("DELETE FROM failures WHERE root = ?", [old])
             con.execute("INSERT INTO roots (root, last_scan, last_scan_files) SELECT ?, last_scan, last_scan_files "
-                        "FROM roots WHERE root = ? ON CONFLICT (root) DO NOTHING", [new, old])
+                        "FROM roots WHERE root = ? ON CONFLICT (root) DO UPDATE SET "
+                        "last_scan = coalesce(roots.last_scan, excluded.last_scan), "
+                        "last_scan_files = coalesce(roots.last_scan_files, excluded.last_scan_files)", [new, old])
             con.execute("DELETE FROM roots WHERE root = ?", [old])
         return Relocated(int(moved), superseded)
 
