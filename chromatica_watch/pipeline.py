@@ -115,14 +115,17 @@ class Committer:
         outcome.tombstoned = len(changes.tombstoned)
         return outcome
 
-    def rewrite(self, plan: IngestPlan) -> None:
+    def rewrite(self, plan: IngestPlan) -> int:
         """The plan's path rewrites, committed before any file is read: the folder it adopts (relocated to
-        its root) and the files that moved (same name, size and mtime elsewhere)."""
+        its root) and the files that moved (same name, size and mtime elsewhere). Returns the rows adopted."""
+        adopted = 0
         if plan.adopt is not None:
             relocated = self.catalog.relocate(plan.adopt, plan.root)
             self.index.mark_deleted(relocated.superseded)
+            adopted = relocated.moved
         if plan.moves:
             self.catalog.apply(Changes(moved=plan.moves))
+        return adopted
 
     def _copies(self, copies: list[Known]) -> list[NewImage]:
         """Files whose content the catalog already holds: reuse the stored histogram."""

@@ -63,8 +63,7 @@ class Reconciler:
         source = self.adoptable(root, disk) if not under else None
         plan = plan_delta(self.store.catalog, root, disk, time.time_ns(), under, adopt=source)
         delta = plan.delta
-        adopted_rows = len(self.store.catalog.live_files(source)) if source else 0
-        self.store.committer().rewrite(plan)  # rows that follow their files, before any read
+        adopted_rows = self.store.committer().rewrite(plan)  # rows that follow their files, before any read
         if source is not None:
             self.store.refresh_hidden()
             logger.warning("%s holds the photos of %s (same names, sizes and times): its %d rows now point "
