@@ -100,6 +100,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge
+
+    _setup_cli_logging(args.verbose)
+    report = merge([Path(p) for p in args.index_dirs], Path(args.output))
+    if args.json:
+        print(json_dumps(report.to_json()))
+        return 0
+    index = (f"the live index of {report.base} kept, {report.vectors_appended} vectors appended"
+             if report.checkpoint_reused else f"the live index built from the catalog ({report.vectors} vectors)")
+    print(f"merged {len(report.inputs)} index dirs ({' + '.join(str(n) for n in report.rows)} rows) into "
+          f"{report.output}: {report.live} live, {report.duplicates} duplicates dropped, {report.failed} failed; "
+          f"{index}; {report.seconds:.1f} s")
+    return 0
+
+
 def _config_file(args: argparse.Namespace) -> Path | None:
     """The config file in force for this command (`--config`, $CHROMATICA_WATCH_CONFIG, the user's)."""
     found = config_mod.find_config_file(Path(args.config) if getattr(args, "config", None) else None)
@@ -420,6 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("merge", help="combine index directories built with the same settings into a new one",
+                       description="Combine index directories built with the same histogram settings (two "
+                                   "machines, two halves of a collection) into a new one, without decoding any "
+                                   "image. A file in several of them (same root and path) is kept once, its "
+                                   "newest version.")
+    p.add_argument("index_dirs", nargs="+", metavar="INDEX_DIR", help="index directories to merge (two or more)")
+    p.add_argument("--output", required=True, help="the new index directory (must not exist, or be empty)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_merge)
+
     p = sub.add_parser("run", help="run the daemon in the foreground")
     p.add_argument("--config", help="TOML config file (default: $CHROMATICA_WATCH_CONFIG, else "
                                     "~/.config/chromatica-watch/config.toml if it exists, else built-in defaults)")

@@ -204,6 +204,22 @@ def read_manifest(index_dir: Path) -> Manifest:
 
 def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manifest]:
     """The checkpointed index, verified against its manifest; raises CheckpointInvalid otherwise."""
+    blob, manifest = _verified_checkpoint(index_dir, fingerprint)
+    path = Path(index_dir) / INDEX_FILE
+    try:
+        index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    except RuntimeError as exc:
+        raise CheckpointInvalid(f"{path} cannot be read by faiss: {str(exc).splitlines()[0]}") from exc
+    if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
+        raise CheckpointInvalid(f"{path} holds {index.ntotal} vectors of dimension {index.d}, manifest "
+                                f"says {manifest.vector_count} of {TOTAL_BINS}")
+    hnsw: Any = faiss.downcast_index(index.index)
+    hnsw.hnsw.efSearch = EF_SEARCH
+    return LiveIndex(index, watermark=manifest.watermark), manifest
+
+
+def _verified_checkpoint(index_dir: Path, fingerprint: str) -> tuple[bytes, Manifest]:
+    """The serialized index and its manifest, the fingerprint and checksum checked (not deserialized)."""
     manifest = read_manifest(index_dir)
     if manifest.fingerprint != fingerprint:
         raise CheckpointInvalid(f"checkpoint built with histogram settings {manifest.fingerprint}, "
@@ -215,16 +231,16 @@ def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manif
         raise CheckpointInvalid(f"{path} missing") from exc
     if hashlib.sha256(blob).hexdigest() != manifest.sha256:
         raise CheckpointInvalid(f"{path} does not match its manifest checksum (truncated or corrupted)")
-    try:
-        index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
-    except RuntimeError as exc:
-        raise CheckpointInvalid(f"{path} cannot be read by faiss: {str(exc).splitlines()[0]}") from exc
-    if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
-        raise CheckpointInvalid(f"{path} holds {index.ntotal} vectors of dimension {index.d}, manifest "
-                                f"says {manifest.vector_count} of {TOTAL_BINS}")
-    hnsw: Any = faiss.downcast_index(index.index)
-    hnsw.hnsw.efSearch = EF_SEARCH
-    return LiveIndex(index, watermark=manifest.watermark), manifest
+    return blob, manifest
+
+
+def copy_checkpoint(src_dir: Path, dest_dir: Path, fingerprint: str) -> Manifest:
+    """Copy a checkpoint that verifies into another directory, the manifest (the commit point) last; the
+    bytes checked are the bytes written. Raises CheckpointInvalid."""
+    blob, manifest = _verified_checkpoint(src_dir, fingerprint)
+    atomic_write(Path(dest_dir) / INDEX_FILE, blob)
+    atomic_write(Path(dest_dir) / MANIFEST_FILE, manifest.to_json())
+    return manifest
 
 
 def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[], None] | None = None) -> LiveIndex:
@@ -243,5 +259,5 @@ def default_threads() -> int:
     return available_cores()
 
 
-__all__ = ["CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "load_checkpoint",
+__all__ = ["CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "copy_checkpoint", "load_checkpoint",
            "read_manifest", "rebuild", "remove_stale_temps"]
