@@ -869,7 +869,7 @@ def merge_catalogs(inputs: list[Path], output_dir: Path, base: Path, fingerprint
     every row and id, so its live index checkpoint stays valid; the other inputs' live rows follow with
     new ids, in input order. A (root, path) live in several inputs keeps its newest mtime (a tie: the
     later input's); the others are tombstoned. Failure records are united (the later input's wins) and
-    dropped where a live row exists. Only the images and failures tables are read."""
+    dropped where a live row exists; so are the roots entries (a root retired in an input stays retired)."""
     dirs = [Path(d) for d in inputs]
     base_n = dirs.index(Path(base))
     output = Path(output_dir) / CATALOG_FILE
@@ -889,6 +889,7 @@ def merge_catalogs(inputs: list[Path], output_dir: Path, base: Path, fingerprint
                 with _merge_errors(dirs[n] / CATALOG_FILE, output):
                     _copy_images(con, aliases[n], n, keep_ids=n == base_n)
                     _copy_failures(con, aliases[n])
+                    _copy_roots(con, aliases[n])
             with _duckdb_errors(output):
                 duplicates = _tombstone_duplicates(con)
                 con.execute("DELETE FROM failures f USING images i "
@@ -942,6 +943,16 @@ def _copy_images(con: duckdb.DuckDBPyConnection, alias: str, n: int, *, keep_ids
 def _copy_failures(con: duckdb.DuckDBPyConnection, alias: str) -> None:
     con.execute(f"INSERT OR REPLACE INTO failures ({_FAILURE_COLUMNS}) "
                 f"SELECT {_FAILURE_COLUMNS} FROM {alias}.failures")
+
+
+def _copy_roots(con: duckdb.DuckDBPyConnection, alias: str) -> None:
+    """What an input knows of its roots (retired when, last scanned), so that a root retired there stays
+    hidden; a catalog made before the roots table has none to copy."""
+    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = 'roots'",
+                        [alias]).fetchall()[0][0]
+    if found:
+        con.execute(f"INSERT OR REPLACE INTO roots SELECT root, retired_at, last_scan, last_scan_files "
+                    f"FROM {alias}.roots")
 
 
 def _tombstone_duplicates(con: duckdb.DuckDBPyConnection) -> int:

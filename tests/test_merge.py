@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chromatica_watch import histogram as H
 from chromatica_watch.api import search
 from chromatica_watch.build import BuildOptions, build
 from chromatica_watch.catalog import CATALOG_FILE, Catalog, Changes
@@ -25,6 +26,7 @@ from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
 from tests.test_catalog_damage import BLOCK, FILE_HEADER, new_images, overwrite, storage_facts
 
 Row = tuple[str, bytes, bytes]  # root, path, histogram bytes
+FP = H.fingerprint(256)
 
 
 def build_index(dataset: Path, output: Path, *excludes: str, max_dimension: int = 256) -> Path:
@@ -156,6 +158,14 @@ def test_roots_are_kept_apart(tmp_path: Path) -> None:
     assert_valid(tmp_path / "merged")
     found = search("#0000fa", k=1, config=Config(), index_dir=tmp_path / "merged")
     assert found[0].path == str(office.resolve() / "a.png")
+
+    with Catalog.open(b, FP) as cat:  # the office folder left that index's config: retired there...
+        cat.sync_roots([str(home.resolve())], now=1.0)
+    merge([a, b], tmp_path / "merged-again")
+    with open_catalog(tmp_path / "merged-again") as cat:  # ...and so in the merge: kept, not searched
+        assert cat.root_records()[str(office.resolve())].retired_at == 1.0
+    found = search("#0000fa", k=4, config=Config(), index_dir=tmp_path / "merged-again")
+    assert {m.root for m in found} == {str(home.resolve())}
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
