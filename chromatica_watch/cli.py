@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="find photos by color or by an example image",
                        description="Find photos by weighted colors or by an example image. Asks the running "
                                    "daemon; with none running, opens the index read-only.")
-    p.add_argument("--color", "-c", action="append", default=[], metavar="HEX[:WEIGHT]",
-                   help="a color like '#ff8800' or '#f80', optionally weighted ('#ff8800:0.7'); repeatable, "
+    p.add_argument("--color", "-c", action="append", default=[], metavar="COLOR[:WEIGHT]",
+                   help="a color like '#ff8800', '#f80' or 'teal', optionally weighted ('#ff8800:0.7'); repeatable, "
                         "up to 8")
     p.add_argument("--image", "-i", metavar="PATH", help="find photos colored like this one")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import webcolors
 
 from . import histogram, image
 from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 MAX_COLORS = 8
 _HEX = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-_SPEC_HELP = "expected a hex colour like '#ff8800' or '#f80', optionally ':weight' (e.g. '#ff8800:0.7')"
+_SPEC_HELP = ("expected a hex colour like '#ff8800' or '#f80' or a CSS colour name like 'teal', optionally "
+              "':weight' (e.g. '#ff8800:0.7', 'teal:0.3')")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,12 @@ class ColorWeight:
 def _parse_hex(text: str, spec: str) -> tuple[int, int, int]:
     match = _HEX.fullmatch(text)
     if match is None:
-        raise UsageError(f"bad color {spec!r}: {_SPEC_HELP}")
+        try:  # a CSS colour name (the 147 of CSS Color Module Level 3), any case
+            text = webcolors.name_to_hex(text.lower())
+        except ValueError:
+            raise UsageError(f"bad color {spec!r}: {_SPEC_HELP}") from None
+        match = _HEX.fullmatch(text)
+        assert match is not None
     digits = match.group(1)
     if len(digits) == 3:
         digits = "".join(c * 2 for c in digits)

@@ -47,7 +47,7 @@ def test_good_specs(spec: str, rgb: tuple[int, int, int], weight: float | None) 
     (["#f80:nan"], "'#f80:nan'"),
     (["#f80:inf"], "'#f80:inf'"),
     (["#f80:0.5:0.5"], "'#f80:0.5:0.5'"),
-    (["red"], "'red'"),
+    (["reddish"], "'reddish'"),
     (["#f80:0", "#00f:0"], "all weights are zero"),
     (["#f80:0.7", "#00f:0.4", "#0f0"], "'#0f0'"),
     ([], "no color"),
@@ -207,3 +207,11 @@ def test_search_image_fifo_from_the_command_line_fails_at_once(tmp_path: Path) -
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "query.png" in lines[0] and "a named pipe (FIFO)" in lines[0], proc.stderr
+
+
+def test_css_colour_names_work_wherever_a_hex_does() -> None:
+    assert parse_color_spec("teal:0.7") == ((0, 128, 128), 0.7)
+    assert parse_color_spec("DarkOrange") == ((255, 140, 0), None)
+    assert [c.hex for c in parse_colors(["navy:1", "#f80:1"])] == ["#000080", "#ff8800"]
+    with pytest.raises(UsageError, match="CSS colour name"):
+        parse_color_spec("notacolour:0.5")
