@@ -16,7 +16,7 @@ from . import config as config_mod
 from .client import ask_status, daemon_available, request
 from .config import Config
 from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
-from .errors import ChromaticaError, UsageError
+from .errors import ChromaticaError, DaemonNotRunning, UsageError
 from .status import judge, read_status
 
 if TYPE_CHECKING:
@@ -165,6 +165,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         mode = live.get("watcher_mode", {}).get(root["path"], "-")
         where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
         print(f"  root {root['path']}: {where}, {photos}, watcher {mode}")
+    if live.get("web_url"):
+        print(f"  web app {live['web_url']}  (`chromatica-watch open`)")
     if live.get("last_checkpoint"):
         print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(live['last_checkpoint']))}")
     for alert in live.get("alerts", []):
@@ -377,6 +379,25 @@ def cmd_relocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_open(args: argparse.Namespace) -> int:
+    """Print the web app's address (with its access token) and open it in the browser."""
+    cfg = _load_config(args)
+    live, _ = ask_status(cfg.socket_path)
+    if live is None:
+        raise DaemonNotRunning("the daemon is not running: the web app is served by it (start it with "
+                               "`chromatica-watch run`, or its service)")
+    url = live.get("web_url")
+    if not url:
+        why = "web = false in its config" if not cfg.web else "it could not listen: see `chromatica-watch status`"
+        raise ChromaticaError(f"the daemon serves no web app ({why})")
+    print(url)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
+
+
 def cmd_init_config(args: argparse.Namespace) -> int:
     target = Path(args.config) if args.config else config_mod.user_config_file()
     if target.exists() and not args.force:
@@ -510,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=10, help="missing or different paths shown (default 10)")
     p.set_defaults(func=cmd_relocate)
+
+    p = sub.add_parser("open", help="open the web app in your browser (prints its address)")
+    p.add_argument("--config")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
+    p.set_defaults(func=cmd_open)
 
     p = sub.add_parser("init-config", help="write a commented copy of the default config to the user's config file")
     p.add_argument("--config", help="write it here instead of ~/.config/chromatica-watch/config.toml")

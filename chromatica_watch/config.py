@@ -39,6 +39,11 @@ def default_state_dir() -> str:
     return platformdirs.user_state_dir(APP)
 
 
+def default_thumbnail_dir() -> str:
+    # The freedesktop thumbnail cache ($XDG_CACHE_HOME/thumbnails), shared with file managers.
+    return str(Path(platformdirs.user_cache_dir()) / "thumbnails")
+
+
 def default_runtime_dir() -> str:
     # Without XDG_RUNTIME_DIR (cron, su, containers) platformdirs warns on every call and falls back
     # to a per-user folder under /tmp, which is what we want: say nothing on each CLI command.
@@ -71,6 +76,11 @@ class Config:
     search_candidates: int = 200
     file_timeout: float = 60.0  # a file taking longer to read and decode fails and its worker is replaced
     stall_timeout: float = 300.0  # an indexer stuck this long with work queued is degraded; watchdog pings stop
+    web: bool = True  # serve the web app
+    web_host: str = "127.0.0.1"
+    web_port: int = 8765  # 0: any free port (status shows which)
+    web_max_upload_mb: float = 32.0  # largest example image the app accepts
+    thumbnail_dir: str = field(default_factory=default_thumbnail_dir)
     log_level: str = "INFO"
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
@@ -99,7 +109,9 @@ _KINDS: dict[str, type] = {
     else type(f.default)
     for name, f in _FIELDS.items()
 }
-_PATH_KEYS = ("index_dir", "state_dir", "runtime_dir")
+_PATH_KEYS = ("index_dir", "state_dir", "runtime_dir", "thumbnail_dir")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
@@ -109,6 +121,10 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 
 def _coerce(key: str, value: Any) -> Any:
     kind = _KINDS[key]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
     if kind is tuple:
         if isinstance(value, str):
             value = [value]
@@ -145,6 +161,13 @@ def _validate(cfg: Config) -> Config:
         _positive(key, getattr(cfg, key))
     _positive("workers", cfg.workers, allow_zero=True)
     _positive("retired_root_grace_days", cfg.retired_root_grace_days, allow_zero=True)
+    _positive("web_max_upload_mb", cfg.web_max_upload_mb)
+    if not 0 <= cfg.web_port <= 65535:
+        raise ConfigError(f"config key 'web_port' must be a port number (0 for any free port), got {cfg.web_port}")
+    if cfg.web_host not in _LOOPBACK:
+        # The app trusts whoever holds the token; on a shared network that is not enough.
+        raise ConfigError(f"config key 'web_host' must be a loopback address ({', '.join(_LOOPBACK)}), "
+                          f"got {cfg.web_host!r}")
     if not 0 <= cfg.rescan_jitter < 1:
         raise ConfigError(f"config key 'rescan_jitter' must be in [0, 1), got {cfg.rescan_jitter!r}")
     if not 0 < cfg.tombstone_rebuild_ratio <= 1:
@@ -172,7 +195,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(f"environment variable {name}: unknown config key '{key}'")
         kind = _KINDS[key]
         try:
-            if kind is tuple:
+            if kind is bool:
+                if raw.lower() not in _TRUE + _FALSE:
+                    raise ValueError(raw)
+                out[key] = raw.lower() in _TRUE
+            elif kind is tuple:
                 out[key] = [p for p in raw.split(os.pathsep) if p]
             elif kind is int:
                 out[key] = int(raw)

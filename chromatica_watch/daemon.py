@@ -49,14 +49,16 @@ from .ingest import IngestPool, PoolManager, PoolSettings, Task
 from .paths import Key, display_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
 from .reconciler import Reconciler
-from .records import Changes, Failure
+from .records import Changes, Failure, StoredImage
 from .roots import RETIRED, WATCHED, RootView, expired_roots, relocate, root_problem, root_views
 from .searcher import Result, Searcher
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
 from .status import State, StatusReporter
 from .store import Store
+from .thumbnails import Thumbnailer
 from .watcher import Watcher
+from .web import WebApp, WebServer, WebService, load_token
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +148,8 @@ class Daemon:
     def __init__(self, cfg: Config, config_path: Path | None, *, clock: Clock, notifier: SystemdNotifier,
                  reporter: StatusReporter, batcher: Batcher, workers: PoolManager, store: Store,
                  events: queue.Queue[FsEvent], make_watcher: Callable[[Config], Watcher],
-                 make_server: Callable[[Service], SearchServer]) -> None:
+                 make_server: Callable[[Service], SearchServer],
+                 make_web: Callable[[WebService], WebServer] | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.clock = clock
@@ -158,6 +161,8 @@ class Daemon:
         self.events = events
         self.make_watcher = make_watcher
         self.make_server = make_server
+        self.make_web = make_web
+        self._web: WebServer | None = None
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -235,6 +240,8 @@ class Daemon:
         self.notifier.stopping()
         if self._server is not None:
             self._server.stop()
+        if self._web is not None:
+            self._web.stop()
         if hasattr(self, "watcher"):
             self.watcher.stop()
         self.workers.close()  # a stop does not wait for a slow or hung file
@@ -263,6 +270,7 @@ class Daemon:
         reason: str | None = "internal error"
         try:
             self.start_server()  # status answers from now on; searches once the index is open
+            self.start_web()
             self.open()
             self.check_roots(initial=True)
             self.guarded(self.reconcile_all)
@@ -292,6 +300,23 @@ class Daemon:
     def start_server(self) -> None:
         self._server = self.make_server(self)
         self._server.start()
+
+    def start_web(self) -> None:
+        """The web app, if configured: a port in use costs the app (said in the log and status), not the
+        daemon."""
+        if self.make_web is None or not self.cfg.web:
+            return
+        web = self.make_web(self)
+        try:
+            web.start()
+        except OSError as exc:
+            message = (f"the web app cannot listen on {self.cfg.web_host}:{self.cfg.web_port} "
+                       f"({exc.strerror or exc}); set web_port to a free port (or 0 for any)")
+            logger.error("%s", message)
+            self.reporter.alert(message)
+            return
+        self._web = web
+        self.reporter.update(web_url=web.url)
 
     # -- errors that the daemon lives through ----------------------------------------------------
     def guarded(self, work: Callable[[], None]) -> None:
@@ -592,6 +617,14 @@ class Daemon:
         with self.noting_damage():
             return list(self.catalog.failed_files().values())
 
+    def stored(self, image_id: int) -> StoredImage | None:
+        """One catalog row, for the web app (on its thread); None when there is no such id."""
+        if not self.store.is_open:
+            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
+        catalog, _ = self.store.pair()
+        with self.noting_damage():
+            return catalog.rows([image_id]).get(image_id)
+
     # -- roots -----------------------------------------------------------------------------------
     def sync_roots(self) -> None:
         """Tell the catalog which roots are configured: one that left the config is retired (hidden from
@@ -813,11 +846,16 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     def make_server(service: Service) -> SearchServer:
         return SearchServer(service, cfg.socket_path, cfg.tcp_port)
 
+    def make_web(service: WebService) -> WebServer:
+        app = WebApp(service, Thumbnailer(Path(cfg.thumbnail_dir), cfg.max_pixels), cfg.max_dimension,
+                     cfg.max_pixels, int(cfg.web_max_upload_mb * 2**20))
+        return WebServer(app, load_token(Path(cfg.state_dir)), cfg.web_host, cfg.web_port)
+
     store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=reporter.beat)
     return Daemon(cfg, config_path, clock=clock, notifier=notifier, reporter=reporter,
                   batcher=Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay),
                   workers=PoolManager(settings, clock, idle_after=POOL_IDLE_S), store=store, events=events,
-                  make_watcher=make_watcher, make_server=make_server)
+                  make_watcher=make_watcher, make_server=make_server, make_web=make_web)
 
 
 def run(cfg: Config, config_path: Path | None = None) -> int:

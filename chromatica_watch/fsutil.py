@@ -19,14 +19,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | memoryview, *, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | memoryview, *, durable: bool = True, mode: int = 0o644) -> None:
     """Replace `path` with `data` so a reader (or a crash) sees the old file or the new one, never half.
 
     `durable=False` skips the fsyncs: for files like status.json that may be lost in a power cut.
+    `mode` 0o600 for what only the user may read (a secret, or a file naming one).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
             view = memoryview(data)

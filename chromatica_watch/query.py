@@ -140,6 +140,15 @@ def image_query_histogram(path: str, max_dimension: int = DEFAULT_MAX_DIMENSION,
     """
     try:
         data = image.read_file(path, follow_symlinks=True)
-        return image.features(data.data, max_dimension, max_pixels, content_hash="").histogram
     except ImageError as exc:
         raise UsageError(f"cannot use {display_path(path)} as a query image: {exc.reason}") from None
+    return image_bytes_query_histogram(data.data, display_path(path), max_dimension, max_pixels)
+
+
+def image_bytes_query_histogram(data: bytes, name: str, max_dimension: int = DEFAULT_MAX_DIMENSION,
+                                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The histogram of an example image's bytes (an upload, say); `name` is how errors call it."""
+    try:
+        return image.features(data, max_dimension, max_pixels, content_hash="").histogram
+    except ImageError as exc:
+        raise UsageError(f"cannot use {name} as a query image: {exc.reason}") from None

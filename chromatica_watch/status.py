@@ -219,7 +219,8 @@ class StatusReporter:
 def write_status(path: Path, status: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not fsynced: a status file lost in a power cut is rewritten within seconds of the next start.
-    atomic_write(path, json.dumps(status, indent=2, sort_keys=True).encode(), durable=False)
+    # 0600: it carries the web app's address with its access token, which only this user may read.
+    atomic_write(path, json.dumps(status, indent=2, sort_keys=True).encode(), durable=False, mode=0o600)
 
 
 def read_status(path: Path) -> tuple[dict[str, Any] | None, str | None]:

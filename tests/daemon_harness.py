@@ -37,7 +37,7 @@ class DaemonEnv:
             "roots": [str(self.pictures)], "index_dir": str(self.index_dir), "state_dir": str(self.state_dir),
             "runtime_dir": str(self.runtime_dir), "settle_seconds": 0.3, "max_batch_delay": 0.1,
             "checkpoint_interval": 1.0, "status_interval": 0.2, "workers": 1, "batch_size": 32,
-            "log_level": "DEBUG",
+            "log_level": "DEBUG", "web_port": 0, "thumbnail_dir": str(self.config.parent / "thumbnails"),
         }
         values.update(extra)
         lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]

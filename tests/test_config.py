@@ -18,7 +18,7 @@ from chromatica_watch.errors import ConfigError
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "chromatica-watch.toml"
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 # Defaults computed by platformdirs: the file shows the Linux form, checked separately below.
-PLATFORM_KEYS = {"roots", "index_dir", "state_dir", "runtime_dir"}
+PLATFORM_KEYS = {"roots", "index_dir", "state_dir", "runtime_dir", "thumbnail_dir"}
 SETTING_LINE = re.compile(r"^# ?([a-z_]+) = (.+)$")
 
 
@@ -78,12 +78,13 @@ def test_commented_platform_defaults_are_the_linux_ones(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With a plain home (no XDG overrides), ~ in the file expands to what platformdirs computes."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    for var in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_PICTURES_DIR"):
+    for var in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_PICTURES_DIR"):
         monkeypatch.delenv(var, raising=False)
     values = shipped_values()
     assert [os.path.expanduser(r) for r in values["roots"]] == list(config.default_roots())  # type: ignore[attr-defined]
     assert os.path.expanduser(str(values["index_dir"])) == config.default_index_dir()
     assert os.path.expanduser(str(values["state_dir"])) == config.default_state_dir()
+    assert os.path.expanduser(str(values["thumbnail_dir"])) == config.default_thumbnail_dir()
     # The runtime dir depends on $XDG_RUNTIME_DIR and the uid: the file shows the usual form.
     assert re.fullmatch(r"/run/user/\d+/chromatica-watch", str(values["runtime_dir"]))
 
