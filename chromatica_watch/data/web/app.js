@@ -368,26 +368,41 @@
     return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
   }
 
+  /** Text set only when it changed: an idle page does no layout work, and a selection survives. */
+  function setText(node, value) {
+    const next = String(value);
+    if (node.textContent !== next) node.textContent = next;
+  }
+
+  /** A list rebuilt only when its data changed (it is polled every 2 s and mostly the same). */
+  function renderList(list, data, build) {
+    const key = JSON.stringify(data);
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
+    list.replaceChildren(...build());
+  }
+
   function renderStatus(s) {
     const counts = s.counts || {};
     const stateName = s.state || "unknown";
     const badge = $("status-state");
-    badge.textContent = stateName;
-    badge.className = `badge state-${stateName}`;
-    $("status-indexed").textContent = formatCount(counts.indexed);
-    $("status-queued").textContent = formatCount(counts.queued);
-    $("status-failed").textContent = formatCount(counts.failed);
+    setText(badge, stateName);
+    if (badge.className !== `badge state-${stateName}`) badge.className = `badge state-${stateName}`;
+    setText($("status-indexed"), formatCount(counts.indexed));
+    setText($("status-queued"), formatCount(counts.queued));
+    setText($("status-failed"), formatCount(counts.failed));
     const busy = (counts.queued || 0) > 0 || stateName === "indexing";
-    $("status-rate").textContent = busy && s.throughput_per_s ? `${s.throughput_per_s.toFixed(1)} /s` : "–";
-    $("status-eta").textContent = busy ? formatDuration(s.eta_seconds) : "–";
+    setText($("status-rate"), busy && s.throughput_per_s ? `${s.throughput_per_s.toFixed(1)}/s` : "–");
+    setText($("status-eta"), busy ? formatDuration(s.eta_seconds) : "–");
     const progress = $("status-progress");
     progress.hidden = !busy;
-    progress.textContent = busy ? `${formatCount(counts.queued)} queued` : "";
+    setText(progress, busy ? `${formatCount(counts.queued)} queued` : "");
     const degraded = $("status-degraded");
     degraded.hidden = !s.degraded_reason;
-    degraded.textContent = s.degraded_reason || "";
+    setText(degraded, s.degraded_reason || "");
 
-    $("status-roots").replaceChildren(...(s.roots || []).map((r) => {
+    const roots = s.roots || [];
+    renderList($("status-roots"), roots.map((r) => [r.path, r.state, r.photos, r.failed, r.problem]), () => roots.map((r) => {
       const li = el("li", `root root-${r.state}`);
       li.dataset.state = r.state;
       li.append(el("span", `badge state-${r.state}`, r.state), el("span", "path", r.path),
@@ -396,27 +411,33 @@
       return li;
     }));
 
-    const alerts = s.alerts || [];
+    const alerts = (s.alerts || []).slice(-5).reverse();
     $("alerts-box").hidden = !alerts.length;
-    $("status-alerts").replaceChildren(...alerts.slice(-5).reverse().map((a) => el("li", null, a.message)));
+    renderList($("status-alerts"), alerts, () => alerts.map((a) => el("li", null, a.message)));
 
     // Failures: the persistent list when the server sends it, else the recent ones (both carry a reason).
     const failures = (s.failures && s.failures.length ? s.failures : s.recent_failures) || [];
     $("failures-box").hidden = !failures.length && !(counts.failed > 0);
-    $("status-failures").replaceChildren(...failures.slice(0, 20).map((f) => {
-      const li = el("li", "failure");
-      li.append(el("span", "path", f.path), el("span", "reason", f.reason));
-      return li;
-    }));
-    if (failures.length > 20) $("status-failures").appendChild(el("li", "hint", `and ${failures.length - 20} more`));
-    $("status-version").textContent = s.version ? `chromatica-watch ${s.version}` : "";
+    const shown = failures.slice(0, 20).map((f) => [f.path, f.reason]);
+    renderList($("status-failures"), [shown, failures.length], () => {
+      const items = shown.map(([path, reason]) => {
+        const li = el("li", "failure");
+        li.append(el("span", "path", path), el("span", "reason", reason));
+        return li;
+      });
+      if (failures.length > 20) items.push(el("li", "hint", `and ${failures.length - 20} more`));
+      return items;
+    });
+    setText($("status-version"), s.version ? `chromatica-watch ${s.version}` : "");
 
-    $("status-line").textContent = busy
+    setText($("status-line"), busy
       ? `${stateName}: ${formatCount(counts.indexed)} indexed, ${formatCount(counts.queued)} queued`
-      : `${stateName}: ${formatCount(counts.indexed)} photos indexed`;
-    document.title = busy ? `(${formatCount(counts.queued)}) chromatica-watch` : "chromatica-watch";
+      : `${stateName}: ${formatCount(counts.indexed)} photos indexed`);
+    const title = busy ? `(${formatCount(counts.queued)}) chromatica-watch` : "chromatica-watch";
+    if (document.title !== title) document.title = title;
 
     state.lastIndexed = typeof counts.indexed === "number" ? counts.indexed : null;
+    if (state.lastQuery && state.indexedAtQuery === null) state.indexedAtQuery = state.lastIndexed; // answered first
     if (state.lastQuery && state.indexedAtQuery !== null && state.lastIndexed !== null
         && state.lastIndexed !== state.indexedAtQuery) {
       const diff = state.lastIndexed - state.indexedAtQuery;
@@ -522,9 +543,14 @@
       const dropped = event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files[0];
       if (dropped) searchFile(dropped);
     });
-    // A file dropped anywhere else must not navigate away from the app.
+    // A file dropped anywhere on the page searches too (and never navigates away from the app).
     window.addEventListener("dragover", (event) => event.preventDefault());
-    window.addEventListener("drop", (event) => event.preventDefault());
+    window.addEventListener("drop", (event) => {
+      event.preventDefault();
+      if (drop.contains(event.target)) return; // the zone's own handler has it
+      const dropped = event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files[0];
+      if (dropped) searchFile(dropped);
+    });
 
     $("more-like-this").addEventListener("click", () => {
       const item = state.detailItem;
