@@ -328,4 +328,8 @@ def test_a_result_opens_its_detail_and_more_like_this(app: App, browser: webdriv
     wait(browser).until(lambda d: detail.is_displayed())
     browser.find_element(By.ID, "more-like-this").send_keys(Keys.ESCAPE)
     wait(browser).until(lambda d: not detail.is_displayed())
+    results(browser)[1].find_element(By.CSS_SELECTOR, "button.result-open").click()
+    wait(browser).until(lambda d: detail.is_displayed() and text(d, "detail-path") != second_path)
+    browser.find_element(By.ID, "detail-close").click()
+    wait(browser).until(lambda d: not detail.is_displayed())
     assert_no_browser_errors(browser)
