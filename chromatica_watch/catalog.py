@@ -815,6 +815,14 @@ def _walk_single_key(cur: duckdb.DuckDBPyConnection, path: Path, table: str, col
         raise CatalogDamaged(path, f"the index of {table}({column}) finds {below[0] + above[0]} of its {n} rows")
 
 
+def stored_fingerprint(index_dir: Path) -> str | None:
+    """The histogram settings the catalog of `index_dir` was made with; None when there is no catalog."""
+    if not (Path(index_dir) / CATALOG_FILE).exists():
+        return None
+    with Catalog.open(index_dir, None, read_only=True) as catalog:
+        return catalog.fingerprint()
+
+
 # -- setting a damaged catalog aside -------------------------------------------------------------------
 def quarantine(index_dir: Path, now: datetime) -> Path:
     """Rename the catalog (and its WAL, kept beside it as `<new name>.wal`, so the pair still opens together)

@@ -165,6 +165,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         mode = live.get("watcher_mode", {}).get(root["path"], "-")
         where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
         print(f"  root {root['path']}: {where}, {photos}, watcher {mode}")
+    if upgrade := live.get("upgrade"):
+        rate = live.get("throughput_per_s") or 0
+        left = max(0, upgrade["total"] - upgrade["done"])
+        print(f"  upgrading: {upgrade['done']} of {upgrade['total']} photos indexed again with the new histogram "
+              f"settings" + (f", ETA {_fmt_duration(left / rate)}" if rate and left else "")
+              + "; searches use the previous index until then")
     if live.get("web_url"):
         print(f"  web app {live['web_url']}  (`chromatica-watch open`)")
     if live.get("last_checkpoint"):

@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import queue
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ import numpy as np
 from . import __version__, histogram
 from . import config as config_mod
 from .batcher import Batcher
-from .catalog import Catalog
+from .catalog import Catalog, stored_fingerprint
 from .config import Config
 from .errors import CatalogDamaged, ChromaticaError, ConfigError, DaemonAlreadyRunning, IndexDirError, StorageError
 from .events import (
@@ -51,12 +52,13 @@ from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan
 from .reconciler import Reconciler
 from .records import Changes, Failure, StoredImage
 from .roots import RETIRED, WATCHED, RootView, expired_roots, relocate, root_problem, root_views
-from .searcher import Result, Searcher
+from .searcher import Result, Searcher, open_pair_readonly
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
 from .status import State, StatusReporter
 from .store import Store
 from .thumbnails import Thumbnailer
+from .upgrade import abandoned_upgrades, finish_switch, mark_complete, upgrade_dir
 from .watcher import Watcher
 from .web import WebApp, WebServer, WebService, load_token
 
@@ -183,6 +185,11 @@ class Daemon:
         self._server: SearchServer | None = None
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
         self.retired: tuple[str, ...] = ()  # roots the catalog holds that left the config
+        # During an upgrade (an index of other histogram settings): the old index, searched read-only.
+        self.previous: tuple[Catalog, LiveIndex] | None = None
+        self._previous_fingerprint = ""
+        self._upgrade_total = 0
+        self._scanned = False  # every online root compared with the catalog since the store opened
         self._relocating = threading.Lock()  # one relocate at a time, refused rather than queued
         self.reconciler = Reconciler(store, batcher, self.ingest, clock, self.stop_event.is_set, cfg.excludes,
                                      cfg.settle_seconds, self.relocation_candidates)
@@ -208,6 +215,7 @@ class Daemon:
             private_dir(self.cfg.runtime_dir)
         except OSError as exc:
             raise IndexDirError(f"cannot create {self.cfg.runtime_dir}: {exc.strerror}") from exc
+        self.prepare_upgrade(index_dir)
         while True:  # a full disk at startup: wait, degraded, instead of exiting into a restart loop
             try:
                 self.open_store()
@@ -219,6 +227,7 @@ class Daemon:
         self.watcher.start()
 
     def open_store(self) -> None:
+        self._scanned = False
         rebuilt, damage = self.store.open()
         if damage:
             self.reporter.alert(damage)
@@ -250,6 +259,8 @@ class Daemon:
                 self.checkpoint()
             self.publish_counts()
             self.store.close()
+        if self.previous is not None:
+            self.previous[0].close()
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:
@@ -429,6 +440,7 @@ class Daemon:
             self.catalog.verify()
             self.sync_roots()  # and retired roots past their grace period go
         self.maybe_compact()
+        self.maybe_finish_upgrade()
         self.workers.stop_if_idle(has_work=bool(len(self.batcher)))
         if self.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()
@@ -533,10 +545,11 @@ class Daemon:
     def reconcile_all(self) -> None:
         for root in self.cfg.roots:
             if self.stop_event.is_set():
-                break
+                return
             if self.online.get(root):
                 self.reconcile(root)
                 self.watcher.recheck(root)  # folders made since that could not get a watch
+        self._scanned = not self.storage.failures
         self.reporter.update(last_full_scan=time.time())
         self._next_unwatched_scan = self.clock() + SCAN_FALLBACK_INTERVAL_S
 
@@ -619,9 +632,7 @@ class Daemon:
 
     def stored(self, image_id: int) -> StoredImage | None:
         """One catalog row, for the web app (on its thread); None when there is no such id."""
-        if not self.store.is_open:
-            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
-        catalog, _ = self.store.pair()
+        catalog, _ = self.search_pair()
         with self.noting_damage():
             return catalog.rows([image_id]).get(image_id)
 
@@ -747,6 +758,63 @@ class Daemon:
         self.refresh_degraded()
         self.schedule_rescan()
 
+    # -- upgrading an index of other histogram settings (see upgrade.py) -------------------------
+    def prepare_upgrade(self, index_dir: Path) -> None:
+        """Finish a switch a kill interrupted; then, if the index was made with other histogram settings,
+        keep it for searches (read-only) and index the folders again into an upgrade dir beside it."""
+        if finish_switch(index_dir):
+            self.reporter.alert("the upgraded index was switched in (the switch had been interrupted)")
+        for stale in abandoned_upgrades(index_dir, self.store.fingerprint):
+            logger.warning("removing %s: an upgrade towards other histogram settings than this version's", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            old = stored_fingerprint(index_dir)
+        except CatalogDamaged:
+            return  # opening the store sets it aside and indexes the folders again
+        if old is None or old == self.store.fingerprint:
+            return
+        self.previous = open_pair_readonly(index_dir, old, self.cfg.roots)
+        self._previous_fingerprint = old
+        self._upgrade_total = self.previous[0].counts()["live"]
+        target = upgrade_dir(index_dir, self.store.fingerprint)
+        target.mkdir(exist_ok=True)
+        self.store.index_dir = target
+        message = (f"the index was made with other histogram settings ({old}; now {self.store.fingerprint}): "
+                   f"its {self._upgrade_total} photos are indexed again in the background, and searches use "
+                   "the old index until the new one is complete")
+        logger.warning("%s", message)
+        self.reporter.alert(message)
+
+    def maybe_finish_upgrade(self) -> None:
+        if self.previous is None or not self._scanned or len(self.batcher) or self.in_flight:
+            return
+        if not all(self.online.get(r) for r in self.cfg.roots):
+            return  # an offline root's photos cannot be indexed again yet: the old index keeps them
+        self.finish_upgrade()
+
+    def finish_upgrade(self) -> None:
+        """The new index is complete: commit the switch (COMPLETE), carry it out, reopen."""
+        index_dir = Path(self.cfg.index_dir)
+        upgrade = self.store.index_dir
+        self.checkpoint()
+        if self.storage.failures:
+            return  # not saved: tried again once writing works
+        self.store.close()
+        mark_complete(upgrade)
+        finish_switch(index_dir)
+        # The old catalog's connection goes before the new one opens at the same path (DuckDB keeps one
+        # database per path in a process); a search meanwhile hears that the index is opening.
+        previous, self.previous = self.previous, None
+        if previous is not None:
+            previous[0].close()
+        self.store.index_dir = index_dir
+        self.open_store()
+        self._scanned = True  # the index just switched in was compared with every folder
+        message = f"upgrade complete: the index of {index_dir} now uses histogram settings {self.store.fingerprint}"
+        logger.warning("%s", message)
+        self.reporter.alert(message)
+        self.publish_counts(write=True)
+
     # -- index maintenance -----------------------------------------------------------------------
     def maybe_compact(self) -> None:
         if self.store.compact_if_needed(self.cfg.tombstone_rebuild_ratio):
@@ -755,11 +823,18 @@ class Daemon:
     def search(self, query: np.ndarray, k: int) -> list[Result]:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
-        if not self.store.is_open:
-            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
-        catalog, live = self.store.pair()
+        catalog, live = self.search_pair()
         with self.noting_damage():
             return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+
+    def search_pair(self) -> tuple[Catalog, LiveIndex]:
+        """What searches read: the index, or during an upgrade the previous one (complete, read-only)."""
+        previous = self.previous
+        if previous is not None:
+            return previous
+        if not self.store.is_open:
+            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
+        return self.store.pair()
 
     @contextmanager
     def noting_damage(self) -> Iterator[None]:
@@ -821,6 +896,9 @@ class Daemon:
             watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {},
             unwatched={root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
                        for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {})
+        self.reporter.update(upgrade=None if self.previous is None else {
+            "from": self._previous_fingerprint, "to": self.store.fingerprint, "total": self._upgrade_total,
+            "done": sum(v.photos for v in configured)})
         if write or self.state is State.IDLE:
             self.reporter.publish()  # at once: status.json shows a committed batch without waiting
 

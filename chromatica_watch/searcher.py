@@ -137,11 +137,16 @@ def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION,
     retired by the daemon. Raises IndexDirError when the daemon holds the catalog, or it was built
     with another `max_dimension`. The caller closes the catalog.
     """
+    return open_pair_readonly(Path(index_dir), histogram.fingerprint(max_dimension), searchable)
+
+
+def open_pair_readonly(index_dir: Path, fingerprint: str,
+                       searchable: Sequence[str] | None = None) -> tuple[Catalog, LiveIndex]:
+    """`open_readonly` for an index of the given histogram settings (the daemon's previous index during an
+    upgrade is of other settings than its own)."""
     from .catalog import Catalog
     from .indexdir import open_live_index
 
-    index_dir = Path(index_dir)
-    fingerprint = histogram.fingerprint(max_dimension)
     catalog = Catalog.open(index_dir, fingerprint, read_only=True)
     try:
         live, recovery = open_live_index(index_dir, catalog, fingerprint)
