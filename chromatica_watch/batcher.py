@@ -1,9 +1,10 @@
 """The debounced delta batcher: per-path coalescing, settle detection, and batch flushing.
 
 A file is ready once its (size, mtime) has not changed for `settle_seconds`, so files still being
-copied are never read half-written. A batch flushes when `batch_size` files are ready or
-`max_batch_delay` after the first became ready. Time comes from the caller (`now` arguments) and
-stat from an injected function, so tests drive it without sleeping.
+copied are never read half-written; or at once when its writer closed it (inotify's IN_CLOSE_WRITE).
+A batch flushes when `batch_size` files are ready or `max_batch_delay` after the first became ready.
+Time comes from the caller (`now` arguments) and stat from an injected function, so tests drive it
+without sleeping.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ class Batcher:
         """Something happened to this path: (re)start its settle clock."""
         self._ready.pop(key, None)
         self._pending[key] = _Pending(self._stat(key), now)
+
+    def ready_now(self, key: Key, now: float) -> None:
+        """Its writer closed the file: ready without settling (gone already: nothing to do)."""
+        current = self._stat(key)
+        self._pending.pop(key, None)
+        if current is None:
+            self._ready.pop(key, None)
+            return
+        self._ready[key] = current
+        if self._first_ready_at is None:
+            self._first_ready_at = now
 
     def forget(self, key: Key) -> None:
         """The path is gone (deleted or moved away): nothing to index."""

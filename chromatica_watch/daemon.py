@@ -39,6 +39,7 @@ from .events import (
     ForgetFolder,
     FsEvent,
     Offline,
+    Ready,
     Settle,
     Walk,
     plan_events,
@@ -466,7 +467,7 @@ class Daemon:
                 break
         if self.storage.failures:
             for ev in batch:  # paused: remember what to index; deletions are found by the catch-up scan
-                if ev.kind is EventKind.CHANGED:
+                if ev.kind in (EventKind.CHANGED, EventKind.CLOSED):
                     self.batcher.note((ev.root, ev.path), self.clock())
             return
         self.handle_events(batch)
@@ -478,6 +479,8 @@ class Daemon:
         for action in plan.actions:
             if isinstance(action, Settle):
                 self.batcher.note(action.key, now)
+            elif isinstance(action, Ready):
+                self.batcher.ready_now(action.key, now)
             elif isinstance(action, Forget):
                 self.batcher.forget(action.key)
             elif isinstance(action, ForgetFolder):

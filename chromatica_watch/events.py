@@ -18,7 +18,8 @@ from .records import Changes, LiveFile, Move
 
 
 class EventKind(StrEnum):
-    CHANGED = "changed"  # a file was created, written or closed
+    CHANGED = "changed"  # a file was created or written
+    CLOSED = "closed"  # a writer closed the file (inotify IN_CLOSE_WRITE): ready at once
     DELETED = "deleted"
     MOVED = "moved"  # a file renamed inside the root (path -> dest)
     DIR_CHANGED = "dir_changed"  # a folder appeared: walk it
@@ -38,6 +39,14 @@ class FsEvent:
 @dataclass(frozen=True)
 class Settle:
     """Something happened to this file: (re)start its settle clock."""
+
+    key: Key
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Its writer closed the file: ready now, without the settle time (the read itself re-checks its stat,
+    and a file written again after its close is noted again by the events that follow)."""
 
     key: Key
 
@@ -70,7 +79,7 @@ class Offline:
     root: str
 
 
-Action = Settle | Forget | ForgetFolder | Walk | Offline
+Action = Settle | Ready | Forget | ForgetFolder | Walk | Offline
 
 
 @dataclass
@@ -133,6 +142,8 @@ def plan_events(events: Iterable[FsEvent], facts: Facts) -> EventPlan:
         key = (ev.root, ev.path)
         if ev.kind is EventKind.CHANGED:
             plan.actions.append(Settle(key))
+        elif ev.kind is EventKind.CLOSED:
+            plan.actions.append(Ready(key))
         elif ev.kind is EventKind.DELETED:
             plan.actions.append(Forget(key))
             if (row := facts.rows.get(key)) is not None:

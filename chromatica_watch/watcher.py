@@ -74,7 +74,7 @@ class _Handler(FileSystemEventHandler):
             return
         if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
             if is_candidate(src, self.excludes):
-                self._put(EventKind.CHANGED, src)
+                self._put(EventKind.CLOSED if isinstance(event, FileClosedEvent) else EventKind.CHANGED, src)
         elif isinstance(event, FileDeletedEvent):
             if is_candidate(src, self.excludes):
                 self._put(EventKind.DELETED, src)

@@ -15,7 +15,7 @@ import pytest
 from chromatica_watch import histogram as H
 from chromatica_watch.catalog import CATALOG_FILE, Catalog, stored_fingerprint
 from chromatica_watch.index import INDEX_FILE, MANIFEST_FILE
-from chromatica_watch.upgrade import COMPLETE, OLD_OUT, PREVIOUS, finish_switch, mark_complete, upgrade_dir
+from chromatica_watch.upgrade import OLD_OUT, PREVIOUS, finish_switch, mark_complete, upgrade_dir
 from chromatica_watch.validate import validate
 from tests.conftest import wait_until
 from tests.daemon_harness import DaemonEnv
