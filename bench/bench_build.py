@@ -53,13 +53,12 @@ from bench_common import (
     Summary,
     busy_cpu_seconds,
     cpu_seconds,
+    finish,
     linked_set,
     make_corpus,
-    print_summary,
     ratio_line,
     section,
     spawn_context,
-    verdict,
     wait_until_quiet,
     warm_page_cache,
     warn_if_busy,
@@ -613,13 +612,6 @@ def environment(args: argparse.Namespace) -> dict[str, object]:
             "catalog_rows": args.catalog_rows, "repeat": args.repeat, "wait_idle": args.wait_idle}
 
 
-def write_json(out: Path, summary: Summary) -> Path:
-    path = out / "bench_build.json"
-    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100, help="corpus size for the speed runs (100)")
@@ -665,16 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "rss" in args.sections:
         section(f"3. Peak RSS of `chromatica-watch build` over {args.rss_images} images")
         bench_rss(out, paths, args.rss_images, rates["limit_warm"], args.wait_idle, summary)
-    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    warn_if_busy("at the end", summary)
-    print_summary(summary)
-    details = summary.details
-    print(f"\n  total {details['seconds_total']} s; load average at end {details['loadavg_end']}; "
-          f"JSON: {write_json(out, summary)}")
-    failed = [c for c in summary.checks if c.passed is False]
-    return 1 if failed else 0
-
+    return finish(out, "bench_build", summary, started)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,6 +9,7 @@ anyway (numpy, OpenCV, the package's decoder), never DuckDB or FAISS.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import os
 import resource
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -215,6 +216,21 @@ def print_summary(summary: Summary) -> None:
     print(f"  {'figure':<46} {'value':>12} {'unit':<7} {'target':<10} result")
     for c in summary.checks:
         print(f"  {c.figure:<46} {c.value:>12,.2f} {c.unit:<7} {c.target:<10} {verdict(c)}")
+
+
+def finish(out: Path, name: str, summary: Summary, started: float) -> int:
+    """The end of every benchmark: total time, load at the end, the summary printed and written to
+    OUT/<name>.json; the exit code (1 when a target was missed)."""
+    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
+    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    warn_if_busy("at the end", summary)
+    print_summary(summary)
+    path = out / f"{name}.json"
+    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\n  total {summary.details['seconds_total']} s; load average at end {summary.details['loadavg_end']}; "
+          f"JSON: {path}")
+    return 1 if any(c.passed is False for c in summary.checks) else 0
 
 
 def warn_if_busy(when: str, summary: Summary) -> None:

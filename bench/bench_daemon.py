@@ -124,20 +124,8 @@ TREE_VERSION = 1
 MB = 1024 * 1024
 
 
-# ---------------------------------------------------------------------------------------------------
-# Results (same shape as bench_build's summary)
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class Summary:
-    checks: list[bb.Check] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, figure: str, value: float, unit: str, target: str = "", passed: bool | None = None) -> None:
-        self.checks.append(bb.Check(figure, round(value, 3), unit, target, passed))
-
-
-def section(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+Summary = bb.Summary
+section = bb.section
 
 
 def own_cpu() -> float:
@@ -1178,7 +1166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     summary = Summary(details={"environment": environment(args)})
     print(f"bench_daemon: {json.dumps(summary.details['environment'])}")
-    bb.warn_if_busy("at start", summary)  # type: ignore[arg-type]
+    bb.warn_if_busy("at start", summary)
 
     if {"latency", "burst", "idle"} & set(args.sections):
         section(f"Corpus: {args.sources} camera-like 12 MP JPEGs (bench_build's), made distinct per file")
@@ -1227,17 +1215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tree, index = built_tree(out, args.tree, args.workers)
         bench_restart(out, tree, index, args.workers, args.repeat, args.poll, summary)
 
-    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    bb.warn_if_busy("at the end", summary)  # type: ignore[arg-type]
-    bb.print_summary(summary)  # type: ignore[arg-type]
-    path = out / "bench_daemon.json"
-    doc = {"summary": [{**asdict(c), "result": bb.verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\n  total {summary.details['seconds_total']} s; load average at end {summary.details['loadavg_end']}; "
-          f"JSON: {path}")
-    return 1 if any(c.passed is False for c in summary.checks) else 0
-
+    return bb.finish(out, "bench_daemon", summary, started)
 
 if __name__ == "__main__":
     sys.exit(main())

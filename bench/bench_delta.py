@@ -68,10 +68,9 @@ from bench_common import (
     Summary,
     busy_cpu_seconds,
     cpu_seconds,
+    finish,
     make_corpus,
-    print_summary,
     section,
-    verdict,
     wait_until_quiet,
     warm_page_cache,
     warn_if_busy,
@@ -689,13 +688,6 @@ def environment(args: argparse.Namespace) -> dict[str, object]:
             "merge_repeat": args.merge_repeat, "wait_idle": args.wait_idle, "sections": args.sections}
 
 
-def write_json(out: Path, summary: Summary) -> Path:
-    path = out / "bench_delta.json"
-    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=600, help="seed: corpus images in the renamed folder (600)")
@@ -751,16 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "merge" in args.sections:
         section(f"4. chromatica-watch merge of two {args.merge_rows:,}-row indexes")
         bench_merge(out, cli, args.merge_rows, args.merge_repeat, args.wait_idle, summary)
-    summary.details["seconds_total"] = round(time.monotonic() - started, 1)
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    warn_if_busy("at the end", summary)
-    print_summary(summary)
-    details = summary.details
-    print(f"\n  total {details['seconds_total']} s; load average at end {details['loadavg_end']}; "
-          f"JSON: {write_json(out, summary)}")
-    failed = [c for c in summary.checks if c.passed is False]
-    return 1 if failed else 0
-
+    return finish(out, "bench_delta", summary, started)
 
 if __name__ == "__main__":
     sys.exit(main())
