@@ -51,6 +51,7 @@ from bench_common import (
     MAX_DIMENSION,
     WIDTH,
     Summary,
+    begin,
     busy_cpu_seconds,
     cpu_seconds,
     finish,
@@ -61,7 +62,6 @@ from bench_common import (
     spawn_context,
     wait_until_quiet,
     warm_page_cache,
-    warn_if_busy,
 )
 
 from chromatica_watch import histogram, image, ingest
@@ -640,10 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    summary = Summary(details={"environment": environment(args)})
-    print(f"bench_build: {json.dumps(summary.details['environment'])}")
-    warn_if_busy("at start", summary)
+    summary, started = begin("bench_build", environment(args))
     section(f"1. Corpus: {args.images} camera-like JPEGs")
     paths = make_corpus(out, args.images)
     describe_corpus(paths, summary)

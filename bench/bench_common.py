@@ -218,6 +218,14 @@ def print_summary(summary: Summary) -> None:
         print(f"  {c.figure:<46} {c.value:>12,.2f} {c.unit:<7} {c.target:<10} {verdict(c)}")
 
 
+def begin(name: str, environment: dict[str, object]) -> tuple[Summary, float]:
+    """The start of every benchmark: the summary (with the environment it ran in, printed) and the clock."""
+    summary = Summary(details={"environment": environment})
+    print(f"{name}: {json.dumps(environment)}")
+    warn_if_busy("at start", summary)
+    return summary, time.monotonic()
+
+
 def finish(out: Path, name: str, summary: Summary, started: float) -> int:
     """The end of every benchmark: total time, load at the end, the summary printed and written to
     OUT/<name>.json; the exit code (1 when a target was missed)."""

@@ -66,6 +66,7 @@ from bench_common import (
     HEIGHT,
     WIDTH,
     Summary,
+    begin,
     busy_cpu_seconds,
     cpu_seconds,
     finish,
@@ -73,7 +74,6 @@ from bench_common import (
     section,
     wait_until_quiet,
     warm_page_cache,
-    warn_if_busy,
 )
 
 from chromatica_watch import histogram
@@ -720,10 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    summary = Summary(details={"environment": environment(args)})
-    print(f"bench_delta: {json.dumps(summary.details['environment'])}")
-    warn_if_busy("at start", summary)
+    summary, started = begin("bench_delta", environment(args))
     cli = Cli(out)
     if "seed" in args.sections:
         section(f"1. The seed's scenario: {args.images} photos, an index of {args.kept:.0%} built under another "

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +29,11 @@ import PIL
 from bench_common import (
     BENCH_DIR,
     Summary,
+    begin,
+    finish,
     make_corpus,
-    print_summary,
     section,
-    verdict,
     warm_page_cache,
-    warn_if_busy,
 )
 
 from chromatica_watch import image
@@ -90,13 +87,6 @@ def bench(paths: Sequence[Path], cached_repeat: int, summary: Summary) -> None:
     report("decode floor: OpenCV 1/8-scale decode alone", floor, summary)
 
 
-def write_json(out: Path, summary: Summary) -> Path:
-    path = out / "bench_thumbnails.json"
-    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40, help="corpus JPEGs to thumbnail (40)")
@@ -112,22 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary = Summary(details={"environment": {
+    summary, started = begin("bench_thumbnails", {
         "python": platform.python_version(), "machine": platform.machine(), "pillow": PIL.__version__,
         "cores": len(os.sched_getaffinity(0)), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "images": args.images, "cached_repeat": args.cached_repeat}})
-    print(f"bench_thumbnails: {json.dumps(summary.details['environment'])}")
-    warn_if_busy("at start", summary)
+        "images": args.images, "cached_repeat": args.cached_repeat})
     section(f"1. Corpus: {args.images} camera-like 12 MP JPEGs")
     paths = make_corpus(out, args.images)
     warm_page_cache(paths)
     section("2. Thumbnails (files in the page cache; empty thumbnail cache at first)")
     bench(paths, args.cached_repeat, summary)
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    warn_if_busy("at the end", summary)
-    print_summary(summary)
-    print(f"\n  JSON: {write_json(out, summary)}")
-    return 1 if any(c.passed is False for c in summary.checks) else 0
+    return finish(out, "bench_thumbnails", summary, started)
 
 
 if __name__ == "__main__":
