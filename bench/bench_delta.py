@@ -37,7 +37,8 @@ processes kept busy meanwhile ("others"). Generated inputs are cached in OUT, so
    checkpointed, as `compact` does; its time is printed). `merge A B --output OUT --json` beside a full
    build's index stage over the same 2 x --merge-rows vectors: `index.rebuild(...)` fed from both catalogs
    (ids of B offset past A's), timed in-process, and the part of the merge that is index work:
-   A's checkpoint loaded and B's vectors added to it, in-process. --merge-repeat times interleaved.
+   A's checkpoint loaded and B's vectors added to it, in-process, and the catalog part alone
+   (`catalog.merge_catalogs`), in-process. --merge-repeat times interleaved.
    The histograms are random, not photo-like, so the HNSW costs are indicative of size, not of content.
    Skipped, saying so, when this build has no `merge` command.
 """
@@ -624,6 +625,16 @@ def append_to_checkpoint(inputs: MergeInputs) -> int:
     return live.ntotal
 
 
+def merge_catalogs_only(inputs: MergeInputs, output: Path) -> int:
+    """The catalog part of a merge alone: `catalog.merge_catalogs` into an empty folder, A the base."""
+    from chromatica_watch.catalog import merge_catalogs
+
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    counts = merge_catalogs([inputs.a, inputs.b], output, inputs.a, histogram.fingerprint(MAX_DIMENSION))
+    return counts.live
+
+
 def bench_merge(out: Path, cli: Cli, rows: int, repeat: int, wait_idle: float, summary: Summary) -> None:
     if not cli.has("merge"):
         print("  SKIPPED: this build has no `chromatica-watch merge` command yet")
@@ -632,6 +643,7 @@ def bench_merge(out: Path, cli: Cli, rows: int, repeat: int, wait_idle: float, s
     inputs = merge_inputs(out, rows)
     total = 2 * rows
     merged = out / "runs" / "merge" / "merged"
+    catalog_only = out / "runs" / "merge" / "catalog-only"
     report: dict[str, Any] = {}
 
     def merge() -> Timed:
@@ -655,15 +667,19 @@ def bench_merge(out: Path, cli: Cli, rows: int, repeat: int, wait_idle: float, s
 
     print(f"  inputs: {inputs.a} and {inputs.b}, {rows:,} rows each (two roots), each with its checkpoint; "
           f"best of {repeat}:")
-    best = best_of_interleaved(repeat, {"merge A B --output OUT (CLI process)": merge,
-                                        f"index.rebuild of {total:,} vectors (in-process)": timed(rebuild_both),
-                                        f"A's checkpoint + {rows:,} vectors added": timed(append_to_checkpoint)},
+    keys = {"merge": "merge A B --output OUT (CLI process)",
+            "rebuild": f"index.rebuild of {total:,} vectors (in-process)",
+            "append": f"A's checkpoint + {rows:,} vectors added",
+            "catalog": "catalog.merge_catalogs alone (in-process)"}
+    best = best_of_interleaved(repeat, {keys["merge"]: merge, keys["rebuild"]: timed(rebuild_both),
+                                        keys["append"]: timed(append_to_checkpoint),
+                                        keys["catalog"]: timed(lambda i: merge_catalogs_only(i, catalog_only))},
                                wait_idle)
-    merge_s = best["merge A B --output OUT (CLI process)"].seconds
-    rebuild_s = best[f"index.rebuild of {total:,} vectors (in-process)"].seconds
-    append_s = best[f"A's checkpoint + {rows:,} vectors added"].seconds
-    print(f"  merge: {merge_s:.2f} s whole process (merge() itself {report['seconds']:.2f} s), of which the index "
-          f"work is ~{append_s:.2f} s (A's checkpoint loaded + {rows:,} vectors added, in-process)")
+    merge_s, rebuild_s = best[keys["merge"]].seconds, best[keys["rebuild"]].seconds
+    append_s, catalog_s = best[keys["append"]].seconds, best[keys["catalog"]].seconds
+    print(f"  merge: {merge_s:.2f} s whole process (merge() itself {report['seconds']:.2f} s); its parts, each timed "
+          f"alone in-process:\n    the catalogs merged (DuckDB) {catalog_s:.2f} s; the index work "
+          f"{append_s:.2f} s (A's checkpoint loaded, {rows:,} vectors read from B and added)")
     ratio = merge_s / rebuild_s
     print(f"  {'merge / full build index stage (HNSW of ' + format(total, ',') + ' from the catalog)':<60} = "
           f"{ratio:6.3f}  ({merge_s:.1f} s vs {rebuild_s:.1f} s; no target)")
