@@ -758,5 +758,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_merge(out, cli, args.merge_rows, args.merge_repeat, args.wait_idle, summary)
     return finish(out, "bench_delta", summary, started)
 
+
 if __name__ == "__main__":
     sys.exit(main())
