@@ -733,8 +733,11 @@ def _pillow_only(data: bytes, kind: str, max_dimension: int, max_pixels: int) ->
     return pixels, width, height
 
 
-def _check_riff(data: bytes) -> None:
-    """A WebP shorter than its RIFF header says is truncated (libwebp only says it cannot decode it)."""
+def _check_whole(data: bytes) -> None:
+    """A WebP shorter than its RIFF header says is truncated (libwebp only says it cannot decode it), and
+    so is a GIF without its trailer byte (the first frame of an animation may be whole: the file is not)."""
+    if data.startswith((b"GIF87a", b"GIF89a")) and not data.rstrip(b"\0").endswith(b";"):
+        raise ImageError("truncated GIF: data ends before its trailer")
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
         declared = int.from_bytes(data[4:8], "little") + 8
         if len(data) < declared:
@@ -787,7 +790,7 @@ def _pixels(data: bytes, max_dimension: int, max_pixels: int, suffix: str) -> tu
         _check_dimensions(width, height, max_pixels)
     else:
         data = _png_pixel_chunks(data)
-        _check_riff(data)
+        _check_whole(data)
         fmt, mode, width, height = _probe(data, max_pixels)
     return _opencv_pixels(data, fmt, mode, (width, height), max_dimension), width, height
 
