@@ -846,6 +846,8 @@ def limit_decoder_threads() -> None:
     global _one_thread
     cv2.setNumThreads(1)
     _one_thread = True
+    if "rawpy" not in sys.modules:  # LibRaw's demosaic is OpenMP-parallel: one thread, read when it loads
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def decode_reduced_only(data: bytes, max_dimension: int) -> tuple[int, int]:
