@@ -77,11 +77,12 @@ _XYZ_TO_LINEAR_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314], [-0.9692660
                                 [0.0556434, -0.2040259, 1.0572252]])
 
 
-def dng(rgb: np.ndarray, preview: bool = True, preview_quality: int = 92, preview_side: int | None = None) -> bytes:
+def dng(rgb: np.ndarray, preview: bool = True, preview_quality: int = 92, preview_side: int | None = None,
+        preview_jpeg: bytes | None = None) -> bytes:
     """A DNG whose 12-bit RGGB sensor image samples `rgb` (linearised sRGB) and, with `preview`, whose
     first image directory is that picture as a JPEG (a camera's rendering; shrunk to `preview_side` on
-    its long side if given), the sensor data in a SubIFD, as cameras and Adobe's converter lay them out.
-    Sides are cut to even numbers (whole CFA cells)."""
+    its long side if given; or `preview_jpeg` as it is), the sensor data in a SubIFD, as cameras and
+    Adobe's converter lay them out. Sides are cut to even numbers (whole CFA cells)."""
     import tifffile
 
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
@@ -107,7 +108,8 @@ def dng(rgb: np.ndarray, preview: bool = True, preview_quality: int = 92, previe
             if preview_side is not None:
                 scale = preview_side / max(h, w)
                 small = np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale))))
-            tif.write(iter([jpeg(small, preview_quality)]), shape=small.shape, dtype="uint8", compression=7,
+            encoded = preview_jpeg if preview_jpeg is not None else jpeg(small, preview_quality)
+            tif.write(iter([encoded]), shape=small.shape, dtype="uint8", compression=7,
                       photometric="ycbcr", subfiletype=1, subifds=1, rowsperstrip=h, extratags=camera,
                       metadata=None)
             tif.write(cfa, photometric=32803, subfiletype=0, extratags=sensor, metadata=None)
