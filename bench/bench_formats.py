@@ -5,7 +5,8 @@
 From the camera-like corpus (4000x3000 JPEGs, quality 90; see bench_common.py), the same pictures are
 written by the libraries as HEIC (pillow-heif, quality 90), AVIF (Pillow, quality 90, speed 8), DNG with
 the corpus JPEG embedded as its full-size preview (tifffile; what a camera writes) and DNG without a
-preview (the 12-bit RGGB sensor image alone), and kept beside the JPEGs. Each format's folder is then
+preview, both with their 12-bit RGGB sensor data in lossless-JPEG tiles as most DNGs store it
+(imagecodecs), and kept beside the JPEGs. Each format's folder is then
 indexed by `chromatica_watch.build.build` into a fresh index (files in the page cache; all workers), best
 of --repeat runs, the formats interleaved. Target: RAW with its preview at least 3x the images per second
 of RAW through a half-size demosaic. For scale, the single-process decode time per file of each format.
@@ -57,6 +58,7 @@ FORMATS_VERSION = 1  # bump when a recipe below changes, so cached files are mad
 # name -> (extension, how a corpus JPEG's bytes become that format's bytes)
 FORMATS = ("jpeg", "heic", "avif", "raw-preview", "raw-demosaic")
 EXTENSIONS = {"jpeg": ".jpg", "heic": ".heic", "avif": ".avif", "raw-preview": ".dng", "raw-demosaic": ".dng"}
+RECIPE = {"raw-preview": "ljpeg", "raw-demosaic": "ljpeg"}  # in the folder's name: a new recipe, new files
 
 
 def _rgb(jpeg: bytes) -> np.ndarray:
@@ -85,9 +87,9 @@ def convert(fmt: str, jpeg: bytes) -> bytes:
         Image.fromarray(rgb).save(buf, "AVIF", quality=90, speed=8)
         return buf.getvalue()
     if fmt == "raw-preview":
-        return F.dng(rgb, preview=True, preview_jpeg=jpeg)
+        return F.dng(rgb, preview=True, preview_jpeg=jpeg, lossless_jpeg=True)
     if fmt == "raw-demosaic":
-        return F.dng(rgb, preview=False)
+        return F.dng(rgb, preview=False, lossless_jpeg=True)
     raise ValueError(fmt)
 
 
@@ -103,7 +105,7 @@ def make_sets(out: Path, sources: Sequence[Path]) -> dict[str, list[Path]]:
     base = out / f"formats-v{FORMATS_VERSION}-corpus-v{CORPUS_VERSION}"
     sets, jobs = {}, []
     for fmt in FORMATS:
-        folder = base / fmt
+        folder = base / "-".join(filter(None, (fmt, RECIPE.get(fmt))))
         folder.mkdir(parents=True, exist_ok=True)
         sets[fmt] = [folder / f"{src.stem}{EXTENSIONS[fmt]}" for src in sources]
         jobs += [(fmt, str(src), str(dst)) for src, dst in zip(sources, sets[fmt], strict=True) if not dst.exists()]
@@ -146,7 +148,6 @@ def bench(sets: dict[str, list[Path]], workers: int, repeat: int, summary: Summa
             print(f"  run {run + 1}: {fmt:<13} {rate:7.2f} images/s ({seconds:.2f} s)", flush=True)
             best[fmt] = max(best.get(fmt, 0.0), rate)
     section("Per format: best build rate, and one file's decode in one process")
-    image.limit_decoder_threads()
     for fmt in FORMATS:
         ms = decode_ms(sets[fmt][:8], EXTENSIONS[fmt])
         print(f"  {fmt:<13} build {best[fmt]:7.2f} images/s   decode p50 {ms:7.1f} ms/file")
@@ -186,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.clean:
         shutil.rmtree(out / f"formats-v{FORMATS_VERSION}-corpus-v{CORPUS_VERSION}", ignore_errors=True)
     workers = args.workers or available_cores()
+    image.limit_decoder_threads()  # the one-process decode figures, as a worker decodes (before rawpy loads)
     import pillow_heif
     import rawpy
 

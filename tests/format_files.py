@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -78,11 +79,13 @@ _XYZ_TO_LINEAR_SRGB = np.array([[3.2404542, -1.5371385, -0.4985314], [-0.9692660
 
 
 def dng(rgb: np.ndarray, preview: bool = True, preview_quality: int = 92, preview_side: int | None = None,
-        preview_jpeg: bytes | None = None) -> bytes:
+        preview_jpeg: bytes | None = None, lossless_jpeg: bool = False) -> bytes:
     """A DNG whose 12-bit RGGB sensor image samples `rgb` (linearised sRGB) and, with `preview`, whose
     first image directory is that picture as a JPEG (a camera's rendering; shrunk to `preview_side` on
     its long side if given; or `preview_jpeg` as it is), the sensor data in a SubIFD, as cameras and
-    Adobe's converter lay them out. Sides are cut to even numbers (whole CFA cells)."""
+    Adobe's converter lay them out. Sides are cut to even numbers (whole CFA cells). `lossless_jpeg`
+    stores the sensor data as most DNGs do (Adobe's converter, many cameras): 256 x 256 tiles, each a
+    lossless JPEG (imagecodecs); otherwise uncompressed."""
     import tifffile
 
     h, w = rgb.shape[0] - rgb.shape[0] % 2, rgb.shape[1] - rgb.shape[1] % 2
@@ -112,10 +115,29 @@ def dng(rgb: np.ndarray, preview: bool = True, preview_quality: int = 92, previe
             tif.write(iter([encoded]), shape=small.shape, dtype="uint8", compression=7,
                       photometric="ycbcr", subfiletype=1, subifds=1, rowsperstrip=h, extratags=camera,
                       metadata=None)
-            tif.write(cfa, photometric=32803, subfiletype=0, extratags=sensor, metadata=None)
+            _write_cfa(tif, cfa, sensor, lossless_jpeg)
         else:
-            tif.write(cfa, photometric=32803, subfiletype=0, extratags=camera + sensor, metadata=None)
+            _write_cfa(tif, cfa, camera + sensor, lossless_jpeg)
     return buf.getvalue()
+
+
+def _write_cfa(tif: Any, cfa: np.ndarray, tags: list[tuple[object, ...]], lossless_jpeg: bool,
+               tile: int = 256) -> None:
+    if not lossless_jpeg:
+        tif.write(cfa, photometric=32803, subfiletype=0, extratags=tags, metadata=None)
+        return
+    import imagecodecs
+
+    h, w = cfa.shape
+    tiles = []
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            block = np.zeros((tile, tile), np.uint16)  # edge tiles padded, as the TIFF tiling requires
+            part = cfa[y:y + tile, x:x + tile]
+            block[:part.shape[0], :part.shape[1]] = part
+            tiles.append(imagecodecs.ljpeg_encode(block, bitspersample=12))
+    tif.write(iter(tiles), shape=(h, w), dtype="uint16", compression=7, photometric=32803,
+              subfiletype=0, tile=(tile, tile), bitspersample=12, extratags=tags, metadata=None)
 
 
 def dng_preview(rgb: np.ndarray) -> bytes:

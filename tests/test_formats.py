@@ -93,6 +93,18 @@ def test_raw_uses_its_embedded_preview_only_when_it_is_large_enough() -> None:
     assert np.array_equal(histogram_of(small, ".dng"), sensor_only)
 
 
+def test_raw_sensor_data_compressed_as_most_dngs_are_decodes_alike() -> None:
+    """Lossless-JPEG tiles (Adobe's converter, most camera DNGs) give the same demosaic as plain data."""
+    rgb = picture(5)
+    packed = F.dng(rgb, preview=False, lossless_jpeg=True)
+    plain = F.dng(rgb, preview=False)
+    assert len(packed) < 0.8 * len(plain)
+    assert np.array_equal(image.decode(packed, MAXDIM, suffix=".dng").rgb,
+                          image.decode(plain, MAXDIM, suffix=".dng").rgb)
+    with pytest.raises(ImageError, match=r"^truncated camera RAW: its image data runs to byte"):
+        image.features(packed[: len(packed) - 100], MAXDIM, suffix=".dng")
+
+
 def test_a_colour_search_finds_each_format_first(tmp_path: Path) -> None:
     """One folder, one picture per format: searching by the PNG of each picture finds its file first."""
     dataset, queries = tmp_path / "photos", tmp_path / "queries"
