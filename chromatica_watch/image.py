@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import math
 import os
@@ -26,6 +27,7 @@ import stat
 import struct
 import sys
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +35,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import xxhash
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from . import formats, histogram
 from .defaults import DEFAULT_MAX_PIXELS
@@ -169,8 +171,8 @@ def read_file(path: str, *, follow_symlinks: bool = True) -> FileBytes:
     return FileBytes(data=data, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
-    """(format, mode, width, height) from the header alone; refuses bombs before any decode."""
+def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int, bytes | None]:
+    """(format, mode, width, height, ICC profile) from the header alone; refuses bombs before any decode."""
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
@@ -178,6 +180,7 @@ def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 fmt, mode, (width, height) = im.format or "?", im.mode, im.size
+                icc = im.info.get("icc_profile") or None
     except UnidentifiedImageError as exc:
         raise ImageError("not an image: unrecognized file format") from exc
     except MemoryError:
@@ -185,7 +188,7 @@ def _probe(data: bytes, max_pixels: int) -> tuple[str, str, int, int]:
     except Exception as exc:  # plugins (pillow-heif, libavif) raise more than OSError on a bad header
         raise ImageError(f"corrupt image header: {_detail(exc)}") from exc
     _check_dimensions(width, height, max_pixels)
-    return fmt, mode, width, height
+    return fmt, mode, width, height, icc
 
 
 def _detail(exc: BaseException) -> str:
@@ -326,15 +329,15 @@ _PILLOW_AS_IS = frozenset({"L", "LA", "RGB", "RGBA", "F", "I;16", "I;16L", "I;16
 
 
 def _pillow_pixels(data: bytes, max_dimension: int,
-                   max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                   max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int], bytes | None]:
     """The first image (frame) in `data` decoded by Pillow, laid out as OpenCV's imdecode gives it (gray,
     gray+alpha, BGR or BGRA; uint8, uint16 or float32), for the same resizing and colour steps, and the
-    image's size. A JPEG is reduced while decoding (DCT scaling) to no less than `max_dimension`. With
+    image's size and ICC profile. A JPEG is reduced while decoding (DCT scaling) to no less than `max_dimension`. With
     `max_pixels` the size Pillow read is checked before the pixels are decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as im:
-            size = im.size
+            size, icc = im.size, im.info.get("icc_profile") or None
             if max_pixels is not None:
                 _check_dimensions(*size, max_pixels)
             if im.format in ("JPEG", "MPO"):
@@ -344,7 +347,7 @@ def _pillow_pixels(data: bytes, max_dimension: int,
             im.load()
             frame: Image.Image = im
             if im.mode == "I":  # 32-bit integers: as 16-bit samples
-                return np.clip(np.asarray(im), 0, 65535).astype(np.uint16), size
+                return np.clip(np.asarray(im), 0, 65535).astype(np.uint16), size, icc
             if im.mode == "1":
                 frame = im.convert("L")
             elif im.mode not in _PILLOW_AS_IS:  # palette, CMYK, YCbCr, LAB, premultiplied alpha...
@@ -356,11 +359,11 @@ def _pillow_pixels(data: bytes, max_dimension: int,
         pixels = pixels.astype(np.float32, copy=False)
     if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
         pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]  # RGB(A) -> BGR(A), as OpenCV's
-    return np.ascontiguousarray(pixels), size
+    return np.ascontiguousarray(pixels), size, icc
 
 
 def _pillow_decode(data: bytes, fmt: str, max_dimension: int, opencv_error: str,
-                   max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                   max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int], bytes | None]:
     try:
         return _pillow_pixels(data, max_dimension, max_pixels)
     except (MemoryError, ImageError):
@@ -628,8 +631,10 @@ def _require(kind: str) -> None:
 
 
 
-def _raw_pixels(data: bytes, max_dimension: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
-    """A camera RAW file's pixels (BGR uint8, as OpenCV gives them), width and height. The embedded JPEG
+def _raw_pixels(data: bytes, max_dimension: int,
+                max_pixels: int) -> tuple[np.ndarray, int, int, bytes | None]:
+    """A camera RAW file's pixels (BGR uint8, as OpenCV gives them), width, height and ICC profile (the
+    preview's: an Adobe RGB camera setting tags it so; the demosaic's output is sRGB). The embedded JPEG
     preview is used when its long side is at least `max_dimension` (what the camera rendered, and much
     cheaper), else a half-size demosaic with the camera's white balance, sRGB gamma.
     The sensor's size is checked against the pixel limit before anything is decoded."""
@@ -645,17 +650,18 @@ def _raw_pixels(data: bytes, max_dimension: int, max_pixels: int) -> tuple[np.nd
             width, height = s.width, s.height
             preview = _raw_preview(raw, rawpy, max_dimension, max_pixels)
             if preview is not None:
-                return preview, width, height
+                return preview[0], width, height, preview[1]
             rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8, gamma=(2.4, 12.92))
     except rawpy.LibRawFileUnsupportedError as exc:
         raise ImageError(f"not a camera RAW file LibRaw can read: {_detail(exc)}") from exc
     except rawpy.LibRawError as exc:
         raise ImageError(f"could not decode camera RAW data: {_detail(exc)}") from exc
-    return np.ascontiguousarray(rgb[:, :, ::-1]), width, height
+    return np.ascontiguousarray(rgb[:, :, ::-1]), width, height, None
 
 
-def _raw_preview(raw: Any, rawpy: Any, max_dimension: int, max_pixels: int) -> np.ndarray | None:
-    """The embedded preview's pixels (BGR) when it is large enough, else None."""
+def _raw_preview(raw: Any, rawpy: Any, max_dimension: int,
+                 max_pixels: int) -> tuple[np.ndarray, bytes | None] | None:
+    """The embedded preview's pixels (BGR) and ICC profile when it is large enough, else None."""
     try:
         thumb = raw.extract_thumb()
     except rawpy.LibRawError:  # none, or of a kind LibRaw cannot give
@@ -666,13 +672,13 @@ def _raw_preview(raw: Any, rawpy: Any, max_dimension: int, max_pixels: int) -> n
             return None
         try:
             _check_dimensions(*size, max_pixels)
-            return _opencv_pixels(thumb.data, "JPEG", "", size, max_dimension)
+            return _opencv_pixels(thumb.data, "JPEG", "", size, max_dimension), _jpeg_icc(thumb.data)
         except ImageError:  # a damaged preview: the sensor data may still be whole
             return None
     bitmap = np.asarray(thumb.data)
     if bitmap.ndim != 3 or bitmap.shape[2] != 3 or max(bitmap.shape[:2]) < max_dimension:
         return None
-    return np.ascontiguousarray(bitmap[:, :, ::-1])
+    return np.ascontiguousarray(bitmap[:, :, ::-1]), None
 
 
 def _check_tiff_extent(data: bytes) -> None:
@@ -715,7 +721,8 @@ def _check_tiff_extent(data: bytes) -> None:
         raise ImageError(f"truncated camera RAW: its image data runs to byte {extent}, the file has {len(data)}")
 
 
-def _pillow_only(data: bytes, kind: str, max_dimension: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+def _pillow_only(data: bytes, kind: str, max_dimension: int,
+                 max_pixels: int) -> tuple[np.ndarray, int, int, bytes | None]:
     """HEIF, AVIF and JPEG XL: the size from the container first, then Pillow's plugin decodes (once:
     the JPEG XL plugin decodes the whole image as it opens it, so it is opened only after the check)."""
     where = {"heif": "HEIF", "avif": "AVIF", "jxl": "JPEG XL"}[kind]
@@ -725,12 +732,12 @@ def _pillow_only(data: bytes, kind: str, max_dimension: int, max_pixels: int) ->
     _require(kind)
     with _decoder_messages() as said:
         try:
-            pixels, (width, height) = _pillow_decode(data, where, max_dimension, "", max_pixels)
+            pixels, (width, height), icc = _pillow_decode(data, where, max_dimension, "", max_pixels)
         except ImageError as exc:
             if kind == "jxl" and isinstance(exc.__cause__, RuntimeError):  # its words are about building libjxl
                 raise ImageError("could not decode JPEG XL data: corrupt or truncated (libjxl gave no detail)") from exc
             raise ImageError(_with_messages(exc.reason, said)) from exc
-    return pixels, width, height
+    return pixels, width, height, icc
 
 
 def _check_whole(data: bytes) -> None:
@@ -769,14 +776,16 @@ def _opencv_pixels(data: bytes, fmt: str, mode: str, size: tuple[int, int], max_
             raise ImageError(f"could not decode {fmt} data ({opencv_error})")
         try:
             with _decoder_messages() as said:
-                pixels, _ = _pillow_decode(data, fmt, max_dimension, opencv_error)
+                pixels, _, _ = _pillow_decode(data, fmt, max_dimension, opencv_error)
         except ImageError as exc:
             raise ImageError(_with_messages(exc.reason, said)) from exc
     return pixels
 
 
-def _pixels(data: bytes, max_dimension: int, max_pixels: int, suffix: str) -> tuple[np.ndarray, int, int]:
-    """The decoded pixels (as OpenCV lays them out) and the image's width and height."""
+def _pixels(data: bytes, max_dimension: int, max_pixels: int,
+            suffix: str) -> tuple[np.ndarray, int, int, bytes | None]:
+    """The decoded pixels (as OpenCV lays them out), the image's width and height, and its embedded ICC
+    profile (None without one)."""
     if not data:
         raise ImageError("empty file (0 bytes)")
     kind = sniff(data, suffix)
@@ -788,19 +797,92 @@ def _pixels(data: bytes, max_dimension: int, max_pixels: int, suffix: str) -> tu
     if jpeg_size is not None:
         (width, height), fmt, mode = jpeg_size, "JPEG", ""
         _check_dimensions(width, height, max_pixels)
+        icc = _jpeg_icc(data)
     else:
+        png_icc = _png_icc(data)  # before its chunk is dropped for OpenCV
         data = _png_pixel_chunks(data)
         _check_whole(data)
-        fmt, mode, width, height = _probe(data, max_pixels)
-    return _opencv_pixels(data, fmt, mode, (width, height), max_dimension), width, height
+        fmt, mode, width, height, icc = _probe(data, max_pixels)
+        icc = png_icc or icc
+    return _opencv_pixels(data, fmt, mode, (width, height), max_dimension), width, height, icc
+
+
+# --- Colour: embedded ICC profiles other than sRGB are converted to sRGB before Lab ---
+
+_ICC_MARKER = b"ICC_PROFILE\0"
+
+
+def _jpeg_icc(data: bytes) -> bytes | None:
+    """A JPEG's ICC profile, from its APP2 'ICC_PROFILE' segments (in their sequence order), or None.
+    OpenCV's decode ignores it; the header walk finds it without decoding anything."""
+    parts: dict[int, bytes] = {}
+    for pos, marker in _jpeg_header_segments(data):
+        if marker == 0xE2:
+            length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            body = data[pos + 4:pos + 2 + length]
+            if body.startswith(_ICC_MARKER) and len(body) > 14:
+                parts[body[12]] = body[14:]
+    return b"".join(parts[k] for k in sorted(parts)) if parts else None
+
+
+def _png_icc(data: bytes) -> bytes | None:
+    """A PNG's ICC profile from its iCCP chunk (name, NUL, method, zlib data), or None."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    for start, end, kind in _png_chunks(data):
+        if kind == b"iCCP":
+            body = data[start + 8:end - 4]
+            nul = body.find(b"\0")
+            try:
+                return zlib.decompress(body[nul + 2:]) if nul > 0 else None
+            except zlib.error:
+                return None
+        if kind == b"IDAT":
+            return None
+    return None
+
+
+@functools.cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@functools.lru_cache(maxsize=64)
+def _icc_transform(icc: bytes) -> ImageCms.ImageCmsTransform | None:
+    """The transform from this profile to sRGB, built once per profile (by its bytes); None for a profile
+    that is sRGB already, is not an RGB profile (gray, CMYK, Lab: those pixels are left as decoded) or
+    does not parse (the picture is still indexed, as if untagged)."""
+    if len(icc) < 132 or icc[16:20] != b"RGB ":
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = ImageCms.getProfileDescription(profile) or ""
+        if "srgb" in description.lower().replace(" ", ""):
+            return None
+        return ImageCms.buildTransform(profile, _srgb_profile(), "RGB", "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def to_srgb(rgb: np.ndarray, icc: bytes) -> np.ndarray:
+    """RGB pixels (uint8, or float32 in [0, 1]: taken to 8 bits first) in the colour space of `icc`,
+    converted to sRGB (LittleCMS, the profile's default intent, as ImageCms.profileToProfile does)."""
+    transform = _icc_transform(bytes(icc))
+    if transform is None:
+        return rgb
+    if rgb.dtype != np.uint8:
+        rgb = np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    converted = transform.apply(Image.fromarray(np.ascontiguousarray(rgb), "RGB"))
+    return np.asarray(converted)
 
 
 def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS, *, suffix: str = "") -> Decoded:
     """Decode to sRGB with the longest side at most `max_dimension`; raises ImageError with a reason.
+    Pixels tagged with an ICC profile other than sRGB (Display P3, Adobe RGB) are converted to sRGB.
 
     `suffix` is the file's extension ('.dng'): it only sends a TIFF-like file named like a camera RAW to
     LibRaw; every other format is told by its content."""
-    pixels, width, height = _pixels(data, max_dimension, max_pixels, suffix)
+    pixels, width, height, icc = _pixels(data, max_dimension, max_pixels, suffix)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     longest = max(pixels.shape[:2])
@@ -819,6 +901,8 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
         rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB)
     else:
         rgb = np.repeat(pixels[:, :, :1], 3, axis=2)
+    if icc is not None:
+        rgb = to_srgb(rgb, icc)
     return Decoded(rgb=rgb, weights=weights, width=width, height=height)
 
 

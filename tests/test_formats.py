@@ -56,8 +56,8 @@ def file_of(kind: str, rgb: np.ndarray, second: np.ndarray | None = None) -> tup
     return ext, write(rgb)
 
 
-def histogram_of(data: bytes, suffix: str = "", **kw: int) -> np.ndarray:
-    return image.features(data, MAXDIM, suffix=suffix, **kw).histogram
+def histogram_of(data: bytes, suffix: str = "", max_dimension: int = MAXDIM) -> np.ndarray:
+    return image.features(data, max_dimension, suffix=suffix).histogram
 
 
 def l1(a: np.ndarray, b: np.ndarray) -> float:
@@ -409,3 +409,168 @@ def test_daemon_indexes_a_folder_of_mixed_formats_and_finds_each(daemon_env, tmp
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)[0]["relative_path"] == name, (kind, proc.stdout)
     assert daemon_env.stop() == 0
+
+
+# --- colour: an embedded ICC profile other than sRGB is converted to sRGB before Lab ---
+
+# Display P3's colorants as its ICC profile stores them (adapted to D50, as in Apple's profile).
+P3_COLORANTS = ((0.515121, 0.241196, -0.001053), (0.291977, 0.692245, 0.041885), (0.157104, 0.066574, 0.784073))
+D50 = (0.9642, 1.0, 0.8249)
+
+
+def _s15(*values: float) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def icc_profile(colorants: tuple[tuple[float, float, float], ...], name: str) -> bytes:
+    """An ICC v2 RGB display profile (matrix and the sRGB tone curve), built here byte by byte: Pillow
+    can only create sRGB, Lab and XYZ profiles."""
+    ascii_name = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name + bytes(4 + 4 + 2 + 1 + 67)
+    v = np.arange(1024) / 1023
+    curve = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    trc = b"curv" + bytes(4) + struct.pack(">I", 1024) + np.round(curve * 65535).astype(">u2").tobytes()
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + _s15(*D50)),
+            (b"rXYZ", b"XYZ " + bytes(4) + _s15(*colorants[0])), (b"gXYZ", b"XYZ " + bytes(4) + _s15(*colorants[1])),
+            (b"bXYZ", b"XYZ " + bytes(4) + _s15(*colorants[2])), (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc),
+            (b"cprt", b"text" + bytes(4) + b"public domain\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + bytes(4) + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
+              + bytes(4 + 4 + 4 + 4 + 8 + 4) + _s15(*D50) + bytes(4 + 16))
+    header += bytes(128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def primaries_to_xyz(xy: tuple[tuple[float, float], ...], white: tuple[float, float]) -> np.ndarray:
+    def xyz(x: float, y: float) -> np.ndarray:
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    m = np.stack([xyz(*p) for p in xy], axis=1)
+    return m * np.linalg.solve(m, xyz(*white))
+
+
+D65_XY = (0.3127, 0.3290)
+P3_TO_LINEAR_SRGB = np.linalg.solve(primaries_to_xyz(((0.64, 0.33), (0.30, 0.60), (0.15, 0.06)), D65_XY),
+                                    primaries_to_xyz(((0.680, 0.320), (0.265, 0.690), (0.150, 0.060)), D65_XY))
+
+
+def p3_to_srgb_known(rgb: tuple[int, int, int]) -> np.ndarray:
+    """The sRGB value of a Display P3 colour, from the two colour spaces' definitions (clipped to sRGB)."""
+    v = np.asarray(rgb, dtype=np.float64) / 255
+    linear = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    out = np.clip(P3_TO_LINEAR_SRGB @ linear, 0, 1)
+    return np.where(out > 0.0031308, 1.055 * out ** (1 / 2.4) - 0.055, out * 12.92) * 255
+
+
+P3_PATCHES = ((200, 120, 80), (90, 160, 210), (0, 255, 0), (128, 128, 128))
+
+
+def p3_picture() -> np.ndarray:
+    """Four 32 x 32 patches of Display P3 colours (P3 pure green is outside sRGB)."""
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    for i, colour in enumerate(P3_PATCHES):
+        rgb[(i // 2) * 32:(i // 2) * 32 + 32, (i % 2) * 32:(i % 2) * 32 + 32] = colour
+    return rgb
+
+
+def tagged(fmt: str, rgb: np.ndarray, icc: bytes) -> tuple[str, bytes]:
+    """(extension, bytes) of `rgb` written with the profile embedded, by the format's own library."""
+    from PIL import Image
+
+    if fmt == "heic":
+        import pillow_heif
+
+        heif = pillow_heif.from_bytes("RGB", (rgb.shape[1], rgb.shape[0]), rgb.tobytes())
+        heif.info["icc_profile"] = icc
+        buf = io.BytesIO()
+        heif.save(buf, quality=95)
+        return ".heic", buf.getvalue()
+    if fmt == "jxl":  # pillow-jxl-plugin writes no ICC profile, but keeps a JPEG's when it transcodes it
+        import tempfile
+        import warnings
+
+        import pillow_jxl  # noqa: F401 - registers the plugin
+
+        buf = io.BytesIO()
+        with tempfile.NamedTemporaryFile(suffix=".jpg") as f:  # it transcodes only a JPEG read from a file
+            f.write(tagged("jpeg", rgb, icc)[1])
+            f.flush()
+            with Image.open(f.name) as jpeg, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Using JPEG reconstruction...": what is wanted here
+                jpeg.save(buf, "JXL")
+        return ".jxl", buf.getvalue()
+    if fmt == "dng":
+        buf = io.BytesIO()
+        big = np.kron(rgb, np.ones((8, 8, 1), np.uint8))  # a preview of at least max_dimension
+        Image.fromarray(big).save(buf, "JPEG", quality=95, icc_profile=icc)
+        return ".dng", F.dng(big, preview=True, preview_jpeg=buf.getvalue())
+    params: dict[str, object] = {"icc_profile": icc}
+    name, ext = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "tiff": ("TIFF", ".tif"),
+                 "webp": ("WEBP", ".webp"), "avif": ("AVIF", ".avif")}[fmt]
+    if fmt == "jpeg":
+        params["quality"] = 95
+    if fmt == "webp":
+        params["lossless"] = True
+    if fmt == "avif":
+        params["quality"] = 95
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, name, **params)
+    return ext, buf.getvalue()
+
+
+def test_display_p3_colours_come_out_as_their_known_srgb_values() -> None:
+    p3 = icc_profile(P3_COLORANTS, "Display P3 (test)")
+    ext, data = tagged("png", p3_picture(), p3)
+    got = image.decode(data, MAXDIM, suffix=ext).rgb
+    for i, colour in enumerate(P3_PATCHES):
+        pixel = got[(i // 2) * 32 + 16, (i % 2) * 32 + 16].astype(float)
+        assert np.abs(pixel - p3_to_srgb_known(colour)).max() <= 2.0, (colour, pixel, p3_to_srgb_known(colour))
+    # Pure P3 green is beyond sRGB: it comes out as sRGB's own pure green (clipped); a grey stays grey.
+    green = got[32 + 16, 16].astype(int)
+    assert green[1] == 255 and green[0] <= 2 and green[2] <= 2, green
+    assert np.abs(got[48, 48].astype(int) - 128).max() <= 1
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff", "webp", "jpeg", "heic", "avif", "jxl", "dng"])
+def test_an_embedded_p3_profile_is_converted_to_srgb_in_every_format(fmt: str) -> None:
+    """Against ImageCms.profileToProfile of the same pixels: equal for lossless formats, and within the
+    codec's own error for lossy ones; and far from the histogram of the same numbers taken as sRGB."""
+    from PIL import Image, ImageCms
+
+    rgb = p3_picture()
+    p3 = icc_profile(P3_COLORANTS, "Display P3 (test)")
+    reference = np.asarray(ImageCms.profileToProfile(Image.fromarray(rgb), ImageCms.ImageCmsProfile(io.BytesIO(p3)),
+                                                     ImageCms.createProfile("sRGB")))
+    ext, data = tagged(fmt, rgb, p3)
+    decoded = image.decode(data, 64, suffix=ext).rgb
+    got = image.features(data, 64, suffix=ext).histogram
+    expected, untagged = histogram_of(F.png(reference), max_dimension=64), histogram_of(F.png(rgb), max_dimension=64)
+    if fmt in ("png", "tiff", "webp"):
+        assert np.array_equal(decoded, reference)
+        assert np.allclose(got, expected, atol=1e-6)
+    else:
+        assert np.median(np.abs(decoded.astype(int) - reference.astype(int))) <= 2
+        assert l1(got, expected) < 0.15
+    assert l1(got, untagged) > 0.3
+    assert l1(got, expected) < l1(got, untagged) / 3
+
+
+def test_srgb_and_odd_profiles_leave_the_pixels_as_decoded() -> None:
+    from PIL import ImageCms
+
+    rgb = p3_picture()
+    plain = image.decode(F.png(rgb), MAXDIM).rgb
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert np.array_equal(image.decode(tagged("png", rgb, srgb)[1], MAXDIM).rgb, plain)
+    srgb_named = icc_profile(((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)),
+                             "sRGB IEC61966-2.1")
+    assert np.array_equal(image.decode(tagged("jpeg", rgb, srgb_named)[1], MAXDIM).rgb,
+                          image.decode(F.jpeg(rgb, 95), MAXDIM).rgb)
+    broken = icc_profile(P3_COLORANTS, "Display P3 (test)")[:200]  # cut: does not parse
+    assert np.array_equal(image.decode(tagged("png", rgb, broken)[1], MAXDIM).rgb, plain)
