@@ -116,6 +116,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_formats(args: argparse.Namespace) -> int:
+    from .formats import format_support
+
+    support = format_support()
+    if args.json:
+        print(json_dumps([f.to_json() for f in support]))
+        return 0
+    for f in support:
+        state = "available" if f.available else f"MISSING: {f.install}"
+        print(f"{f.name:32} {state:12}  package {f.package}")
+        print(f"    {' '.join(f.extensions)}")
+        if f.note:
+            print(f"    {f.note}")
+    return 0
+
+
 def _config_file(args: argparse.Namespace) -> Path | None:
     """The config file in force for this command (`--config`, $CHROMATICA_WATCH_CONFIG, the user's)."""
     found = config_mod.find_config_file(Path(args.config) if getattr(args, "config", None) else None)
@@ -474,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("formats", help="the image formats this install reads, and the package each needs")
+    p.add_argument("--json", action="store_true", help="the list as JSON")
+    p.set_defaults(func=cmd_formats)
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
     p.add_argument("--config", help="TOML config file (default: $CHROMATICA_WATCH_CONFIG, else "

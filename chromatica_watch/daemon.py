@@ -44,6 +44,7 @@ from .events import (
     Walk,
     plan_events,
 )
+from .formats import missing_format_support
 from .fsutil import is_storage_error, lock_directory
 from .index import LiveIndex
 from .indexdir import ensure_writable
@@ -284,6 +285,8 @@ class Daemon:
             self.start_server()  # status answers from now on; searches once the index is open
             self.start_web()
             self.open()
+            for line in missing_format_support():  # once per start, not once per file
+                logger.warning("%s", line)
             self.check_roots(initial=True)
             self.guarded(self.reconcile_all)
             self.schedule_rescan()

@@ -11,12 +11,27 @@ import errno
 import os
 import stat
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
-                              ".webp"})
+# Decoded by OpenCV (Pillow where OpenCV cannot): always available. An animation (GIF, APNG, animated
+# WebP) is indexed by its first frame; an MPO (a camera's multi-picture JPEG) by its first picture.
+BASIC_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".bmp", ".dib",
+                              ".tif", ".tiff", ".webp", ".gif"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})  # pillow-heif
+AVIF_EXTENSIONS = frozenset({".avif"})  # Pillow's own AVIF support (libavif)
+JXL_EXTENSIONS = frozenset({".jxl"})  # pillow-jxl-plugin (the `jxl` extra)
+# Camera RAW, through rawpy (LibRaw; the `raw` extra): the embedded preview, else a half-size demosaic.
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
+                            ".orf", ".rw2", ".rwl", ".pef", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf",
+                            ".mef", ".mos", ".mrw", ".kdc", ".dcr", ".gpr"})
+IMAGE_EXTENSIONS = BASIC_EXTENSIONS | HEIF_EXTENSIONS | AVIF_EXTENSIONS | JXL_EXTENSIONS | RAW_EXTENSIONS
+
+
+def extension(name: str | bytes) -> str:
+    """The lower-case extension of a file name ('.heic'), or ''."""
+    return os.path.splitext(os.fsdecode(name))[1].lower()
 
 
 def has_image_extension(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return extension(name) in IMAGE_EXTENSIONS
 
 
 # Why a file that is not a regular file is never read, by its kind (the scanner gives the same words).

@@ -14,7 +14,7 @@ import json
 import cv2
 import numpy as np
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2  # 2: embedded ICC profiles (Display P3, Adobe RGB...) converted to sRGB first
 L_BINS, A_BINS, B_BINS = 8, 12, 12
 TOTAL_BINS = L_BINS * A_BINS * B_BINS  # 1152
 L_RANGE = (0.0, 100.0)
@@ -158,7 +158,7 @@ def histogram_config(max_dimension: int) -> dict[str, object]:
         "bins": [L_BINS, A_BINS, B_BINS],
         "ranges": [list(L_RANGE), list(A_RANGE), list(B_RANGE)],
         "max_dimension": max_dimension,
-        "color": "sRGB-D65->CIELab(skimage rgb2lab)",
+        "color": "ICC->sRGB-D65->CIELab(skimage rgb2lab)",
         "assignment": "trilinear",
     }
 

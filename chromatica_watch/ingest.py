@@ -24,6 +24,7 @@ import pebble
 
 from . import image
 from .errors import ImageError
+from .filetypes import extension
 from .paths import absolute_key, absolute_path, display_key, stat_file
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
     if digest in task.skip_hashes:
         return Known(task, read.size, read.mtime_ns, digest)
     try:
-        feats = image.features(read.data, max_dimension, max_pixels, content_hash=digest)
+        feats = image.features(read.data, max_dimension, max_pixels, content_hash=digest,
+                               suffix=extension(task.path))
     except ImageError as exc:
         after = stat_file(path)
         if after is None or (after.size, after.mtime_ns) != (read.size, read.mtime_ns):

@@ -19,6 +19,7 @@ import webcolors
 from . import histogram, image
 from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from .errors import ImageError, UsageError
+from .filetypes import extension
 from .paths import display_path
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,6 @@ def image_bytes_query_histogram(data: bytes, name: str, max_dimension: int = DEF
                                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The histogram of an example image's bytes (an upload, say); `name` is how errors call it."""
     try:
-        return image.features(data, max_dimension, max_pixels, content_hash="").histogram
+        return image.features(data, max_dimension, max_pixels, content_hash="", suffix=extension(name)).histogram
     except ImageError as exc:
         raise UsageError(f"cannot use {name} as a query image: {exc.reason}") from None
