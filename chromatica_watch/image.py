@@ -457,6 +457,14 @@ def sniff(data: bytes, suffix: str = "") -> str:
     return "basic"
 
 
+def enable_pillow_for(data: bytes) -> None:
+    """Let Pillow open this file's format (its HEIF, AVIF or JPEG XL plugin registered on first need), for
+    other image modules that decode with Pillow (thumbnails). ImageError naming a missing package."""
+    kind = sniff(data)
+    if kind in ("heif", "avif", "jxl"):
+        _require(kind)
+
+
 def _isobmff_boxes(data: bytes, start: int, end: int, where: str) -> Iterator[tuple[bytes, int, int]]:
     """(type, body start, body end) of each box in data[start:end]; ImageError for a box that runs past
     the end (a truncated file) or a malformed box header."""

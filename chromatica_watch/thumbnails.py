@@ -31,7 +31,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import ImageError
-from .image import read_file
+from .image import enable_pillow_for, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source,
     """The thumbnail PNG of an image file's bytes; ImageError with the reason when it cannot be made."""
     if not data:
         raise ImageError("empty file (0 bytes)")
+    enable_pillow_for(data)  # a phone's HEIC, an AVIF, a JPEG XL
     try:
         with Image.open(io.BytesIO(data)) as im:
             return _render(im, longest, max_pixels, source, software)

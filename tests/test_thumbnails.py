@@ -364,3 +364,19 @@ def test_callers_mistakes_raise(tmp_path: Path, thumbs: Thumbnailer) -> None:
         thumbs.get(str(path), "huge")
     with pytest.raises(ValueError, match="absolute"):
         thumbs.get("a.jpg", "normal")
+
+
+def test_a_heic_from_a_phone_gets_a_thumbnail(tmp_path: Path) -> None:
+    import pillow_heif
+
+
+    heif = pillow_heif.from_bytes(mode="RGB", size=(320, 240), data=np.full((240, 320, 3), (0, 128, 128), np.uint8)
+                                  .tobytes())
+    path = tmp_path / "IMG_0001.HEIC"
+    heif.save(str(path), quality=90)
+    png = Thumbnailer(tmp_path / "cache", 10**8).get(str(path), "normal")
+    assert png is not None
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (128, 96)
+        r, g, b = im.convert("RGB").getpixel((64, 48))
+        assert abs(r - 0) < 12 and abs(g - 128) < 12 and abs(b - 128) < 12
