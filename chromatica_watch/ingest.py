@@ -7,11 +7,15 @@ submission order, so ids are handed out in a stable order whatever finishes firs
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -124,16 +128,21 @@ def _keep_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
-def worker_init() -> None:
-    """Set up a worker process: one decoder thread, and an allocator that reuses memory."""
+def worker_init(ready_dir: str | None = None) -> None:
+    """Set up a worker process: one decoder thread, and an allocator that reuses memory; then say it is
+    up (a file named by its pid in `ready_dir`): see IngestPool._join."""
     image.limit_decoder_threads()
     _keep_freed_memory()
+    if ready_dir is not None:
+        with contextlib.suppress(OSError):
+            open(os.path.join(ready_dir, str(os.getpid())), "wb").close()
 
 
 # How long one file may take to read, hash and decode before its worker is replaced (a FIFO-like
 # file, a hung network mount, a decoder stuck in a loop): the file is then recorded as failed.
 DEFAULT_FILE_TIMEOUT = 60.0
 _WAIT_SLICE = 0.2  # how often a wait for results looks at should_stop
+WORKER_START_TIMEOUT_S = 10.0  # how long a close waits for workers still starting
 
 Work = Callable[[list[Task], int, int], list[Result]]
 
@@ -168,17 +177,21 @@ class IngestPool:
         self.max_pixels = max_pixels
         self.file_timeout = file_timeout
         self._work: Work = work if work is not None else process_chunk
+        self._ready_dir = tempfile.mkdtemp(prefix="chromatica-workers-")
+        self._started = False
         self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=worker_init,
-                                        context=multiprocessing.get_context("spawn"))
+                                        initargs=(self._ready_dir,), context=multiprocessing.get_context("spawn"))
         self._releasing: threading.Thread | None = None
         self._closed = False
 
     def start(self) -> None:
         """Start every worker now (pebble starts them all with the pool), so that their start-up (a
         fresh interpreter importing OpenCV and numpy, ~0.3 s) overlaps whatever the caller does next."""
+        self._started = True
         self._pool.schedule(os.getpid)
 
     def _submit(self, chunk: list[Task]) -> Future[list[Result]]:
+        self._started = True
         return self._pool.schedule(self._work, (chunk, self.max_dimension, self.max_pixels),
                                    timeout=self.file_timeout * len(chunk))
 
@@ -267,9 +280,23 @@ class IngestPool:
     def release(self) -> None:
         """No more work: let the workers exit now, while the caller goes on; close() waits for them."""
         if self._releasing is None and not self._closed:
-            self._pool.close()
-            self._releasing = threading.Thread(target=self._pool.join, name="ingest-pool-exit", daemon=True)
+            self._releasing = threading.Thread(target=self._join, name="ingest-pool-exit", daemon=True)
             self._releasing.start()
+
+    def _join(self, cancel: bool = False) -> None:
+        """Close the pool and wait for it. Closed while a worker it started is still unpickling its
+        bootstrap, pebble lets go of the semaphores that worker then looks for, and it dies printing a
+        FileNotFoundError traceback: so a close first waits (bounded) until every worker is up."""
+        if not cancel and self._started:
+            deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+            while len(os.listdir(self._ready_dir)) < self.workers and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if cancel:
+            self._pool.stop()
+        else:
+            self._pool.close()
+        self._pool.join()
+        shutil.rmtree(self._ready_dir, ignore_errors=True)
 
     def close(self, *, cancel: bool = False) -> None:
         """Stop the workers. `cancel` kills busy ones at once (SIGTERM, then SIGKILL after 3 s) instead
@@ -280,11 +307,7 @@ class IngestPool:
         if self._releasing is not None:
             self._releasing.join()
             return
-        if cancel:
-            self._pool.stop()
-        else:
-            self._pool.close()
-        self._pool.join()
+        self._join(cancel)
 
     def __enter__(self) -> IngestPool:
         return self
