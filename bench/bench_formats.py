@@ -17,7 +17,6 @@ Prints the figures and writes them to OUT/bench_formats.json. Not a pytest test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -26,7 +25,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +34,13 @@ from bench_common import (
     CORPUS_VERSION,
     MAX_DIMENSION,
     Summary,
+    begin,
+    finish,
     make_corpus,
-    print_summary,
     ratio_line,
     section,
     spawn_context,
-    verdict,
     warm_page_cache,
-    warn_if_busy,
     write_atomic,
 )
 
@@ -160,13 +157,6 @@ def bench(sets: dict[str, list[Path]], workers: int, repeat: int, summary: Summa
     return best
 
 
-def write_json(out: Path, summary: Summary) -> Path:
-    path = out / "bench_formats.json"
-    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="12 MP pictures per format (16)")
@@ -191,14 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pillow_heif
     import rawpy
 
-    summary = Summary(details={"environment": {
+    summary, started = begin("bench_formats", {
         "python": platform.python_version(), "machine": platform.machine(), "pillow": PIL.__version__,
         "pillow_heif": pillow_heif.__version__, "rawpy": rawpy.__version__,
         "libraw": ".".join(map(str, rawpy.libraw_version)), "cores": len(os.sched_getaffinity(0)),
         "workers": workers, "images": args.images, "repeat": args.repeat,
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()]}})
-    print(f"bench_formats: {json.dumps(summary.details['environment'])}")
-    warn_if_busy("at start", summary)
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()]})
     section(f"1. Corpus: {args.images} camera-like 12 MP JPEGs, and the same pictures in each format")
     sets = make_sets(out, make_corpus(out, args.images))
     for paths in sets.values():
@@ -206,11 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section(f"2. build, {workers} workers, best of {args.repeat} (files in the page cache)")
     best = bench(sets, workers, args.repeat, summary)
     summary.details["best_images_per_second"] = {k: round(v, 2) for k, v in best.items()}
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    warn_if_busy("at the end", summary)
-    print_summary(summary)
-    print(f"\n  JSON: {write_json(out, summary)}")
-    return 1 if any(c.passed is False for c in summary.checks) else 0
+    return finish(out, "bench_formats", summary, started)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -72,10 +72,10 @@ from bench_common import (
     CLI,
     MAX_DIMENSION,
     Summary,
+    begin,
+    finish,
     make_corpus,
-    print_summary,
     section,
-    verdict,
     wait_until_quiet,
     warm_page_cache,
     warn_if_busy,
@@ -722,13 +722,6 @@ def bench_idle(daemon: Daemon, work: Path, specs: Sequence[str], seconds: float,
 
 # -- main -------------------------------------------------------------------------------------------
 
-def write_json(out: Path, summary: Summary) -> Path:
-    path = out / "bench_web.json"
-    doc = {"summary": [{**asdict(c), "result": verdict(c)} for c in summary.checks], **summary.details}
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="indexed images (100000)")
@@ -753,13 +746,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    summary = Summary(details={"environment": {
+    summary, started = begin("bench_web", {
         "python": platform.python_version(), "machine": platform.machine(),
         "cores": len(os.sched_getaffinity(0)), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "chromium": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip(),
-        **{k: v for k, v in vars(args).items() if k not in ("out", "rebuild", "prepare")}}})
-    print(f"bench_web: {json.dumps(summary.details['environment'])}")
-    warn_if_busy("at start", summary)
+        **{k: v for k, v in vars(args).items() if k not in ("out", "rebuild", "prepare")}})
 
     section(f"0. Data set: {args.n} rows, hard links of {args.corpus_files} camera-like 12 MP JPEGs")
     ds = ensure_dataset(out, args.n, args.corpus_files, args.rebuild)
@@ -804,11 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         section(f"4. Idle daemon CPU over {args.idle_seconds:g} s: no browser, then the app open in a tab")
         bench_idle(daemon, work, page_queries[-1], args.idle_seconds, summary)
 
-    summary.details["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    warn_if_busy("at the end", summary)
-    print_summary(summary)
-    print(f"\n  JSON: {write_json(out, summary)}")
-    return 1 if any(c.passed is False for c in summary.checks) else 0
+    return finish(out, "bench_web", summary, started)
 
 
 if __name__ == "__main__":
