@@ -636,6 +636,12 @@ class Daemon:
         with self.noting_damage():
             return list(self.catalog.failed_files().values())
 
+    def located(self, image_id: int) -> tuple[str, bytes, bool] | None:
+        """Where one catalog row's file is, for the web app's thumbnails (on its thread)."""
+        catalog, _ = self.search_pair()
+        with self.noting_damage():
+            return catalog.describe([image_id]).get(image_id)
+
     def stored(self, image_id: int) -> StoredImage | None:
         """One catalog row, for the web app (on its thread); None when there is no such id."""
         catalog, _ = self.search_pair()

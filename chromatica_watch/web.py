@@ -77,6 +77,10 @@ class WebService(Protocol):
 
     def stored(self, image_id: int) -> StoredImage | None: ...
 
+    def located(self, image_id: int) -> tuple[str, bytes, bool] | None:
+        """(root, path, live) of one id: no histogram read (a thumbnail needs only where the file is)."""
+        ...
+
     def status(self) -> dict[str, Any]: ...
 
     def failures(self) -> list[Failure]: ...
@@ -261,10 +265,10 @@ class WebApp:
         size = request.query_params.get("size", "normal")
         if size not in THUMBNAIL_SIZES:
             return _error(400, f"size must be one of {', '.join(THUMBNAIL_SIZES)}")
-        stored = self.service.stored(request.path_params["image_id"])
-        if stored is None or not stored.live:
+        found = self.service.located(request.path_params["image_id"])
+        if found is None or not found[2]:
             return _error(404, "no such image in the index")
-        png = self.thumbnails.get(os.fsdecode(absolute_key((stored.root, stored.path))), size)
+        png = self.thumbnails.get(os.fsdecode(absolute_key((found[0], found[1]))), size)
         if png is None:  # a file that cannot be shown: a placeholder, never an error page
             return _file(STATIC_DIR / "placeholder.svg", cache=False)
         # An id is one content (a changed file gets a new id): the thumbnail of an id never changes.
