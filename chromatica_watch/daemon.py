@@ -658,13 +658,13 @@ class Daemon:
             logger.warning("%s is no longer in the config: its photos are hidden from searches and kept %g days "
                            "(retired_root_grace_days) in case it comes back or is relocated", root,
                            self.cfg.retired_root_grace_days)
-        records = catalog.root_records()
-        for root in expired_roots({r: rec for r, rec in records.items() if r not in self.cfg.roots}, now,
-                                  self.cfg.retired_root_grace_days):
+        records = catalog.root_records()  # after the sync: retired_at is set exactly on the unconfigured roots
+        dropped = expired_roots(records, now, self.cfg.retired_root_grace_days)
+        for root in dropped:
             n = self.store.drop_root(root)
             logger.info("%s left the config over %g days ago: its %d photos are removed from the index", root,
                         self.cfg.retired_root_grace_days, n)
-        self.retired = tuple(r for r in catalog.root_records() if r not in self.cfg.roots)
+        self.retired = tuple(r for r, rec in records.items() if rec.retired_at is not None and r not in dropped)
         self.store.set_searchable(self.cfg.roots)
 
     def relocation_candidates(self) -> list[str]:
