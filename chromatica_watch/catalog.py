@@ -233,6 +233,9 @@ class Catalog:
         self.read_only = read_only
         self.lock = threading.RLock()
         self._invalidated = False
+        # Writes committed through this object: what a reader derived from the catalog (the daemon's counts)
+        # is still current while this is unchanged, as this process is the catalog's only writer.
+        self.generation = 0
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -405,6 +408,7 @@ class Catalog:
                 con.execute("DELETE FROM failures")
             else:
                 con.execute("DELETE FROM failures WHERE root = ?", [root])
+            self.generation += 1
         return n
 
     # -- reading ---------------------------------------------------------------------------------
@@ -692,6 +696,8 @@ class Catalog:
             except BaseException:
                 _roll_back(con)
                 raise
+            finally:
+                self.generation += 1  # a failed COMMIT may still have landed: counted as a change
 
     # -- reading everything back ---------------------------------------------------------------------
     @_mapped

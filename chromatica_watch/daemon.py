@@ -52,7 +52,7 @@ from .ingest import IngestPool, PoolManager, PoolSettings, Task
 from .paths import Key, display_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
 from .reconciler import Reconciler
-from .records import Changes, Failure, StoredImage
+from .records import Changes, Failure, RootRecord, StoredImage
 from .roots import RETIRED, WATCHED, RootView, expired_roots, relocate, root_problem, root_views
 from .searcher import Result, Searcher, open_pair_readonly
 from .server import SearchServer, Service, private_dir
@@ -184,6 +184,9 @@ class Daemon:
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._counts_at = -float("inf")  # when the catalog's counts were last handed to the reporter
+        # (catalog, its generation, its counts, its root records): read again only after a write, so an idle
+        # daemon runs no query on its status timer.
+        self._catalog_figures: tuple[Catalog, int, dict[str, int], dict[str, RootRecord]] | None = None
         self._server: SearchServer | None = None
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
         self.retired: tuple[str, ...] = ()  # roots the catalog holds that left the config
@@ -658,7 +661,7 @@ class Daemon:
             logger.warning("%s is no longer in the config: its photos are hidden from searches and kept %g days "
                            "(retired_root_grace_days) in case it comes back or is relocated", root,
                            self.cfg.retired_root_grace_days)
-        records = catalog.root_records()  # after the sync: retired_at is set exactly on the unconfigured roots
+        records = self.catalog_figures()[1]  # after the sync: retired_at is set exactly on the unconfigured roots
         dropped = expired_roots(records, now, self.cfg.retired_root_grace_days)
         for root in dropped:
             n = self.store.drop_root(root)
@@ -672,8 +675,16 @@ class Daemon:
         return [*self.retired, *(r for r in self.cfg.roots if self.online.get(r) is False)]
 
     def roots(self) -> list[RootView]:
-        return root_views(self.catalog.root_records(), self.cfg.roots, self.root_problems,
+        return root_views(self.catalog_figures()[1], self.cfg.roots, self.root_problems,
                           self.cfg.retired_root_grace_days)
+
+    def catalog_figures(self) -> tuple[dict[str, int], dict[str, RootRecord]]:
+        """The catalog's counts and root records, as of its last write."""
+        catalog, seen = self.catalog, self._catalog_figures
+        if seen is None or seen[0] is not catalog or seen[1] != catalog.generation:
+            generation = catalog.generation  # before the reads: a write meanwhile makes the next call read again
+            seen = self._catalog_figures = (catalog, generation, catalog.counts(), catalog.root_records())
+        return seen[2], seen[3]
 
     def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
         """`chromatica-watch relocate` while the daemon runs: on the indexer thread; a second one while
@@ -896,7 +907,7 @@ class Daemon:
         """Hand the reporter what only the indexer thread may read (the catalog's counts); `write` or an
         idle daemon also writes status.json at once (a batch just committed shows without waiting)."""
         self._counts_at = self.clock()
-        counts = self.catalog.counts() if self.store.is_open else {}
+        counts = self.catalog_figures()[0] if self.store.is_open else {}
         roots = self.roots() if self.store.is_open else root_views({}, self.cfg.roots, self.root_problems, 0)
         configured = [v for v in roots if v.state != RETIRED]  # a retired root is never counted as indexed
         self.reporter.update(
