@@ -54,7 +54,7 @@ from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan
 from .reconciler import Reconciler
 from .records import Changes, Failure, RootRecord, StoredImage
 from .roots import RETIRED, WATCHED, RootView, expired_roots, relocate, root_problem, root_views
-from .searcher import Result, Searcher, open_pair_readonly
+from .searcher import RecentResults, Result, Searcher, open_pair_readonly
 from .server import SearchServer, Service, private_dir
 from .service import SystemdNotifier
 from .status import State, StatusReporter
@@ -188,6 +188,7 @@ class Daemon:
         # daemon runs no query on its status timer.
         self._catalog_figures: tuple[Catalog, int, dict[str, int], dict[str, RootRecord]] | None = None
         self._server: SearchServer | None = None
+        self.recent_results = RecentResults()  # where the files of the latest results are, for thumbnails
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
         self.retired: tuple[str, ...] = ()  # roots the catalog holds that left the config
         # During an upgrade (an index of other histogram settings): the old index, searched read-only.
@@ -642,6 +643,9 @@ class Daemon:
     def located(self, image_id: int) -> tuple[str, bytes, bool] | None:
         """Where one catalog row's file is, for the web app's thumbnails (on its thread)."""
         catalog, _ = self.search_pair()
+        recent = self.recent_results.get((catalog, catalog.generation), image_id)
+        if recent is not None:
+            return recent
         with self.noting_damage():
             return catalog.describe([image_id]).get(image_id)
 
@@ -847,8 +851,11 @@ class Daemon:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
         catalog, live = self.search_pair()
+        source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
         with self.noting_damage():
-            return Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+            results = Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+        self.recent_results.remember(source, results)
+        return results
 
     def search_pair(self) -> tuple[Catalog, LiveIndex]:
         """What searches read: the index, or during an upgrade the previous one (complete, read-only)."""

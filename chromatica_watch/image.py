@@ -83,6 +83,7 @@ class Decoded:
     weights: np.ndarray | None  # (h, w) float32; 0 where fully transparent; None when opaque
     width: int  # of the original image
     height: int
+    alpha: np.ndarray | None = None  # (h, w), the dtype of rgb: the alpha channel, for display; None when opaque
 
 
 @dataclass(frozen=True)
@@ -902,16 +903,19 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
             pixels = pixels[:, :, None]
     channels = pixels.shape[2]
     pixels = _to_unit_float(pixels)  # before cvtColor, which takes only 8-bit, 16-bit and float32
-    weights = None
+    weights = alpha = None
     if channels in (2, 4):  # gray+alpha, BGRA
-        weights = (pixels[:, :, -1] > 0).astype(np.float32)
+        alpha = pixels[:, :, -1]
+        weights = (alpha > 0).astype(np.float32)
+        if alpha.min() >= (255 if alpha.dtype == np.uint8 else 1.0):
+            alpha = None  # an alpha channel with nothing transparent (a GIF decodes so)
     if channels in (3, 4):
         rgb = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB)
     else:
         rgb = np.repeat(pixels[:, :, :1], 3, axis=2)
     if icc is not None:
         rgb = to_srgb(rgb, icc)
-    return Decoded(rgb=rgb, weights=weights, width=width, height=height)
+    return Decoded(rgb=rgb, weights=weights, width=width, height=height, alpha=alpha)
 
 
 def features(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS,

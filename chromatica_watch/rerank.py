@@ -70,48 +70,57 @@ DEFAULT_REFINE = 10  # = the default k: results past the k-th are never shown
 
 
 class _Problems:
-    """The signed differences of one query against many candidates (rows), oriented."""
+    """The signed differences of one query against many candidates (rows), oriented.
+
+    Only the bins where the query or some candidate has mass are kept (about half of them for photos:
+    the rest of the grid is colours no one of them has), so every array below is that much smaller.
+    """
 
     def __init__(self, query: np.ndarray, cands: np.ndarray) -> None:
-        d = np.asarray(query, dtype=np.float64).reshape(1, TOTAL_BINS) - np.asarray(cands, dtype=np.float64)
+        query = np.asarray(query, dtype=np.float64).reshape(TOTAL_BINS)
+        cands = np.asarray(cands)
+        self.bins = np.nonzero((query > 0) | (cands > 0).any(axis=0))[0]  # global bin of each column
+        d = query[self.bins][None, :] - cands[:, self.bins].astype(np.float64)
         d[np.abs(d) < _ROUNDING] = 0.0  # the same image, one side squared back from sqrt(h), is at 0
-        flip = d @ _ORIENT < 0
+        flip = d @ _ORIENT[self.bins] < 0
         d[flip] = -d[flip]
         self.diff = d
         self.mass = np.maximum(d, 0.0).sum(axis=1)  # t: the mass each side must move
 
     @staticmethod
     def _heaviest(d: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
-        """The `cap` most positive and `cap` most negative bins of each row, unordered: one argpartition
+        """The `cap` most positive and `cap` most negative columns of each row, unordered: one argpartition
         with two pivots serves both sides. Keys in float32: it runs 2.5x faster than on float64, and a
         near-tie at the cut only swaps which of two equally light bins is kept."""
-        if 2 * cap > TOTAL_BINS:
-            every = np.broadcast_to(np.arange(TOTAL_BINS), d.shape)
+        width = d.shape[1]
+        if 2 * cap > width:
+            every = np.broadcast_to(np.arange(width), d.shape)
             return every, every
-        part = np.argpartition(d.astype(np.float32), (cap - 1, TOTAL_BINS - cap), axis=1)
-        return part[:, TOTAL_BINS - cap:], part[:, :cap]
+        part = np.argpartition(d.astype(np.float32), (cap - 1, width - cap), axis=1)
+        return part[:, width - cap:], part[:, :cap]
 
     @staticmethod
-    def _side(signed: np.ndarray, bins: np.ndarray, t: np.ndarray, solver: Solver) -> tuple[np.ndarray, np.ndarray]:
-        """Those bins heaviest first, cut to `solver.frac` of t (masses zeroed after the cut)."""
-        mass = np.maximum(np.take_along_axis(signed, bins, axis=1), 0.0)
+    def _side(signed: np.ndarray, columns: np.ndarray, t: np.ndarray, solver: Solver) -> tuple[np.ndarray, np.ndarray]:
+        """Those columns heaviest first, cut to `solver.frac` of t (masses zeroed after the cut)."""
+        mass = np.maximum(np.take_along_axis(signed, columns, axis=1), 0.0)
         order = np.argsort(-mass, axis=1, kind="stable")
-        bins = np.take_along_axis(bins, order, axis=1)
+        columns = np.take_along_axis(columns, order, axis=1)
         mass = np.take_along_axis(mass, order, axis=1)
         before = np.cumsum(mass, axis=1) - mass  # mass of the heavier bins before each one
         keep = (before < solver.frac * t[:, None]) & (mass > _MIN_MASS * t[:, None])
-        return bins, np.where(keep, mass, 0.0)
+        return columns, np.where(keep, mass, 0.0)
 
     def solve(self, which: np.ndarray, solver: Solver) -> np.ndarray:
         """EMD of the problems `which` (row indices), float64; 0 for identical histograms."""
         which = np.asarray(which, dtype=np.int64)
         out = np.zeros(len(which), dtype=np.float64)
-        if len(which) == 0:
+        if len(which) == 0 or len(self.bins) == 0:
             return out
         d, t = self.diff[which], self.mass[which]
-        pos_heavy, neg_heavy = self._heaviest(d, min(solver.cap, TOTAL_BINS))
-        pos_bins, pos_mass = self._side(d, pos_heavy, t, solver)
-        neg_bins, neg_mass = self._side(-d, neg_heavy, t, solver)
+        pos_heavy, neg_heavy = self._heaviest(d, min(solver.cap, d.shape[1]))
+        pos_cols, pos_mass = self._side(d, pos_heavy, t, solver)
+        neg_cols, neg_mass = self._side(-d, neg_heavy, t, solver)
+        pos_bins, neg_bins = self.bins[pos_cols], self.bins[neg_cols]
         n_pos, n_neg = (pos_mass > 0).sum(axis=1), (neg_mass > 0).sum(axis=1)
         todo = np.nonzero((n_pos > 0) & (n_neg > 0))[0]
         todo = todo[np.argsort(n_pos[todo] * n_neg[todo], kind="stable")]
@@ -267,9 +276,18 @@ def _hex(rgb: np.ndarray) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-_GRID = np.stack(np.unravel_index(np.arange(TOTAL_BINS), (L_BINS, A_BINS, B_BINS)),
-                 axis=1).astype(np.int64)
-_GRID.setflags(write=False)
+def _grid_neighbours() -> tuple[tuple[int, ...], ...]:
+    """For each bin, the bins at most one grid step away on every axis (itself included)."""
+    shape = (L_BINS, A_BINS, B_BINS)
+    grid = np.stack(np.unravel_index(np.arange(TOTAL_BINS), shape), axis=1)
+    steps = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    near = grid[:, None, :] + steps[None, :, :]  # (bins, 27, 3)
+    inside = ((near >= 0) & (near < np.array(shape))).all(axis=2)
+    flat = np.ravel_multi_index(tuple(np.clip(near, 0, np.array(shape) - 1).transpose(2, 0, 1)), shape)
+    return tuple(tuple(row[ok].tolist()) for row, ok in zip(flat, inside, strict=True))
+
+
+_NEIGHBOURS = _grid_neighbours()
 
 
 def dominant_colors(hist: np.ndarray, top: int = 5, min_share: float = 0.001) -> list[tuple[str, float]]:
@@ -289,18 +307,21 @@ def dominant_colors(hist: np.ndarray, top: int = 5, min_share: float = 0.001) ->
     shares = hist / total
     bins = np.nonzero(shares >= min_share)[0]
     bins = bins[np.argsort(-shares[bins], kind="stable")]
-    coords = _GRID[bins].tolist()  # plain ints: a Python loop over a few hundred bins is cheap
-    peaks: list[list[int]] = []  # grid coordinates of each group's peak, heaviest first
-    members: list[list[int]] = []
-    for b, (bl, ba, bb) in zip(bins.tolist(), coords, strict=True):
-        for peak, group in zip(peaks, members, strict=True):
-            if abs(peak[0] - bl) <= 1 and abs(peak[1] - ba) <= 1 and abs(peak[2] - bb) <= 1:
-                group.append(b)
-                break
-        else:
-            peaks.append([bl, ba, bb])
-            members.append([b])
-    masses = [float(shares[group].sum()) for group in members]
-    chosen = sorted(range(len(members)), key=lambda i: -masses[i])[:top]
-    labs = np.array([shares[members[i]] @ _CENTRES[members[i]] / masses[i] for i in chosen])
-    return [(_hex(rgb), masses[i]) for i, rgb in zip(chosen, lab_to_srgb(labs), strict=True)]
+    owner = [-1] * TOTAL_BINS  # the peak each grid cell touches first, i.e. its heaviest peak
+    labels = []  # each bin's group
+    peaks = 0
+    for b in bins.tolist():
+        group = owner[b]
+        if group < 0:  # touches no peak: a new one, which claims its free neighbours
+            group, peaks = peaks, peaks + 1
+            for n in _NEIGHBOURS[b]:
+                if owner[n] < 0:
+                    owner[n] = group
+        labels.append(group)
+    weights = shares[bins]
+    masses = np.bincount(labels, weights=weights, minlength=peaks)
+    chosen = np.argsort(-masses, kind="stable")[:top]
+    weighted = np.stack([np.bincount(labels, weights=weights * _CENTRES[bins, c], minlength=peaks)
+                         for c in range(3)], axis=1)
+    labs = weighted[chosen] / masses[chosen, None]
+    return [(_hex(rgb), float(masses[i])) for i, rgb in zip(chosen.tolist(), lab_to_srgb(labs), strict=True)]

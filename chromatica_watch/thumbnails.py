@@ -31,7 +31,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import ImageError
-from .image import enable_pillow_for, read_file
+from .image import decode, enable_pillow_for, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # zlib level 1: a 128 px thumbnail compresses in well under a millisecond and is barely larger than
 # at level 9, which costs ~10x the time (first thumbnails must take <= 40 ms).
 _PNG_COMPRESS_LEVEL = 1
-# Downscaling filter: Pillow's bicubic is a true area-aware convolution when shrinking, as good to the
-# eye as Lanczos at thumbnail sizes and ~1.5 ms faster on a draft-reduced 12 MP photo.
-_RESAMPLE = Image.Resampling.BICUBIC
 
 
 @dataclass(frozen=True)
@@ -139,7 +136,8 @@ class Thumbnailer:
         # What is recorded is the mtime and size of the bytes actually read (fstat of the open file).
         source = _Source(seen.uri, data.mtime_ns // 1_000_000_000, data.size)
         try:
-            png = _make_thumbnail(data.data, longest, self.max_pixels, source, self.software)
+            png = _make_thumbnail(data.data, longest, self.max_pixels, source, self.software,
+                                  os.path.splitext(path)[1])
         except MemoryError:  # the machine's state, not the file's: not remembered as a failure
             logger.debug("no thumbnail for %s: out of memory while decoding", path)
             return None
@@ -179,41 +177,42 @@ def _is_lasting(reason: str) -> bool:
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source, software: str) -> bytes:
-    """The thumbnail PNG of an image file's bytes; ImageError with the reason when it cannot be made."""
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    enable_pillow_for(data)  # a phone's HEIC, an AVIF, a JPEG XL
+def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source, software: str,
+                    suffix: str) -> bytes:
+    """The thumbnail PNG of an image file's bytes; ImageError with the reason when it cannot be made.
+
+    The pixels are indexing's own decode (`image.decode`): every format it reads, the pixel limit checked
+    from the header before any pixel is decoded, a JPEG decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling: a 12 MP photo decodes as ~0.2 MP), an area-averaging downscale, and colours in sRGB (a
+    Display P3 or Adobe RGB photo is converted, as browsers show untagged PNGs as sRGB). Only the EXIF
+    orientation is added here: the histogram needs none, a person does.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return _render(im, longest, max_pixels, source, software)
+        decoded = decode(data, longest, max_pixels, suffix=suffix)
     except (ImageError, MemoryError):
         raise
-    except Exception as exc:  # Pillow's plugins raise many kinds on bad data: each is just a reason
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ImageError(f"cannot decode: {detail}") from exc
-
-
-def _render(im: Image.Image, longest: int, max_pixels: int, source: _Source, software: str) -> bytes:
-    width, height = im.size
-    if width <= 0 or height <= 0 or width * height > max_pixels:
-        # From the header alone: nothing has been decoded yet (Image.open reads only the header).
-        raise ImageError(f"too many pixels: {width}x{height} exceeds the pixel limit {max_pixels}")
-    orientation = _orientation(im)
-    # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling), never below the target
-    # size; a 12 MP photo then decodes as ~0.2 MP, most of the time saved. Other formats ignore it.
-    im.draft("RGB", (longest, longest))
-    frame = _display_mode(im)
-    frame.thumbnail((longest, longest), _RESAMPLE)  # keeps the aspect ratio; never upscales
+    except Exception as exc:  # a decoder's surprise on bad data is still just a reason, never a traceback
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}".strip()) from exc
+    frame = Image.fromarray(_display_pixels(decoded.rgb, decoded.alpha))
+    orientation = _orientation(data)
     # Turned after the downscale, so only the thumbnail's pixels move.
     if orientation in _ORIENTATION_TRANSPOSE:
         frame = frame.transpose(_ORIENTATION_TRANSPOSE[orientation])
-    shown = (height, width) if orientation in _ORIENTATION_SWAPS_SIDES else (width, height)
+    shown = (decoded.height, decoded.width) if orientation in _ORIENTATION_SWAPS_SIDES \
+        else (decoded.width, decoded.height)
     return _png(frame, _text_chunks(source, shown, software))
 
 
-# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose does;
-# done by hand because the orientation is read once, from the file, before the frame is converted).
+def _display_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """8-bit RGB, or RGBA when the image has transparency (deeper samples are scaled, not clipped)."""
+    channels = [rgb] if alpha is None else [rgb, alpha[:, :, None]]
+    pixels = np.concatenate(channels, axis=2) if len(channels) > 1 else rgb
+    if pixels.dtype != np.uint8:
+        pixels = np.round(np.clip(pixels.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(pixels)
+
+
+# EXIF orientation -> the transpose that displays the image upright (as ImageOps.exif_transpose does).
 _ORIENTATION_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -223,29 +222,16 @@ _ORIENTATION_SWAPS_SIDES = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 
 
-def _orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1 = upright); a damaged EXIF block must not cost the thumbnail."""
+def _orientation(data: bytes) -> int:
+    """The EXIF orientation (1 = upright), from the header alone (Pillow reads no pixel for it). A file
+    Pillow cannot open (a camera RAW LibRaw reads) or a damaged EXIF block shows as stored."""
     try:
-        value = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # Pillow's EXIF parser raises many kinds on bad data
+        enable_pillow_for(data)  # a phone's HEIC keeps its EXIF where Pillow's HEIF plugin finds it
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # Pillow's openers and EXIF parser raise many kinds on data they do not like
         return 1
     return value if isinstance(value, int) else 1
-
-
-def _display_mode(im: Image.Image) -> Image.Image:
-    """The decoded image as RGB, or RGBA when it has transparency. Palette, 1-bit, CMYK... are
-    converted before resizing (a palette image would otherwise be resized nearest-neighbour); 16-bit
-    and float gray are scaled to 8 bits, which Pillow's convert would clip to white instead."""
-    im.load()
-    target = "RGBA" if im.has_transparency_data else "RGB"
-    if im.mode == target:
-        return im
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-        samples = np.asarray(im)
-        if im.mode == "F":
-            samples = np.clip(samples, 0.0, 1.0) * 65535.0
-        im = Image.fromarray((np.clip(samples, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8), "L")
-    return im.convert(target)
 
 
 def _text_chunks(source: _Source, image_size: tuple[int, int] | None, software: str) -> dict[str, str]:

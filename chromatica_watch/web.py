@@ -206,7 +206,9 @@ class WebApp:
             self._omp.set = True
 
     def index(self, request: Request) -> Response:
-        return _file(STATIC_DIR / "index.html")
+        # Cached like the scripts it loads: a reopened tab shows at once (the page holds no data, and no
+        # token: the cookie does; an expired one makes the app's requests, not the page, say so).
+        return _file(STATIC_DIR / "index.html", cache=True)
 
     def static(self, request: Request) -> Response:
         name = request.path_params["name"]

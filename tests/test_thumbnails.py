@@ -304,8 +304,9 @@ def _bomb(path: Path) -> None:
     path.write_bytes(bomb_png(50_000, 50_000))
 
 
-BAD_FILES = {"corrupt": (_corrupt, "cannot decode"), "truncated": (_truncated, "truncated"),
-             "zero-byte": (_zero_bytes, "empty file"), "not an image": (_not_an_image, "cannot identify"),
+# The reasons are the indexer's own (the thumbnail decodes as indexing does): one wording per problem.
+BAD_FILES = {"corrupt": (_corrupt, "not an image"), "truncated": (_truncated, "truncated"),
+             "zero-byte": (_zero_bytes, "empty file"), "not an image": (_not_an_image, "not an image"),
              "fifo": (_fifo, "named pipe"), "folder": (_folder, "a folder"), "bomb": (_bomb, "too many pixels")}
 
 

@@ -6,6 +6,7 @@
   const STATUS_EVERY_MS = 2000;
   const DEFAULT_COLORS = ["#1f8a70", "#f2a541"];
   const PLACEHOLDER = "/static/placeholder.svg";
+  const EAGER_THUMBNAILS = 60; // about two screenfuls of the grid
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -284,7 +285,9 @@
       button.setAttribute("aria-label",
         `${i + 1}. ${r.relative_path || r.path}, distance ${r.score.toFixed(1)}${r.offline ? ", offline" : ""}. Open details`);
       const img = el("img", "thumb");
-      img.loading = "lazy";
+      // The first screenfuls load at once; lazy loading would wait for layout before fetching even the
+      // thumbnails in view. Past them, a long list (k up to 1000) fetches only what is scrolled to.
+      img.loading = i < EAGER_THUMBNAILS ? "eager" : "lazy";
       img.decoding = "async";
       img.width = 128;
       img.height = 128;
