@@ -221,6 +221,24 @@ def _histogram_column(hists: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, TOTAL_BINS)
 
 
+class ReadCache:
+    """Values read from a catalog, read again only once it has been written since (its generation moved):
+    the daemon's status timer and the web app's status polls then run no query on an idle daemon.
+    Safe from several threads: a value is published by one assignment, and a race only reads twice."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[Catalog, int, Any]] = {}
+
+    def get(self, catalog: Catalog, name: str, read: Callable[[], R]) -> R:
+        seen = self._seen.get(name)
+        if seen is not None and seen[0] is catalog and seen[1] == catalog.generation:
+            return cast(R, seen[2])
+        generation = catalog.generation  # before the read: a write meanwhile makes the next call read again
+        value = read()
+        self._seen[name] = (catalog, generation, value)
+        return value
+
+
 class Catalog:
     """One DuckDB connection. Writers serialize on `lock`; readers from other threads use cursors.
 

@@ -251,6 +251,8 @@ def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str
             colors = "  ".join(f"{_swatch(h)} {h} {share:3.0%}" for h, share in shown) + \
                 " " * (_COLORS_WIDTH - len(colors) - 3 * len(shown))
         where = f"{m.path}  (offline: {m.root} is not reachable)" if m.offline else m.path
+        if m.sidecars:
+            where += f"  (+ {', '.join(os.path.basename(p) for p in m.sidecars)})"
         lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{_COLORS_WIDTH}}  {where}")
     return lines
 
@@ -268,7 +270,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError("nothing to search for: give --color '#ff8800[:weight]' (repeatable) or --image PATH")
     if args.k < 1:
         raise UsageError(f"-k must be at least 1, got {args.k}")
-    matches = search(args.color or None, args.image, k=args.k, config=cfg, index_dir=args.index_dir)
+    matches = search(args.color or None, args.image, k=args.k, config=cfg, index_dir=args.index_dir,
+                     group_sidecars=args.group_sidecars)
     if args.json:
         print(json_dumps([m.to_json() for m in matches]))
         return 0
@@ -522,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "up to 8")
     p.add_argument("--image", "-i", metavar="PATH", help="find photos colored like this one")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--group-sidecars", action="store_true",
+                   help="show a camera's RAW and the JPEG or HEIF beside it (same name) as one result")
     p.add_argument("--json", action="store_true", help="results as JSON")
     p.add_argument("--index-dir", help="search this index directory read-only (e.g. one made by build)")
     p.add_argument("--config")

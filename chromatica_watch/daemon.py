@@ -30,7 +30,7 @@ import numpy as np
 from . import __version__, histogram
 from . import config as config_mod
 from .batcher import Batcher
-from .catalog import Catalog, stored_fingerprint
+from .catalog import Catalog, ReadCache, stored_fingerprint
 from .config import Config
 from .errors import CatalogDamaged, ChromaticaError, ConfigError, DaemonAlreadyRunning, IndexDirError, StorageError
 from .events import (
@@ -184,9 +184,7 @@ class Daemon:
         self._last_root_check = 0.0
         self._last_checkpoint_at = 0.0
         self._counts_at = -float("inf")  # when the catalog's counts were last handed to the reporter
-        # (catalog, its generation, its counts, its root records): read again only after a write, so an idle
-        # daemon runs no query on its status timer.
-        self._catalog_figures: tuple[Catalog, int, dict[str, int], dict[str, RootRecord]] | None = None
+        self.catalog_reads = ReadCache()  # counts, roots and failures: read again only after a write
         self._server: SearchServer | None = None
         self.recent_results = RecentResults()  # where the files of the latest results are, for thumbnails
         # Its one tie back to the daemon is the daemon's own ingest (workers, commits, progress, status).
@@ -637,8 +635,9 @@ class Daemon:
         return {"before": before, "after": self.live.ntotal}
 
     def failures(self) -> list[Failure]:
+        catalog = self.catalog
         with self.noting_damage():
-            return list(self.catalog.failed_files().values())
+            return self.catalog_reads.get(catalog, "failures", lambda: list(catalog.failed_files().values()))
 
     def located(self, image_id: int) -> tuple[str, bytes, bool] | None:
         """Where one catalog row's file is, for the web app's thumbnails (on its thread)."""
@@ -665,7 +664,7 @@ class Daemon:
             logger.warning("%s is no longer in the config: its photos are hidden from searches and kept %g days "
                            "(retired_root_grace_days) in case it comes back or is relocated", root,
                            self.cfg.retired_root_grace_days)
-        records = self.catalog_figures()[1]  # after the sync: retired_at is set exactly on the unconfigured roots
+        records = self.root_records()  # after the sync: retired_at is set exactly on the unconfigured roots
         dropped = expired_roots(records, now, self.cfg.retired_root_grace_days)
         for root in dropped:
             n = self.store.drop_root(root)
@@ -679,16 +678,12 @@ class Daemon:
         return [*self.retired, *(r for r in self.cfg.roots if self.online.get(r) is False)]
 
     def roots(self) -> list[RootView]:
-        return root_views(self.catalog_figures()[1], self.cfg.roots, self.root_problems,
+        return root_views(self.root_records(), self.cfg.roots, self.root_problems,
                           self.cfg.retired_root_grace_days)
 
-    def catalog_figures(self) -> tuple[dict[str, int], dict[str, RootRecord]]:
-        """The catalog's counts and root records, as of its last write."""
-        catalog, seen = self.catalog, self._catalog_figures
-        if seen is None or seen[0] is not catalog or seen[1] != catalog.generation:
-            generation = catalog.generation  # before the reads: a write meanwhile makes the next call read again
-            seen = self._catalog_figures = (catalog, generation, catalog.counts(), catalog.root_records())
-        return seen[2], seen[3]
+    def root_records(self) -> dict[str, RootRecord]:
+        catalog = self.catalog
+        return self.catalog_reads.get(catalog, "roots", catalog.root_records)
 
     def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
         """`chromatica-watch relocate` while the daemon runs: on the indexer thread; a second one while
@@ -847,13 +842,14 @@ class Daemon:
         if self.store.compact_if_needed(self.cfg.tombstone_rebuild_ratio):
             self.checkpoint()
 
-    def search(self, query: np.ndarray, k: int) -> list[Result]:
+    def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]:
         """Answer a query on a socket thread. The live index's own lock keeps this search and the
         indexer's adds apart (HNSW add during a search crashes); each holds it for milliseconds."""
         catalog, live = self.search_pair()
         source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
         with self.noting_damage():
-            results = Searcher(catalog, live, self.cfg.search_candidates).search(query, k)
+            searcher = Searcher(catalog, live, self.cfg.search_candidates)
+            results = searcher.search(query, k, group_sidecars=group_sidecars)
         self.recent_results.remember(source, results)
         return results
 
@@ -914,7 +910,7 @@ class Daemon:
         """Hand the reporter what only the indexer thread may read (the catalog's counts); `write` or an
         idle daemon also writes status.json at once (a batch just committed shows without waiting)."""
         self._counts_at = self.clock()
-        counts = self.catalog_figures()[0] if self.store.is_open else {}
+        counts = self.catalog_reads.get(self.catalog, "counts", self.catalog.counts) if self.store.is_open else {}
         roots = self.roots() if self.store.is_open else root_views({}, self.cfg.roots, self.root_problems, 0)
         configured = [v for v in roots if v.state != RETIRED]  # a retired root is never counted as indexed
         self.reporter.update(

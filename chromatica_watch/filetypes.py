@@ -70,3 +70,38 @@ def symlink_reason(path: str) -> str:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return BROKEN_SYMLINK
     return SYMLINK_NOT_FOLLOWED
+
+
+# What a camera writes beside a RAW in RAW+JPEG (or RAW+HEIF) mode: the same picture, developed.
+DEVELOPED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".heic", ".heif", ".hif"})
+
+
+def sidecar_key(root: str, path: bytes) -> tuple[str, bytes, bytes] | None:
+    """What groups a camera's RAW with the JPEG or HEIF it wrote beside it: (root, folder, name without
+    its extension, lower-cased: IMG_0001.CR3 and IMG_0001.JPG), or None for a file of another kind.
+    Only a group holding a RAW is a RAW+JPEG pair; two JPEGs with one stem are not (see `group_sidecars`)."""
+    suffix = extension(path)
+    if suffix not in RAW_EXTENSIONS and suffix not in DEVELOPED_EXTENSIONS:
+        return None
+    folder, name = os.path.split(path)
+    return root, folder, name[: len(name) - len(suffix)].lower()
+
+
+def group_sidecars(ranked: list[tuple[str, bytes]]) -> list[list[int]]:
+    """Positions in `ranked` (best first) grouped as shown once: a RAW and the JPEG or HEIF files of its
+    name in its folder form one group, led by whichever ranks best; every other file is its own group.
+    Groups are in the order of their leaders."""
+    keys = [sidecar_key(root, path) for root, path in ranked]
+    has_raw = {key for key, (_, path) in zip(keys, ranked, strict=True)
+               if key is not None and extension(path) in RAW_EXTENSIONS}
+    groups: list[list[int]] = []
+    leader: dict[tuple[str, bytes, bytes], int] = {}
+    for position, key in enumerate(keys):
+        if key is None or key not in has_raw:
+            groups.append([position])
+        elif key in leader:
+            groups[leader[key]].append(position)
+        else:
+            leader[key] = len(groups)
+            groups.append([position])
+    return groups

@@ -16,7 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ import numpy as np
 from . import histogram, rerank
 from .defaults import DEFAULT_MAX_DIMENSION
 from .errors import UsageError
+from .filetypes import group_sidecars
 from .paths import display_path
 
 if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never loads DuckDB or FAISS
@@ -54,6 +55,7 @@ class Result:
     similarity: float  # exp(-score / 20), in [0, 1]
     dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share), largest share first
     offline: bool = False  # its root is not reachable now (an unplugged drive): found, not openable
+    sidecars: tuple[str, ...] = ()  # with grouping: the other files of a RAW+JPEG pair, shown as this one
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +67,7 @@ class Result:
             "similarity": round(self.similarity, 4),
             "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.dominant_colors],
             "offline": self.offline,
+            "sidecars": list(self.sidecars),
         }
 
 
@@ -89,8 +92,9 @@ class Searcher:
         ids, _ = self.live_index.search(query_hist, max(self.k_candidates, k))
         return ids, self.live_index.histograms(ids)
 
-    def search(self, query_hist: np.ndarray, k: int = DEFAULT_K) -> list[Result]:
-        """The k best matches, best first."""
+    def search(self, query_hist: np.ndarray, k: int = DEFAULT_K, *, group_sidecars: bool = False) -> list[Result]:
+        """The k best matches, best first. `group_sidecars`: a camera's RAW and the JPEG or HEIF it wrote
+        beside it count as one result (the better ranked shows, the other is listed in its `sidecars`)."""
         if not 1 <= k <= MAX_K:
             raise UsageError(f"bad number of results {k}: must be between 1 and {MAX_K}")
         query = np.asarray(query_hist, dtype=np.float32).reshape(-1)
@@ -98,13 +102,24 @@ class Searcher:
                 or not query.sum() > 0:
             raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
         query = query / query.sum()
-        ids, hists = self.candidates(query, k)
+        # Grouping looks at twice as many: enough for k results when every one of them is a pair.
+        window = min(2 * k, MAX_K) if group_sidecars else k
+        ids, hists = self.candidates(query, window)
+        accurate = k  # how many of the ranking's top carry the accurate distance
         while len(ids):
-            order, distances = rerank.rerank(query, ids, hists, k=k, refine=self.refine)
-            rows = self.catalog.describe(order[:k])
-            dead = [i for i in order[:k].tolist() if not rows.get(i, ("", b"", False))[2]]
+            order, distances = rerank.rerank(query, ids, hists, k=accurate, refine=self.refine)
+            shown = order[:window].tolist()
+            rows = self.catalog.describe(shown)
+            dead = [i for i in shown if not rows.get(i, ("", b"", False))[2]]
             if not dead:
-                return self._results(order[:k], distances[:k], rows, ids, hists)
+                groups = (group_sidecars_of(shown, rows) if group_sidecars else [[n] for n in range(len(shown))])[:k]
+                if groups and groups[-1][0] >= accurate:  # pairs pulled in results ranked past k: rank those too
+                    accurate = window
+                    continue
+                leaders = np.array([shown[g[0]] for g in groups], dtype=np.int64)
+                results = self._results(leaders, np.array([distances[g[0]] for g in groups]), rows, ids, hists)
+                return [replace(r, sidecars=tuple(_display(rows[shown[n]]) for n in g[1:])) if len(g) > 1 else r
+                        for r, g in zip(results, groups, strict=True)]
             # Tombstoned since the index answered (the catalog commits first): rank the rest again, so
             # that every result shown carries an accurate distance.
             logger.debug("search: %d of the best %d were deleted meanwhile", len(dead), k)
@@ -121,12 +136,20 @@ class Searcher:
         for image_id, score in zip(order.tolist(), distances.tolist(), strict=True):
             root, path, _ = rows[image_id]
             results.append(Result(
-                id=image_id, root=root, path=path,
-                display_path=display_path(os.path.join(os.fsencode(root), path)),
+                id=image_id, root=root, path=path, display_path=_display(rows[image_id]),
                 score=float(score), similarity=similarity(score),
                 dominant_colors=tuple(rerank.dominant_colors(hists[position[image_id]], top=DOMINANT_COLORS)),
                 offline=not online[root]))
         return results
+
+
+def _display(row: Row) -> str:
+    return display_path(os.path.join(os.fsencode(row[0]), row[1]))
+
+
+def group_sidecars_of(ranked_ids: list[int], rows: dict[int, Row]) -> list[list[int]]:
+    """`filetypes.group_sidecars` of ranked ids, by their rows."""
+    return group_sidecars([(rows[i][0], rows[i][1]) for i in ranked_ids])
 
 
 class RecentResults:

@@ -34,7 +34,7 @@ MAX_CONNECTIONS = 32  # one thread each; more at once are refused rather than pi
 class Service(Protocol):
     """What the socket answers from: the daemon, seen from a connection's thread."""
 
-    def search(self, query: np.ndarray, k: int) -> list[Result]: ...
+    def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -73,6 +73,13 @@ def _k(request: dict[str, Any]) -> int:
     return k
 
 
+def _flag(request: dict[str, Any], name: str) -> bool:
+    value = request.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{request.get('op')}: {name!r} must be true or false")
+    return value
+
+
 def _root_arg(request: dict[str, Any], name: str) -> str:
     value = request.get(name)
     if not isinstance(value, str) or not os.path.isabs(value):
@@ -90,7 +97,8 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         return {"failures": _failures(service)}
     if op == "search":
         started = time.perf_counter()
-        results = [r.to_json() for r in service.search(_query_histogram(request), _k(request))]
+        results = [r.to_json() for r in service.search(_query_histogram(request), _k(request),
+                                                        _flag(request, "group_sidecars"))]
         logger.debug("search answered in %.1f ms", (time.perf_counter() - started) * 1000)
         return {"results": results}
     if op == "retry_failed":

@@ -75,7 +75,7 @@ SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-typ
 class WebService(Protocol):
     """What the app answers from: the daemon, seen from a request's thread."""
 
-    def search(self, query: np.ndarray, k: int) -> list[Result]: ...
+    def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]: ...
 
     def stored(self, image_id: int) -> StoredImage | None: ...
 
@@ -282,7 +282,8 @@ class WebApp:
     def _search(self, query: np.ndarray, request: Request) -> list[dict[str, Any]]:
         self._one_omp_thread()
         k = _k(request)
-        return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k)]
+        group = request.query_params.get("group_sidecars", "0") not in ("0", "false", "")
+        return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, group)]
 
 
 def _k(request: Request) -> int:

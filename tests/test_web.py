@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 
+from tests import format_files as F
 from tests.conftest import CLI, photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
 
@@ -115,6 +117,27 @@ def test_searches_answer_what_the_cli_answers(app: tuple[DaemonEnv, App]) -> Non
     assert status == 400 and "CSS colour name" in error["error"]
     status, error = client.json("POST", "/api/search", b"this is not an image")
     assert status == 400 and "cannot use the uploaded image" in error["error"]
+
+
+def test_a_raw_and_its_jpeg_are_one_result_when_the_app_groups_and_two_through_the_socket(
+        app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    orange = np.zeros((120, 160, 3), np.uint8) + np.array([240, 140, 20], np.uint8)
+    (env.pictures / "IMG_0007.DNG").write_bytes(F.dng(orange))
+    (env.pictures / "IMG_0007.JPG").write_bytes(F.jpeg(orange))
+    wait_until(lambda: env.idle_with(6), timeout=60)
+
+    status, grouped = client.json("GET", "/api/search?color=%23f08c14&k=2&group_sidecars=1")
+    status_plain, plain = client.json("GET", "/api/search?color=%23f08c14&k=2")
+    cli = subprocess.run([CLI, "search", "--color", "#f08c14", "-k", "2", "--json", "--config", str(env.config)],
+                         capture_output=True, text=True, timeout=60)
+
+    assert status == status_plain == 200 and cli.returncode == 0, cli.stderr
+    pair = {"IMG_0007.DNG", "IMG_0007.JPG"}
+    assert {Path(grouped[0]["path"]).name, *(Path(p).name for p in grouped[0]["sidecars"])} == pair
+    assert Path(grouped[1]["path"]).name not in pair and grouped[1]["sidecars"] == []
+    assert {Path(m["path"]).name for m in plain} == pair  # not grouped: both files, as the CLI gives them
+    assert [m["id"] for m in plain] == [m["id"] for m in json.loads(cli.stdout)]
 
 
 def test_unknown_ids_are_404_and_no_path_from_the_request_is_served(app: tuple[DaemonEnv, App]) -> None:

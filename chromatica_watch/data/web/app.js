@@ -131,6 +131,10 @@
     return specs;
   }
 
+  function grouping() {
+    return $("group-sidecars").checked ? "&group_sidecars=1" : "";
+  }
+
   function kValue() {
     const k = Math.round(Number($("k").value));
     return Number.isFinite(k) && k >= 1 ? Math.min(k, 500) : 24;
@@ -171,14 +175,14 @@
       const params = new URLSearchParams();
       query.specs.forEach((s) => params.append("color", s));
       params.set("k", String(k));
-      url = `/api/search?${params}`;
+      url = `/api/search?${params}${grouping()}`;
       label = query.specs.map((s) => s.split(":")[0]).join(" ");
     } else if (query.kind === "image") {
-      url = `/api/search?k=${k}`;
+      url = `/api/search?k=${k}${grouping()}`;
       options = { method: "POST", body: query.file, headers: { "Content-Type": query.file.type || "application/octet-stream" } };
       label = `like ${query.file.name || "the dropped image"}`;
     } else {
-      url = `/api/similar/${encodeURIComponent(query.id)}?k=${k}`;
+      url = `/api/similar/${encodeURIComponent(query.id)}?k=${k}${grouping()}`;
       label = `more like ${query.name}`;
     }
     if (remember) {
@@ -301,6 +305,9 @@
       const meta = el("span", "result-meta");
       meta.appendChild(el("span", "result-score", `ΔE ${r.score.toFixed(1)}`));
       meta.appendChild(el("span", "result-name", baseName(r.relative_path || r.path)));
+      if (r.sidecars && r.sidecars.length) {
+        meta.appendChild(el("span", "result-sidecars", `+ ${r.sidecars.map(baseName).join(", ")}`));
+      }
       button.appendChild(meta);
       button.appendChild(paletteBar(r.dominant_colors));
       button.addEventListener("click", () => openDetail(r));
