@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import cv2
 import numpy as np
 
 ALGORITHM_VERSION = 2  # 2: embedded ICC profiles (Display P3, Adobe RGB...) converted to sRGB first
@@ -46,6 +45,8 @@ _LINEAR_FROM_U8.setflags(write=False)
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """sRGB pixels, shape (..., 3), uint8 or float in [0, 1] -> Lab float32, shape (N, 3)."""
+    import cv2  # here, not at import: a process that only reads an index (build's driver) never loads OpenCV
+
     pixels = np.ascontiguousarray(rgb).reshape(-1, 1, 3)  # (N, 1, 3): one 3-channel column for OpenCV
     if len(pixels) == 0:
         return np.empty((0, 3), dtype=np.float32)
@@ -83,6 +84,8 @@ _LANE_OFFSETS = np.arange(_LANES, dtype=np.intp) * _PADDED_SIZE
 
 def _axis_positions(lab: np.ndarray) -> list[np.ndarray]:
     """Per axis, each pixel's clamped position in padded bin units (>= 0.5): three float32 arrays."""
+    import cv2  # here, not at import: a process that only reads an index (build's driver) never loads OpenCV
+
     u = cv2.transform(np.ascontiguousarray(lab, dtype=np.float32).reshape(-1, 1, 3), _U_FROM_LAB)
     positions = [c.reshape(-1) for c in cv2.split(u)]
     for c, (_, n) in zip(positions, _AXES, strict=True):
