@@ -81,6 +81,7 @@ class Config:
     web_port: int = 8765  # 0: any free port (status shows which)
     web_max_upload_mb: float = 32.0  # largest example image the app accepts
     thumbnail_dir: str = field(default_factory=default_thumbnail_dir)
+    thumbnails_while_indexing: bool = True  # with the web app: its grid thumbnails made as photos are indexed
     log_level: str = "INFO"
     log_max_bytes: int = 10_000_000
     log_backups: int = 3

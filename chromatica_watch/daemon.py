@@ -759,7 +759,8 @@ class Daemon:
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config: %s", exc)
             return
-        fixed = [k for k in ("index_dir", "state_dir", "runtime_dir", "max_dimension", "workers", "file_timeout")
+        fixed = [k for k in ("index_dir", "state_dir", "runtime_dir", "max_dimension", "workers", "file_timeout",
+                             "thumbnail_dir", "thumbnails_while_indexing")
                  if getattr(new, k) != getattr(self.cfg, k)]
         if fixed:
             logger.warning("config reload: %s only take effect after a restart", ", ".join(fixed))
@@ -942,7 +943,9 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
               "config_file": str(config_path.absolute()) if config_path is not None else None}, clock=clock)
     events: queue.Queue[FsEvent] = queue.Queue()
     # How histograms are made is fixed at startup, like the fingerprint: a reload does not change it.
-    settings = PoolSettings(cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout)
+    thumbnailer = Thumbnailer(Path(cfg.thumbnail_dir), cfg.max_pixels)
+    settings = PoolSettings(cfg.worker_count, cfg.max_dimension, cfg.max_pixels, cfg.file_timeout,
+                            thumbnails=thumbnailer if cfg.web and cfg.thumbnails_while_indexing else None)
 
     def make_watcher(current: Config) -> Watcher:
         return Watcher(current.excludes, events, use_polling=current.watcher == "polling")
@@ -951,7 +954,7 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
         return SearchServer(service, cfg.socket_path, cfg.tcp_port)
 
     def make_web(service: WebService) -> WebServer:
-        app = WebApp(service, Thumbnailer(Path(cfg.thumbnail_dir), cfg.max_pixels), cfg.max_dimension,
+        app = WebApp(service, thumbnailer, cfg.max_dimension,
                      cfg.max_pixels, int(cfg.web_max_upload_mb * 2**20))
         return WebServer(app, load_token(Path(cfg.state_dir)), cfg.web_host, cfg.web_port)
 

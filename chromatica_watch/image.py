@@ -923,15 +923,18 @@ def features(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXE
     """Histogram and content hash of one image file's bytes (pass the hash if already computed);
     `suffix` is the file's extension, for camera RAW files (see `decode`)."""
     decoded = decode(data, max_dimension, max_pixels, suffix=suffix)
+    return features_of(decoded, content_hash if content_hash is not None else hash_bytes(data))
+
+
+def features_of(decoded: Decoded, content_hash: str) -> Features:
+    """The histogram of decoded pixels, with the file's content hash."""
     lab = histogram.srgb_to_lab(decoded.rgb)
     w = None if decoded.weights is None else decoded.weights.reshape(-1)
     try:
         hist = histogram.lab_histogram(lab, w)
     except ValueError as exc:
         raise ImageError(str(exc)) from exc
-    digest = content_hash if content_hash is not None else hash_bytes(data)
-    return Features(histogram=hist, content_hash=digest, width=decoded.width,
-                    height=decoded.height)
+    return Features(histogram=hist, content_hash=content_hash, width=decoded.width, height=decoded.height)
 
 
 

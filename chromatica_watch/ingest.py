@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pebble
@@ -29,6 +31,9 @@ import pebble
 from .errors import ImageError
 from .filetypes import extension
 from .paths import absolute_key, absolute_path, display_key, stat_file
+
+if TYPE_CHECKING:  # built by the daemon and handed in; the driver of a build never loads Pillow
+    from .thumbnails import Thumbnailer
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ class Unstable:
 Result = Indexed | Known | Failed | Unstable
 
 
-def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
+def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbnailer | None = None) -> Result:
     from . import image  # in the workers only: the process that drives them never decodes (~0.15 s of imports)
 
     path = absolute_path((task.root, task.path))
@@ -95,8 +100,8 @@ def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
     if digest in task.skip_hashes:
         return Known(task, read.size, read.mtime_ns, digest)
     try:
-        feats = image.features(read.data, max_dimension, max_pixels, content_hash=digest,
-                               suffix=extension(task.path))
+        decoded = image.decode(read.data, max_dimension, max_pixels, suffix=extension(task.path))
+        feats = image.features_of(decoded, digest)
     except ImageError as exc:
         after = stat_file(path)
         if after is None or (after.size, after.mtime_ns) != (read.size, read.mtime_ns):
@@ -104,12 +109,15 @@ def process(task: Task, max_dimension: int, max_pixels: int) -> Result:
         return Failed(task, read.size, read.mtime_ns, exc.reason)
     except MemoryError:
         return Failed(task, read.size, read.mtime_ns, "out of memory while decoding")
+    if thumbnails is not None:
+        thumbnails.store_decoded(path, read.data, read.mtime_ns, read.size, decoded)
     return Indexed(task, read.size, read.mtime_ns, feats.content_hash, feats.width, feats.height,
                    feats.histogram)
 
 
-def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int) -> list[Result]:
-    return [process(t, max_dimension, max_pixels) for t in tasks]
+def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int,
+                  thumbnails: Thumbnailer | None = None) -> list[Result]:
+    return [process(t, max_dimension, max_pixels, thumbnails) for t in tasks]
 
 
 # glibc mallopt parameters. Every image allocates a few MB (its bytes, the decoded pixels, numpy
@@ -174,12 +182,14 @@ class IngestPool:
     """
 
     def __init__(self, workers: int, max_dimension: int, max_pixels: int,
-                 file_timeout: float = DEFAULT_FILE_TIMEOUT, work: Work | None = None) -> None:
+                 file_timeout: float = DEFAULT_FILE_TIMEOUT, work: Work | None = None,
+                 thumbnails: Thumbnailer | None = None) -> None:
         self.workers = max(1, workers)
         self.max_dimension = max_dimension
         self.max_pixels = max_pixels
         self.file_timeout = file_timeout
-        self._work: Work = work if work is not None else process_chunk
+        # With `thumbnails`, each worker also caches the web app's grid thumbnail of what it indexes.
+        self._work: Work = work if work is not None else functools.partial(process_chunk, thumbnails=thumbnails)
         self._ready_dir = tempfile.mkdtemp(prefix="chromatica-workers-")
         self._started = False
         self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=worker_init,
@@ -328,6 +338,7 @@ class PoolSettings:
     max_dimension: int
     max_pixels: int
     file_timeout: float = DEFAULT_FILE_TIMEOUT
+    thumbnails: Thumbnailer | None = None  # grid thumbnails made while indexing (the web app's)
 
 
 class PoolManager:
@@ -346,7 +357,8 @@ class PoolManager:
         """The pool, started if need be; `warm` starts its processes now rather than on first use."""
         if self.current is None:
             s = self.settings
-            self.current = IngestPool(s.workers, s.max_dimension, s.max_pixels, s.file_timeout)
+            self.current = IngestPool(s.workers, s.max_dimension, s.max_pixels, s.file_timeout,
+                                      thumbnails=s.thumbnails)
             if warm:
                 self.current.start()
         self.used()

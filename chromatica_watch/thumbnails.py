@@ -26,18 +26,20 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
+import cv2
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import ImageError
-from .image import decode, enable_pillow_for, read_file
+from .image import Decoded, decode, enable_pillow_for, read_file
 
 logger = logging.getLogger(__name__)
 
 # The longest side of each size's thumbnails, by the folder the spec names for it.
 SIZES: dict[str, int] = {"normal": 128, "large": 256, "x-large": 512, "xx-large": 1024}
 FAIL_DIR = os.path.join("fail", "chromatica-watch")
+THUMBNAIL_WHILE_INDEXING = "normal"  # the size of the web app's result grid
 
 # What GLib's g_filename_to_uri leaves unescaped in a path besides letters, digits and "-._~": GNOME's
 # file managers name their thumbnails by the md5 of that URI, so ours must be the same string byte for
@@ -148,6 +150,21 @@ class Thumbnailer:
         self._write(thumb_path, png)
         return png
 
+    def store_decoded(self, path: str, data: bytes, mtime_ns: int, size: int, decoded: Decoded) -> None:
+        """While indexing: cache the "normal" thumbnail of a file from the pixels its histogram was just made
+        of (the indexer decodes at max_dimension, 256 by default, twice the 128 px of "normal"), so the web
+        app's grid never waits for a decode. `data`, `mtime_ns` and `size` are the bytes read and their stat.
+        A thumbnail already valid for this mtime (a file manager's) is kept. Never raises: a thumbnail that
+        cannot be cached is made when first asked for."""
+        try:
+            source = _Source(file_uri(path), mtime_ns // 1_000_000_000, size)
+            target = self.cache_root / THUMBNAIL_WHILE_INDEXING / thumbnail_name(source.uri)
+            if _read_valid(target, source) is None:
+                self._write(target, _from_decoded(decoded, data, SIZES[THUMBNAIL_WHILE_INDEXING], source,
+                                                  self.software))
+        except Exception as exc:  # a thumbnail is a convenience: indexing goes on whatever happens here
+            logger.debug("no thumbnail cached for %s while indexing: %s", path, exc)
+
     def _write(self, target: Path, data: bytes) -> None:
         """Cache `data` at `target`; the thumbnail is served anyway when the cache cannot be written."""
         try:
@@ -193,7 +210,18 @@ def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source,
         raise
     except Exception as exc:  # a decoder's surprise on bad data is still just a reason, never a traceback
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}".strip()) from exc
-    frame = Image.fromarray(_display_pixels(decoded.rgb, decoded.alpha))
+    return _from_decoded(decoded, data, longest, source, software)
+
+
+def _from_decoded(decoded: Decoded, data: bytes, longest: int, source: _Source, software: str) -> bytes:
+    """The thumbnail PNG of decoded pixels, shrunk to `longest` if larger, turned as the file's EXIF says."""
+    pixels = _display_pixels(decoded.rgb, decoded.alpha)
+    height, width = pixels.shape[:2]
+    if max(width, height) > longest:
+        scale = longest / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    frame = Image.fromarray(pixels)
     orientation = _orientation(data)
     # Turned after the downscale, so only the thumbnail's pixels move.
     if orientation in _ORIENTATION_TRANSPOSE:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chromatica_watch.ingest import Indexed, Task, process
 from chromatica_watch.thumbnails import Thumbnailer, file_uri
 from tests.conftest import photo, write_rgb
 
@@ -381,3 +382,50 @@ def test_a_heic_from_a_phone_gets_a_thumbnail(tmp_path: Path) -> None:
         assert im.size == (128, 96)
         r, g, b = im.convert("RGB").getpixel((64, 48))
         assert abs(r - 0) < 12 and abs(g - 128) < 12 and abs(b - 128) < 12
+
+
+# -- made while indexing ----------------------------------------------------------------------------
+
+
+def _index(path: Path, thumbs: Thumbnailer | None) -> object:
+    return process(Task(str(path.parent), os.fsencode(path.name)), 256, 10**8, thumbs)
+
+
+def test_indexing_caches_the_grid_thumbnail_turned_and_alike_to_one_made_on_demand(
+        tmp_path: Path, cache: Path, thumbs: Thumbnailer) -> None:
+    rgb = cv2.resize(photo("astronaut"), (1200, 600))
+    rgb[:100, :100] = (255, 0, 0)  # a red mark in the stored top-left corner
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb).save(path, quality=92, exif=exif)
+
+    assert isinstance(_index(path, thumbs), Indexed)
+
+    made = cache / "normal" / md5_png(plain_uri(path))
+    data = made.read_bytes()
+    assert (text_of(data)["Thumb::URI"], text_of(data)["Thumb::MTime"]) == (plain_uri(path), mtime_s(path))
+    assert (text_of(data)["Thumb::Image::Width"], text_of(data)["Thumb::Image::Height"]) == ("600", "1200")
+    im = np.asarray(open_png(data)).astype(int)
+    assert im.shape == (128, 64, 3)
+    assert thumbs.get(str(path), "normal") == data  # served as it is: the indexer's is valid
+    made.unlink()
+    on_demand = np.asarray(open_png(thumbs.get(str(path), "normal") or b"")).astype(int)
+    assert np.abs(im - on_demand).mean() < 4  # from 256 px pixels or from the file: the same picture
+
+
+def test_a_file_manager_s_thumbnail_is_kept_and_a_cache_that_cannot_be_written_costs_nothing(
+        tmp_path: Path, cache: Path, thumbs: Thumbnailer) -> None:
+    path = write_jpeg(tmp_path / "a.jpg", photo("coffee"))
+    thumbs.get(str(path), "normal")  # as Nautilus would have made it
+    before = (cache / "normal" / md5_png(plain_uri(path))).stat().st_mtime_ns
+
+    assert isinstance(_index(path, thumbs), Indexed)
+    assert (cache / "normal" / md5_png(plain_uri(path))).stat().st_mtime_ns == before
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    other = write_jpeg(tmp_path / "b.jpg", photo("rocket"))
+    result = _index(other, Thumbnailer(blocked, 10**8))
+    assert isinstance(result, Indexed) and result.histogram.sum() > 0
+    assert isinstance(_index(other, None), Indexed)

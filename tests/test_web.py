@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from chromatica_watch.thumbnails import file_uri, png_text_chunks, thumbnail_name
 from tests import format_files as F
 from tests.conftest import CLI, photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
@@ -162,20 +163,29 @@ def test_a_50_mb_upload_is_refused_with_a_clear_message(app: tuple[DaemonEnv, Ap
 
 def test_thumbnails_in_the_freedesktop_cache_and_a_placeholder_for_a_broken_file(app: tuple[DaemonEnv, App]) -> None:
     env, client = app
+    cache = env.config.parent / "thumbnails"
+    # Made while indexing, before any page asked: every photo's grid thumbnail, valid for its file as it is.
+    photos = sorted(p for p in env.pictures.rglob("*") if p.is_file())
+    made = {p: cache / "normal" / thumbnail_name(file_uri(str(p))) for p in photos}
+    for photo_path, thumb in made.items():
+        text = png_text_chunks(thumb.read_bytes())
+        assert text is not None and text["Thumb::URI"] == file_uri(str(photo_path)), photo_path
+        assert text["Thumb::MTime"] == str(photo_path.stat().st_mtime_ns // 10**9)
     _, found = client.json("GET", "/api/search?color=%23704030&k=1")
     assert found[0]["path"].endswith("coffee.jpg")
     status, headers, png = client.request("GET", found[0]["thumbnail"])
     assert status == 200 and headers["content-type"] == "image/png" and png.startswith(b"\x89PNG")
-    cached = list((env.config.parent / "thumbnails" / "normal").glob("*.png"))
-    assert len(cached) == 1 and cached[0].read_bytes() == png
-    status, _, large = client.request("GET", found[0]["large"])
+    assert made[env.pictures / "trip" / "coffee.jpg"].read_bytes() == png  # served from the cache
+    status, _, large = client.request("GET", found[0]["large"])  # the detail view's size: made on demand
     assert status == 200 and len(large) > len(png)
+    assert len(list((cache / "x-large").glob("*.png"))) == 1
 
     red = env.pictures / "red.png"
     _, hits = client.json("GET", "/api/search?color=%23dc1414&k=1")
     st = red.stat()
     red.write_bytes(b"\0" * st.st_size)  # broken, with its stat kept: still indexed, cannot be shown
     os.utime(red, ns=(st.st_atime_ns, st.st_mtime_ns))
+    made[red].unlink()  # (its thumbnail from indexing would still be served: same mtime, same size)
     status, headers, body = client.request("GET", hits[0]["thumbnail"])
     assert status == 200 and headers["content-type"].startswith("image/svg+xml") and b"<svg" in body
 
