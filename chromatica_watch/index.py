@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from .defaults import available_cores
-from .fsutil import atomic_write, remove_stale_temps
+from .fsutil import atomic_write, file_checksum, remove_stale_temps
 from .histogram import TOTAL_BINS, hellinger
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,22 @@ class Manifest:
     watermark: int  # highest catalog id whose vector the checkpoint holds
     vector_count: int
     tombstone_count: int
-    sha256: str
     faiss_version: str
     fingerprint: str
     saved_at: float
+    # The index file's checksum. xxh3-128 since it checks at ~20 GB/s where sha256 took 1.2 (4 s on every
+    # start at a million photos); a checkpoint written before carries its sha256, still verified.
+    xxh3_128: str = ""
+    sha256: str = ""
+
+    @property
+    def checksum(self) -> str:
+        return f"xxh3-128 {self.xxh3_128}" if self.xxh3_128 else f"sha256 {self.sha256}"
+
+    def matches(self, blob: bytes | memoryview) -> bool:
+        if self.xxh3_128:
+            return file_checksum(blob) == self.xxh3_128
+        return bool(self.sha256) and hashlib.sha256(blob).hexdigest() == self.sha256
 
     def to_json(self) -> bytes:
         return json.dumps({"version": MANIFEST_VERSION, "index_file": INDEX_FILE, **self.__dict__},
@@ -174,9 +186,9 @@ class LiveIndex:
             watermark, count, tombstones = self.watermark, self.ntotal, len(self._deleted)
             self.dirty = False
         index_dir = Path(index_dir)
-        digest = hashlib.sha256(memoryview(blob)).hexdigest()
+        digest = file_checksum(memoryview(blob))
         manifest = Manifest(watermark=watermark, vector_count=count, tombstone_count=tombstones,
-                            sha256=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
+                            xxh3_128=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
                             saved_at=time.time())
         try:
             atomic_write(index_dir / INDEX_FILE, memoryview(blob))
@@ -229,7 +241,7 @@ def _verified_checkpoint(index_dir: Path, fingerprint: str) -> tuple[bytes, Mani
         blob = path.read_bytes()
     except FileNotFoundError as exc:
         raise CheckpointInvalid(f"{path} missing") from exc
-    if hashlib.sha256(blob).hexdigest() != manifest.sha256:
+    if not manifest.matches(blob):
         raise CheckpointInvalid(f"{path} does not match its manifest checksum (truncated or corrupted)")
     return blob, manifest
 

@@ -90,7 +90,7 @@ def _check_against_index(index_dir: Path, catalog: Catalog, manifest: Manifest, 
         f"catalog {catalog.fingerprint()}, manifest {manifest.fingerprint}")
     try:
         live, _ = load_checkpoint(index_dir, manifest.fingerprint)
-        add("index checksum and load", True, f"sha256 {manifest.sha256[:16]}…, {live.ntotal} vectors")
+        add("index checksum and load", True, f"{manifest.checksum[:24]}…, {live.ntotal} vectors")
     except CheckpointInvalid as exc:
         add("index checksum and load", False, str(exc))
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +95,7 @@ def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path: Path) -> Non
     manifest = live.checkpoint(tmp_path, FP)
     assert manifest.watermark == 50 and manifest.vector_count == 50
     loaded, m2 = load_checkpoint(tmp_path, FP)
-    assert loaded.ntotal == 50 and m2.sha256 == manifest.sha256
+    assert loaded.ntotal == 50 and m2.xxh3_128 == manifest.xxh3_128 and len(manifest.xxh3_128) == 32
     assert np.allclose(loaded.reconstruct(7), H.hellinger(hists[6]))
     with pytest.raises(CheckpointInvalid, match="histogram settings"):
         load_checkpoint(tmp_path, H.fingerprint(64))
@@ -108,6 +110,24 @@ def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path: Path) -> Non
         load_checkpoint(tmp_path, FP)
     (tmp_path / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(CheckpointInvalid, match="not a valid manifest"):
+        load_checkpoint(tmp_path, FP)
+
+
+def test_a_checkpoint_written_with_a_sha256_manifest_still_loads_and_is_still_checked(tmp_path: Path) -> None:
+    live = LiveIndex()
+    live.add(np.arange(1, 21), random_hists(20))
+    live.checkpoint(tmp_path, FP)
+    blob = (tmp_path / INDEX_FILE).read_bytes()
+    raw = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    del raw["xxh3_128"]
+    raw["sha256"] = hashlib.sha256(blob).hexdigest()  # as the manifests of earlier versions were written
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
+
+    loaded, manifest = load_checkpoint(tmp_path, FP)
+    assert loaded.ntotal == 20 and manifest.checksum.startswith("sha256 ")
+
+    (tmp_path / INDEX_FILE).write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(CheckpointInvalid, match="checksum"):
         load_checkpoint(tmp_path, FP)
 
 
