@@ -26,6 +26,15 @@ def file_checksum(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+def file_checksum_of(path: Path, chunk: int = 16 << 20) -> str:
+    """`file_checksum` of a file's content, read in chunks (a file of gigabytes is never held whole)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def atomic_write(path: Path, data: bytes | memoryview, *, durable: bool = True, mode: int = 0o644) -> None:
     """Replace `path` with `data` so a reader (or a crash) sees the old file or the new one, never half.
 

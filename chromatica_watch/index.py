@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from .defaults import available_cores
-from .fsutil import atomic_write, file_checksum, remove_stale_temps
+from .fsutil import atomic_write, file_checksum, file_checksum_of, remove_stale_temps
 from .histogram import TOTAL_BINS, hellinger
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,14 @@ class Manifest:
             return file_checksum(blob) == self.xxh3_128
         return bool(self.sha256) and hashlib.sha256(blob).hexdigest() == self.sha256
 
+    def matches_file(self, path: Path) -> bool:
+        if self.xxh3_128:
+            return file_checksum_of(path) == self.xxh3_128
+        if not self.sha256:
+            return False
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest() == self.sha256
+
     def to_json(self) -> bytes:
         return json.dumps({"version": MANIFEST_VERSION, "index_file": INDEX_FILE, **self.__dict__},
                           indent=2).encode()
@@ -79,8 +87,11 @@ def _new_hnsw() -> Any:
 class LiveIndex:
     """Hellinger vectors of catalog histograms, searchable with tombstoned ids excluded."""
 
-    def __init__(self, index: Any = None, watermark: int = 0) -> None:
+    def __init__(self, index: Any = None, watermark: int = 0, mapped: bool = False) -> None:
         self._index: Any = index if index is not None else _new_hnsw()
+        # Its vectors are the checkpoint file's pages, mapped read-only: searchable, never added to (FAISS
+        # would abort the process, not raise).
+        self.mapped = mapped
         self._lock = threading.Lock()
         self._deleted: set[int] = set()
         self._hidden = np.zeros(0, np.int64)  # live rows not searched (their root is not configured)
@@ -101,6 +112,8 @@ class LiveIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
+        if self.mapped:
+            raise ValueError("a live index mapped from its checkpoint is read-only: load it to add to it")
         vectors = np.ascontiguousarray(hellinger(histograms), dtype=np.float32)
         with self._lock:
             self._index.add_with_ids(vectors, ids)
@@ -214,12 +227,20 @@ def read_manifest(index_dir: Path) -> Manifest:
         raise CheckpointInvalid(f"{path} is not a valid manifest: {exc}") from exc
 
 
-def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manifest]:
-    """The checkpointed index, verified against its manifest; raises CheckpointInvalid otherwise."""
-    blob, manifest = _verified_checkpoint(index_dir, fingerprint)
+def load_checkpoint(index_dir: Path, fingerprint: str, *, mapped: bool = False) -> tuple[LiveIndex, Manifest]:
+    """The checkpointed index, verified against its manifest; raises CheckpointInvalid otherwise.
+
+    `mapped`: for a reader that adds nothing (a search with no daemon), the vectors stay in the file,
+    mapped (FAISS's IO_FLAG_MMAP_IFC): nothing is copied, and only the pages a search touches are read.
+    The checksum is then computed over the file in chunks, before it is mapped."""
     path = Path(index_dir) / INDEX_FILE
     try:
-        index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        if mapped:
+            manifest = _verified_file(index_dir, fingerprint)
+            index: Any = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        else:
+            blob, manifest = _verified_checkpoint(index_dir, fingerprint)
+            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
     except RuntimeError as exc:
         raise CheckpointInvalid(f"{path} cannot be read by faiss: {str(exc).splitlines()[0]}") from exc
     if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
@@ -227,15 +248,33 @@ def load_checkpoint(index_dir: Path, fingerprint: str) -> tuple[LiveIndex, Manif
                                 f"says {manifest.vector_count} of {TOTAL_BINS}")
     hnsw: Any = faiss.downcast_index(index.index)
     hnsw.hnsw.efSearch = EF_SEARCH
-    return LiveIndex(index, watermark=manifest.watermark), manifest
+    return LiveIndex(index, watermark=manifest.watermark, mapped=mapped), manifest
 
 
-def _verified_checkpoint(index_dir: Path, fingerprint: str) -> tuple[bytes, Manifest]:
-    """The serialized index and its manifest, the fingerprint and checksum checked (not deserialized)."""
+def _matching_manifest(index_dir: Path, fingerprint: str) -> Manifest:
     manifest = read_manifest(index_dir)
     if manifest.fingerprint != fingerprint:
         raise CheckpointInvalid(f"checkpoint built with histogram settings {manifest.fingerprint}, "
                                 f"not {fingerprint}")
+    return manifest
+
+
+def _verified_file(index_dir: Path, fingerprint: str) -> Manifest:
+    """The manifest, the index file's checksum computed in chunks (no copy of the file in memory)."""
+    manifest = _matching_manifest(index_dir, fingerprint)
+    path = Path(index_dir) / INDEX_FILE
+    try:
+        ok = manifest.matches_file(path)
+    except FileNotFoundError as exc:
+        raise CheckpointInvalid(f"{path} missing") from exc
+    if not ok:
+        raise CheckpointInvalid(f"{path} does not match its manifest checksum (truncated or corrupted)")
+    return manifest
+
+
+def _verified_checkpoint(index_dir: Path, fingerprint: str) -> tuple[bytes, Manifest]:
+    """The serialized index and its manifest, the fingerprint and checksum checked (not deserialized)."""
+    manifest = _matching_manifest(index_dir, fingerprint)
     path = Path(index_dir) / INDEX_FILE
     try:
         blob = path.read_bytes()

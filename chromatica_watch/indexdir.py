@@ -18,7 +18,7 @@ import numpy as np
 from .catalog import Catalog
 from .errors import IndexDirError
 from .fsutil import fsync_dir, remove_stale_temps
-from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, rebuild
+from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, read_manifest, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ def compact(index_dir: Path, fingerprint: str) -> tuple[int, int]:
         return before, live.ntotal
 
 
+def _checkpoint_holds_all(index_dir: Path, max_id: int) -> bool:
+    try:
+        return read_manifest(index_dir).watermark >= max_id
+    except CheckpointInvalid:
+        return False
+
+
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
                     progress: Callable[[], None] | None = None) -> tuple[LiveIndex, Recovery]:
     """The live index of `index_dir`, recovered (see the module docstring); `progress` is called as
@@ -76,7 +83,10 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
         remove_stale_temps(index_dir)
     max_id = catalog.counts()["max_id"]
     try:
-        live, manifest = load_checkpoint(index_dir, fingerprint)
+        # A reader with nothing to catch up maps the checkpoint instead of loading it (a search with no
+        # daemon: 0.01 s instead of 0.65 s at 100k photos, and only the pages it touches in memory).
+        live, manifest = load_checkpoint(index_dir, fingerprint,
+                                         mapped=catalog.read_only and _checkpoint_holds_all(index_dir, max_id))
         if manifest.watermark > max_id:
             raise CheckpointInvalid(f"checkpoint holds ids up to {manifest.watermark} but the catalog "
                                     f"only up to {max_id}")

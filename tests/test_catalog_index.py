@@ -131,6 +131,36 @@ def test_a_checkpoint_written_with_a_sha256_manifest_still_loads_and_is_still_ch
         load_checkpoint(tmp_path, FP)
 
 
+def test_a_reader_with_nothing_to_catch_up_maps_the_checkpoint_and_one_with_rows_past_it_loads_it(
+        tmp_path: Path) -> None:
+    hists = random_hists(40)
+    with Catalog.open(tmp_path, FP) as cat:
+        ids = cat.apply(Changes(added=new_images(hists[:30])))
+        live, _ = open_live_index(tmp_path, cat, FP)
+        live.checkpoint(tmp_path, FP)
+        cat.apply(Changes(tombstoned=[ids[3]]))
+    loaded = LiveIndex()
+    loaded.add(np.array(ids), hists[:30])
+
+    with Catalog.open(tmp_path, FP, read_only=True) as reader:
+        mapped, recovery = open_live_index(tmp_path, reader, FP)
+        assert mapped.mapped and recovery.loaded_checkpoint and recovery.caught_up == 0
+        for h in hists[:5]:
+            found, dist = mapped.search(h, 10)
+            want, want_dist = loaded.search(h, 11)
+            assert ids[3] not in found.tolist()  # its tombstone holds in a mapped index too
+            assert found.tolist() == [i for i in want.tolist() if i != ids[3]][:10]
+        with pytest.raises(ValueError, match="read-only"):  # an error, never FAISS aborting the process
+            mapped.add(np.array([999]), hists[30:31])
+
+    with Catalog.open(tmp_path, FP) as cat:
+        more = cat.apply(Changes(added=new_images(hists[30:], "b")))
+    with Catalog.open(tmp_path, FP, read_only=True) as reader:
+        caught_up, recovery = open_live_index(tmp_path, reader, FP)
+        assert not caught_up.mapped and recovery.caught_up == 10
+        assert set(more) <= set(caught_up.ids().tolist())
+
+
 def test_open_live_index_catches_up_and_rebuilds(tmp_path: Path) -> None:
     cat = Catalog.open(tmp_path, FP)
     hists = random_hists(40)
