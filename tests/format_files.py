@@ -19,13 +19,14 @@ def _pillow(fmt: str, rgb: np.ndarray, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def heic(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """Written by pillow-heif without registering its Pillow opener (the decoder does that itself)."""
+def heic(rgb: np.ndarray, quality: int = 90, thumbnail: int | None = None) -> bytes:
+    """Written by pillow-heif without registering its Pillow opener (the decoder does that itself);
+    `thumbnail`: with an embedded copy of that long side, as phones write one (320 px on an iPhone)."""
     import pillow_heif
 
     heif = pillow_heif.from_bytes("RGB", (rgb.shape[1], rgb.shape[0]), np.ascontiguousarray(rgb).tobytes())
     buf = io.BytesIO()
-    heif.save(buf, quality=quality)
+    heif.save(buf, quality=quality, thumbnails=[thumbnail] if thumbnail else [])
     return buf.getvalue()
 
 

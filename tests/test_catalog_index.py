@@ -146,8 +146,8 @@ def test_a_reader_with_nothing_to_catch_up_maps_the_checkpoint_and_one_with_rows
         mapped, recovery = open_live_index(tmp_path, reader, FP)
         assert mapped.mapped and recovery.loaded_checkpoint and recovery.caught_up == 0
         for h in hists[:5]:
-            found, dist = mapped.search(h, 10)
-            want, want_dist = loaded.search(h, 11)
+            found, _ = mapped.search(h, 10)
+            want, _ = loaded.search(h, 11)
             assert ids[3] not in found.tolist()  # its tombstone holds in a mapped index too
             assert found.tolist() == [i for i in want.tolist() if i != ids[3]][:10]
         with pytest.raises(ValueError, match="read-only"):  # an error, never FAISS aborting the process

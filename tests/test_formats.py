@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -574,3 +575,29 @@ def test_srgb_and_odd_profiles_leave_the_pixels_as_decoded() -> None:
                           image.decode(F.jpeg(rgb, 95), MAXDIM).rgb)
     broken = icc_profile(P3_COLORANTS, "Display P3 (test)")[:200]  # cut: does not parse
     assert np.array_equal(image.decode(tagged("png", rgb, broken)[1], MAXDIM).rgb, plain)
+
+
+def test_a_heic_with_a_large_enough_embedded_thumbnail_is_read_from_it() -> None:
+    """As phones write them: a 320 px copy beside the full picture. The histogram (256 px) comes from the
+    copy, alike to the full decode's, in a fraction of its time; a copy smaller than needed is not used."""
+    import time
+
+    rgb = cv2.resize(photo("astronaut"), (1200, 900), interpolation=cv2.INTER_CUBIC)
+    with_copy, without = F.heic(rgb, thumbnail=320), F.heic(rgb)
+
+    def timed(data: bytes, max_dimension: int = 256) -> tuple[float, np.ndarray]:
+        best, hist = float("inf"), None
+        for _ in range(2):
+            started = time.perf_counter()
+            hist = image.features(data, max_dimension).histogram
+            best = min(best, time.perf_counter() - started)
+        assert hist is not None
+        return best, hist
+
+    fast, from_copy = timed(with_copy)
+    slow, from_full = timed(without)
+    assert 0.5 * np.abs(from_copy - from_full).sum() < 0.05  # the same colours (L1/2 of the histograms)
+    assert fast * 4 < slow, (fast, slow)
+    too_small, _ = timed(with_copy, max_dimension=512)  # a 320 px copy cannot give 512 px: the full decode
+    assert too_small > 2 * fast, (too_small, fast)
+    assert image.features(with_copy, 256).width == 1200  # the picture's own size is recorded
