@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_formats.py [--images 16] [--workers 0] [--out DIR]
 
 From the camera-like corpus (4000x3000 JPEGs, quality 90; see bench_common.py), the same pictures are
-written by the libraries as HEIC (pillow-heif, quality 90), AVIF (Pillow, quality 90, speed 8), DNG with
+written by the libraries as HEIC (pillow-heif, quality 90; without and with the 320 px thumbnail a phone
+embeds, which the decoder reads instead of the picture), AVIF (Pillow, quality 90, speed 8), DNG with
 the corpus JPEG embedded as its full-size preview (tifffile; what a camera writes) and DNG without a
 preview, both with their 12-bit RGGB sensor data in lossless-JPEG tiles as most DNGs store it
 (imagecodecs), and kept beside the JPEGs. Each format's folder is then
@@ -53,8 +54,9 @@ from chromatica_watch.defaults import available_cores
 RAW_SPEEDUP_TARGET = 3.0
 FORMATS_VERSION = 1  # bump when a recipe below changes, so cached files are made again
 # name -> (extension, how a corpus JPEG's bytes become that format's bytes)
-FORMATS = ("jpeg", "heic", "avif", "raw-preview", "raw-demosaic")
-EXTENSIONS = {"jpeg": ".jpg", "heic": ".heic", "avif": ".avif", "raw-preview": ".dng", "raw-demosaic": ".dng"}
+FORMATS = ("jpeg", "heic", "heic-phone", "avif", "raw-preview", "raw-demosaic")
+EXTENSIONS = {"jpeg": ".jpg", "heic": ".heic", "heic-phone": ".heic", "avif": ".avif", "raw-preview": ".dng",
+              "raw-demosaic": ".dng"}
 RECIPE = {"raw-preview": "ljpeg", "raw-demosaic": "ljpeg"}  # in the folder's name: a new recipe, new files
 
 
@@ -75,6 +77,8 @@ def convert(fmt: str, jpeg: bytes) -> bytes:
     rgb = _rgb(jpeg)
     if fmt == "heic":
         return F.heic(rgb, 90)
+    if fmt == "heic-phone":  # with the 320 px thumbnail an iPhone embeds: read instead of the picture
+        return F.heic(rgb, 90, thumbnail=320)
     if fmt == "avif":
         import io
 
