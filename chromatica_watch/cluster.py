@@ -105,6 +105,9 @@ def _quiet_dask_logs() -> None:
     if not logger.isEnabledFor(logging.INFO):
         for name in ("distributed", "dask"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # A lost scheduler is logged by the client as an ERROR with tracebacks; the build says it in
+        # one line of its own (ClusterError), which is what the user acts on.
+        logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
 
 
 def parse_local(address: str) -> int | None:
@@ -227,6 +230,10 @@ class DaskPool:
         that raised is retried one file at a time so that only the file at fault fails."""
         if future.status == "finished":
             return [dataclasses.replace(r, task=t) for t, r in zip(chunk, future.result(), strict=True)]
+        if future.status == "cancelled":
+            # Not the files' fault (they must not be recorded as failed): the client lost the scheduler.
+            raise ClusterError(f"lost the Dask scheduler at {self.address} during the build; what was committed "
+                               "stays: run the same build again to resume")
         exc = future.exception()
         if isinstance(exc, ClusterError):
             raise ClusterError(str(exc))
@@ -234,10 +241,10 @@ class DaskPool:
             return [_failed(chunk[0], exc)]
         logger.debug("a chunk of %d files failed on the cluster (%s): retrying them one by one", len(chunk), exc)
         out: list[Result] = []
+        assert self._client is not None
         for task in chunk:
             single = self._submit([task])
-            single_stream = as_completed([single])
-            out += self._results([task], next(single_stream), should_stop)
+            out += self._results([task], next(as_completed([single], loop=self._client.loop)), should_stop)
         return out
 
     def release(self) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +138,42 @@ def test_a_worker_killed_mid_build_loses_nothing(tmp_path: Path, cluster: tuple[
     assert index_ids(out) == sorted(rows.values()) == list(range(1, count + 1))
     assert f"indexed {count} new images" in stdout
     wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, timeout=30)  # the nanny restarted it
+
+
+def test_the_driver_killed_mid_build_resumes_from_the_catalog(tmp_path: Path,
+                                                              cluster: tuple[LocalCluster, Client]) -> None:
+    lc, _ = cluster
+    dataset = slow_dataset(tmp_path / "photos", 96)
+    reference = tmp_path / "reference"
+    assert run_cli("build", "--dataset", dataset, "--output", reference, "--batch-size", "8", "-q").returncode == 0
+    out = tmp_path / "index"
+    wal = out / "chromatica_metadata.db.wal"
+    proc = subprocess.Popen([CLI, "build", "--dataset", str(dataset), "--output", str(out), "--dask",
+                             lc.scheduler_address, "--batch-size", "8", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # killed once a few batches are committed (8 histograms are ~37 KB of WAL), and before the end
+        wait_until(lambda: (wal.exists() and wal.stat().st_size > 100_000) or proc.poll() is not None,
+                   timeout=60, interval=0.01)
+        assert proc.poll() is None, "the build ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    run = run_cli("build", "--dataset", dataset, "--output", out, "--dask", lc.scheduler_address, "--batch-size",
+                  "8", "-q")
+    assert run.returncode == 0, run.stderr
+    resumed = re.search(r"indexed (\d+) new images \((\d+) already indexed", run.stdout)
+    assert resumed is not None and int(resumed[2]) > 0  # it resumed: what was committed was not read again
+    assert int(resumed[1]) + int(resumed[2]) == 96
+    assert catalog_rows(out) == catalog_rows(reference)  # same paths, hashes, histograms and ids
+    assert index_ids(out) == index_ids(reference)
+
+
+def test_dask_is_imported_only_with_dask() -> None:
+    code = ("import sys; from chromatica_watch import cli, build, pipeline, daemon, ingest; "
+            "cli.build_parser().parse_args(['build', '--dataset', 'd', '--output', 'o']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 def test_identities_compared_one_line_naming_both() -> None:
