@@ -13,8 +13,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from . import histogram
 from .catalog import Catalog, Changes, Failure
@@ -23,7 +25,7 @@ from .delta import dataset_plan, scan_dataset
 from .errors import DatasetError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
-from .ingest import IngestPool, Task
+from .ingest import IngestPool, ResultSource, Task
 from .paths import Key, absolute_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks
 from .reconcile import MatchBy
@@ -47,6 +49,9 @@ class BuildOptions:
     workers: int = 0  # 0: one per core
     excludes: tuple[str, ...] = ()
     match_by: MatchBy = "path"  # "name": take over an index built under another folder name
+    dask: str | None = None  # a Dask scheduler address, or "local[:N]": the histograms made on its workers
+    dask_path_map: tuple[tuple[str, str], ...] = ()  # (driver path, worker path): the dataset mounted elsewhere
+    dask_timeout: float = 10.0  # seconds to reach the scheduler and see a worker
 
 
 @dataclass
@@ -65,6 +70,7 @@ class BuildReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     workers: int = 0
+    cluster: str | None = None  # the Dask scheduler the histograms were made on
     batch_size: int = 0
     max_dimension: int = 0
     fingerprint: str = ""
@@ -95,8 +101,10 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     report = BuildReport(dataset=root, output=str(output), workers=workers, batch_size=opts.batch_size,
                          max_dimension=opts.max_dimension, fingerprint=fp)
 
-    with IngestPool(workers, opts.max_dimension, opts.max_pixels) as pool:
+    with _pool(opts, workers) as pool:
         pool.start()  # the workers start up while the folder is scanned and the catalog opened
+        if opts.dask is not None:
+            report.cluster, report.workers = opts.dask, pool.workers
         _build(opts, pool, output, fp, report, on_progress, started)
     report.seconds = round(time.monotonic() - started, 3)
     report.images_per_second = round(report.indexed / report.seconds, 2) if report.seconds else 0.0
@@ -104,7 +112,23 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     return report
 
 
-def _build(opts: BuildOptions, pool: IngestPool, output: Path, fp: str, report: BuildReport,
+class BuildPool(ResultSource, AbstractContextManager["BuildPool"], Protocol):
+    workers: int
+
+    def start(self) -> None: ...
+
+
+def _pool(opts: BuildOptions, workers: int) -> BuildPool:
+    if opts.dask is None:
+        return IngestPool(workers, opts.max_dimension, opts.max_pixels)
+    from .cluster import DaskPool, PathMap  # only here: a local build never loads dask
+
+    # Connecting and checking the workers (start) happens before the catalog is opened: a refused
+    # cluster leaves the output as it was.
+    return DaskPool(opts.dask, opts.max_dimension, opts.max_pixels, PathMap(opts.dask_path_map), opts.dask_timeout)
+
+
+def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report: BuildReport,
            on_progress: ProgressFn | None, started: float) -> None:
     root = report.dataset
     _, disk, problems = scan_dataset(opts.dataset, opts.excludes)
@@ -146,7 +170,7 @@ def _build(opts: BuildOptions, pool: IngestPool, output: Path, fp: str, report: 
         catalog.close()
 
 
-def _run(tasks: list[Task], opts: BuildOptions, pool: IngestPool, committer: Committer,
+def _run(tasks: list[Task], opts: BuildOptions, pool: ResultSource, committer: Committer,
          replaced: dict[Key, Replaced], vanished: Vanished, report: BuildReport,
          on_progress: ProgressFn | None, started: float, output: Path, fp: str) -> None:
     if not tasks:

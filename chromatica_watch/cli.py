@@ -74,9 +74,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     _setup_cli_logging(args.verbose)
     if args.batch_size <= 0 or args.max_dimension < 8 or args.workers < 0:
         raise UsageError("--batch-size must be > 0, --max-dimension >= 8, --workers >= 0")
+    if args.dask_path_map and not args.dask:
+        raise UsageError("--dask-path-map needs --dask")
+    if args.dask_timeout <= 0:
+        raise UsageError("--dask-timeout must be > 0")
     opts = BuildOptions(dataset=Path(args.dataset), output=Path(args.output), batch_size=args.batch_size,
                         max_dimension=args.max_dimension, max_pixels=args.max_pixels, workers=args.workers,
-                        excludes=tuple(args.exclude), match_by=args.match_by)
+                        excludes=tuple(args.exclude), match_by=args.match_by, dask=args.dask,
+                        dask_path_map=_path_map(args.dask_path_map), dask_timeout=args.dask_timeout)
     report = build(opts, on_progress=None if args.quiet else ProgressBar())
     if report.adopted:
         print(f"took over the index's photos of {report.adopted} (matched by name, not read again)")
@@ -86,6 +91,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     if report.failures:
         print(f"{len(report.failures)} files could not be indexed; see {opts.output}/failed_images_report.txt")
     return 0
+
+
+def _path_map(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for spec in specs:
+        src, sep, dest = spec.partition("=")
+        if not sep or not src or not dest:
+            raise UsageError(f"--dask-path-map takes SRC=DEST, not {spec!r}")
+        pairs.append((src, dest))
+    return tuple(pairs)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -474,6 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-by", choices=("path", "name"), default="path",
                    help="name: take over an index built under another folder name, pairing files by name "
                         "(matched files are not read again)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="make the histograms on a Dask cluster: a scheduler address (tcp://host:8786), or local[:N] "
+                        "for N local worker processes; needs 'chromatica-watch[dask]' here and on the workers")
+    p.add_argument("--dask-path-map", action="append", default=[], metavar="SRC=DEST",
+                   help="the dataset folder SRC is mounted at DEST on the workers (repeatable)")
+    p.add_argument("--dask-timeout", type=float, default=10.0,
+                   help="seconds to reach the scheduler and see a worker (default 10)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_build)

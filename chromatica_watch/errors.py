@@ -58,6 +58,11 @@ class CatalogDamaged(IndexDirError):
         self.reason = reason
 
 
+class ClusterError(ChromaticaError):
+    """The Dask cluster of `build --dask` cannot be used: the scheduler does not answer, no worker joins,
+    or a worker runs another package version or histogram fingerprint than the driver."""
+
+
 class DaemonAlreadyRunning(ChromaticaError):
     """A second daemon was started on the same index or state directory."""
 

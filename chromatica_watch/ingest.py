@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pebble
@@ -118,6 +118,15 @@ def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbna
 def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int,
                   thumbnails: Thumbnailer | None = None) -> list[Result]:
     return [process(t, max_dimension, max_pixels, thumbnails) for t in tasks]
+
+
+class ResultSource(Protocol):
+    """What the pipeline streams results from: IngestPool here, or cluster.DaskPool (`build --dask`)."""
+
+    def run(self, tasks: Iterable[Task], chunk_size: int = ...,
+            should_stop: Callable[[], bool] = ...) -> Iterator[Result]: ...
+
+    def release(self) -> None: ...
 
 
 # glibc mallopt parameters. Every image allocates a few MB (its bytes, the decoded pixels, numpy

@@ -15,7 +15,7 @@ import numpy as np
 
 from .catalog import Catalog, Changes, Failure, Move, NewImage
 from .index import LiveIndex
-from .ingest import Failed, Indexed, IngestPool, Known, Result, Task, Unstable
+from .ingest import Failed, Indexed, Known, Result, ResultSource, Task, Unstable
 from .paths import DiskFile, Key, absolute_key, display_path, is_under
 from .reconcile import Diff, MatchBy, diff
 from .records import LiveFile
@@ -215,7 +215,7 @@ def plan_keys(keys: Iterable[Key], found: Mapping[Key, LiveFile]) -> tuple[dict[
     return replaced, tasks
 
 
-def ingest_tasks(pool: IngestPool, tasks: list[Task], committer: Committer, replaced: Mapping[Key, Replaced],
+def ingest_tasks(pool: ResultSource, tasks: list[Task], committer: Committer, replaced: Mapping[Key, Replaced],
                  vanished: Vanished, batch_size: int, chunk_size: int = 8,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_result: Callable[[int], None] | None = None,
