@@ -9,8 +9,10 @@ is missed. Run one benchmark at a time on a machine (`flock /tmp/chromatica-benc
    interleaved and best of R: (a) local, one worker process per core; (b) `--dask local:N` (N = cores;
    the LocalCluster's start-up is inside the time, as a user of this flag pays it); (c) `--dask tcp://`
    to a 2-worker LocalCluster already running (the cluster case: `dask scheduler` and `dask worker`
-   are up before the build). Ratio (b)/(a) in wall time: Dask's overhead, target <= 1.10 (issue 14);
-   (c)/(a) beside it: the same without the cluster's start and stop, what a real cluster costs.
+   are up before the build); (d) `--shards 2`, local workers shared by two writers, then `merge`.
+   Ratio (b)/(a) in wall time: Dask's overhead, target <= 1.10 (issue 14); (c)/(a) beside it: the same
+   without the cluster's start and stop, what a real cluster costs; (d)/(a): what sharding costs or
+   saves when the writer is not the limit.
 2. The driver's ceiling: how many results per second the single writer absorbs (catalog transaction +
    HNSW add, batches of --batch-size) when the workers are infinitely fast: precomputed `Indexed`
    results (the histograms of the corpus, cycled, with unique paths and hashes) fed through the same
@@ -57,7 +59,8 @@ def bench_builds(out: Path, dataset: Path, images: int, repeat: int, summary: Su
     from distributed import Client, LocalCluster
 
     cores = len(os.sched_getaffinity(0))
-    kinds: dict[str, list[str]] = {"local": ["--workers", str(cores)], "dask_local": ["--dask", f"local:{cores}"]}
+    kinds: dict[str, list[str]] = {"local": ["--workers", str(cores)], "dask_local": ["--dask", f"local:{cores}"],
+                                   "shards_2": ["--workers", str(cores), "--shards", "2"]}
     best: dict[str, float] = {}
     with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
             Client(lc):
@@ -79,6 +82,9 @@ def bench_builds(out: Path, dataset: Path, images: int, repeat: int, summary: Su
     summary.add(f"dask local:{cores} / local, wall time", local_cluster, "ratio", f"<= {TARGET_OVERHEAD}",
                 local_cluster <= TARGET_OVERHEAD)
     summary.add("dask running cluster / local, wall time", running, "ratio")
+    sharded = best["shards_2"] / best["local"]
+    print(f"  --shards 2 (two writers, then merge) / local wall time = {sharded:.3f}")
+    summary.add("--shards 2 / local, wall time", sharded, "ratio")
     summary.details["builds_seconds"] = {k: round(v, 3) for k, v in best.items()}
 
 

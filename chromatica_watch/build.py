@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ class BuildOptions:
     dask: str | None = None  # a Dask scheduler address, or "local[:N]": the histograms made on its workers
     dask_path_map: tuple[tuple[str, str], ...] = ()  # (driver path, worker path): the dataset mounted elsewhere
     dask_timeout: float = 10.0  # seconds to reach the scheduler and see a worker
+    part: tuple[int, int] | None = None  # (k, n): only the files of part k of n (`build --shards`, shards.py)
 
 
 @dataclass
@@ -112,6 +114,13 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     return report
 
 
+def in_part(path: bytes, part: tuple[int, int]) -> bool:
+    """Whether a file (its path relative to the dataset) is in part k of n: a stable hash, the same in
+    every process and every run, so a shard built again resumes over the same files."""
+    k, n = part
+    return zlib.crc32(path) % n == k
+
+
 class BuildPool(ResultSource, AbstractContextManager["BuildPool"], Protocol):
     workers: int
 
@@ -132,12 +141,15 @@ def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report
            on_progress: ProgressFn | None, started: float) -> None:
     root = report.dataset
     _, disk, problems = scan_dataset(opts.dataset, opts.excludes)
+    if opts.part is not None:
+        disk = {path: f for path, f in disk.items() if in_part(path, opts.part)}
+        problems = [pr for pr in problems if in_part(pr.path, opts.part)]
     catalog = Catalog.open(output, fp)
     try:
         live, _ = open_live_index(output, catalog, fp)
         plan = dataset_plan(catalog, root, disk, opts.match_by)
         delta = plan.delta
-        if not disk and not delta.vanished and not problems:
+        if not disk and not delta.vanished and not problems and opts.part is None:
             raise DatasetError(f"no images found in {opts.dataset}")
         report.discovered = len(disk)
         report.unchanged = delta.unchanged

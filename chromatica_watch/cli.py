@@ -82,7 +82,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                         max_dimension=args.max_dimension, max_pixels=args.max_pixels, workers=args.workers,
                         excludes=tuple(args.exclude), match_by=args.match_by, dask=args.dask,
                         dask_path_map=_path_map(args.dask_path_map), dask_timeout=args.dask_timeout)
-    report = build(opts, on_progress=None if args.quiet else ProgressBar())
+    if args.shards != 1:
+        from .shards import build_sharded
+
+        report = build_sharded(opts, args.shards)
+    else:
+        report = build(opts, on_progress=None if args.quiet else ProgressBar())
     if report.adopted:
         print(f"took over the index's photos of {report.adopted} (matched by name, not read again)")
     print(f"indexed {report.indexed} new images ({report.unchanged} already indexed, {report.moved} moved, "
@@ -496,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the dataset folder SRC is mounted at DEST on the workers (repeatable)")
     p.add_argument("--dask-timeout", type=float, default=10.0,
                    help="seconds to reach the scheduler and see a worker (default 10)")
+    p.add_argument("--shards", type=int, default=1, metavar="N",
+                   help="N writers, each building a disjoint part into its own index, then merged into the "
+                        "(new) output; the workers are shared among them")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_build)
