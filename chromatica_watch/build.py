@@ -96,7 +96,20 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     if not dataset.is_dir():
         raise DatasetError(f"dataset folder {opts.dataset} does not exist or is not a folder")
     output = opts.output.resolve()
+    created = not output.exists()
     ensure_writable(output)
+    try:
+        return _build_into(opts, on_progress, started, dataset, output)
+    except BaseException:
+        # Refused before anything was written (a cluster out of reach, a worker of another version): a
+        # folder the build made and left empty is not left behind.
+        if created and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        raise
+
+
+def _build_into(opts: BuildOptions, on_progress: ProgressFn | None, started: float, dataset: Path,
+                output: Path) -> BuildReport:
     fp = histogram.fingerprint(opts.max_dimension)
     root = os.fsdecode(dataset)
     workers = worker_count(opts.workers)

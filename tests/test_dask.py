@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster
 from distributed.utils import offload
 
 from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.catalog import CATALOG_FILE, Catalog
+from chromatica_watch.catalog import Catalog
 from chromatica_watch.cluster import Identity, PathMap, mismatches
 from chromatica_watch.errors import ClusterError
 from chromatica_watch.index import load_checkpoint
@@ -198,7 +198,7 @@ def test_a_worker_of_another_version_is_refused_before_any_work(
         build(BuildOptions(dataset=dataset, output=out, dask=lc.scheduler_address))
     message = str(refused.value)
     assert "runs chromatica-watch 0.0.0-other" in message and "this driver runs chromatica-watch 0.1.0" in message
-    assert not (out / CATALOG_FILE).exists()  # refused before the catalog was opened, nothing read
+    assert not out.exists()  # refused before the catalog was opened, nothing read, no empty folder left
 
 
 def test_an_unreachable_scheduler_is_one_line_exit_1(tmp_path: Path) -> None:
@@ -208,6 +208,7 @@ def test_an_unreachable_scheduler_is_one_line_exit_1(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [run.stderr.strip()]
     assert run.stderr.startswith("chromatica-watch: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert not (tmp_path / "index").exists()  # the folder it made for the index is not left behind, empty
 
 
 def test_path_map_rewrites_roots_under_the_source_only() -> None:
