@@ -890,6 +890,16 @@ def to_srgb(rgb: np.ndarray, icc: bytes) -> np.ndarray:
     return np.asarray(converted)
 
 
+def shrink(pixels: np.ndarray, longest: int) -> np.ndarray:
+    """Pixels (h, w, c) with their longest side at most `longest`, by area averaging; never enlarged."""
+    if max(pixels.shape[:2]) <= longest:
+        return pixels
+    scale = longest / max(pixels.shape[:2])
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    shrunk = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return shrunk[:, :, None] if shrunk.ndim == 2 else shrunk
+
+
 def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS, *, suffix: str = "") -> Decoded:
     """Decode to sRGB with the longest side at most `max_dimension`; raises ImageError with a reason.
     Pixels tagged with an ICC profile other than sRGB (Display P3, Adobe RGB) are converted to sRGB.
@@ -899,13 +909,7 @@ def decode(data: bytes, max_dimension: int, max_pixels: int = DEFAULT_MAX_PIXELS
     pixels, width, height, icc = _pixels(data, max_dimension, max_pixels, suffix)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    longest = max(pixels.shape[:2])
-    if longest > max_dimension:
-        scale = max_dimension / longest
-        size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
-        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
+    pixels = shrink(pixels, max_dimension)
     channels = pixels.shape[2]
     pixels = _to_unit_float(pixels)  # before cvtColor, which takes only 8-bit, 16-bit and float32
     weights = alpha = None

@@ -26,13 +26,12 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
-import cv2
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import ImageError
-from .image import Decoded, decode, enable_pillow_for, read_file
+from .image import Decoded, decode, enable_pillow_for, read_file, shrink
 
 logger = logging.getLogger(__name__)
 
@@ -215,13 +214,7 @@ def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source,
 
 def _from_decoded(decoded: Decoded, data: bytes, longest: int, source: _Source, software: str) -> bytes:
     """The thumbnail PNG of decoded pixels, shrunk to `longest` if larger, turned as the file's EXIF says."""
-    pixels = _display_pixels(decoded.rgb, decoded.alpha)
-    height, width = pixels.shape[:2]
-    if max(width, height) > longest:
-        scale = longest / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-    frame = Image.fromarray(pixels)
+    frame = Image.fromarray(shrink(_display_pixels(decoded.rgb, decoded.alpha), longest))
     orientation = _orientation(data)
     # Turned after the downscale, so only the thumbnail's pixels move.
     if orientation in _ORIENTATION_TRANSPOSE:
