@@ -231,8 +231,9 @@ def load_checkpoint(index_dir: Path, fingerprint: str, *, mapped: bool = False) 
     """The checkpointed index, verified against its manifest; raises CheckpointInvalid otherwise.
 
     `mapped`: for a reader that adds nothing (a search with no daemon), the vectors stay in the file,
-    mapped (FAISS's IO_FLAG_MMAP_IFC): nothing is copied, and only the pages a search touches are read.
-    The checksum is then computed over the file in chunks, before it is mapped."""
+    mapped (FAISS's IO_FLAG_MMAP_IFC): nothing is copied at load, and pages are read as searches touch
+    them (the kernel's readahead brings much of the file in with the first). The checksum is then
+    computed over the file in chunks, before it is mapped."""
     path = Path(index_dir) / INDEX_FILE
     try:
         if mapped:

@@ -164,9 +164,13 @@ class RecentResults:
         self._source: tuple[object, int] | None = None  # (catalog, generation) the entries were read under
         self._rows: OrderedDict[int, Row] = OrderedDict()
 
+    def _holds(self, source: tuple[object, int]) -> bool:
+        """Whether the entries were read under `source`: the same catalog object, at the same generation."""
+        return self._source is not None and self._source[0] is source[0] and self._source[1] == source[1]
+
     def remember(self, source: tuple[object, int], results: Sequence[Result]) -> None:
         with self._lock:
-            if self._source is None or self._source[0] is not source[0] or self._source[1] != source[1]:
+            if not self._holds(source):
                 self._rows.clear()
                 self._source = source
             for r in results:
@@ -177,9 +181,7 @@ class RecentResults:
 
     def get(self, source: tuple[object, int], image_id: int) -> Row | None:
         with self._lock:
-            if self._source is None or self._source[0] is not source[0] or self._source[1] != source[1]:
-                return None
-            return self._rows.get(image_id)
+            return self._rows.get(image_id) if self._holds(source) else None
 
 
 def open_readonly(index_dir: Path, max_dimension: int = DEFAULT_MAX_DIMENSION,
