@@ -25,7 +25,7 @@ from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS, worker_count
 from .delta import dataset_plan, scan_dataset
 from .errors import DatasetError
 from .fsutil import atomic_write
-from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, open_live_index
+from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, needs_reshape, open_live_index, rebuild_from
 from .ingest import IngestPool, ResultSource, Task
 from .paths import Key, absolute_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks
@@ -185,7 +185,7 @@ def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report
         report.tombstoned += final.tombstoned
         if scan_failures:
             catalog.apply(Changes(failed=scan_failures))
-        live.checkpoint(output, fp)
+        committer.index.checkpoint(output, fp)  # the index may have been rebuilt in another layout meanwhile
         all_failures = catalog.failed_files(root)
         report.failed += len(scan_failures)
         report.failures = [{"path": display_path(absolute_key(k)), "reason": f.reason}
@@ -216,6 +216,8 @@ def _run(tasks: list[Task], opts: BuildOptions, pool: ResultSource, committer: C
             # Changed while being read: recorded with no stat, so the next run tries it again.
             committer.catalog.apply(Changes(failed=[Failure(u.task.root, u.task.path, 0, 0, u.reason)
                                                     for u in outcome.unstable]))
+        if needs_reshape(committer.index):  # grown to the PCA layout's size: rebuilt in it, then built on
+            committer.index = rebuild_from(committer.catalog)
         if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
             committer.index.checkpoint(output, fp)
             last_checkpoint = time.monotonic()

@@ -67,6 +67,7 @@ class Config:
     rescan_jitter: float = 0.1
     status_interval: float = 5.0
     tombstone_rebuild_ratio: float = 0.10
+    compact_layout_from: int = 50_000  # photos from which the index keeps PCA projections (0: never)
     retired_root_grace_days: float = 30.0  # a root removed from `roots` keeps its rows this long, hidden
     workers: int = 0
     max_dimension: int = DEFAULT_MAX_DIMENSION
@@ -161,6 +162,7 @@ def _validate(cfg: Config) -> Config:
     for key in ("batch_size", "max_dimension", "max_pixels", "search_candidates"):
         _positive(key, getattr(cfg, key))
     _positive("workers", cfg.workers, allow_zero=True)
+    _positive("compact_layout_from", cfg.compact_layout_from, allow_zero=True)
     _positive("retired_root_grace_days", cfg.retired_root_grace_days, allow_zero=True)
     _positive("web_max_upload_mb", cfg.web_max_upload_mb)
     if not 0 <= cfg.web_port <= 65535:

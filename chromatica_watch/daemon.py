@@ -958,7 +958,8 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
                      cfg.max_pixels, int(cfg.web_max_upload_mb * 2**20))
         return WebServer(app, load_token(Path(cfg.state_dir)), cfg.web_host, cfg.web_port)
 
-    store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=reporter.beat)
+    store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=reporter.beat,
+                  pca_from=cfg.compact_layout_from)
     return Daemon(cfg, config_path, clock=clock, notifier=notifier, reporter=reporter,
                   batcher=Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay),
                   workers=PoolManager(settings, clock, idle_after=POOL_IDLE_S), store=store, events=events,

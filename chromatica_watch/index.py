@@ -37,6 +37,17 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 96
 MANIFEST_VERSION = 1
 
+# Layouts (docs/architecture.md has the measurements behind them). FLAT: each photo's 1152 Hellinger
+# coordinates in HNSW, exact, 4.9 KB of RAM a photo. PCA: the coordinates projected on the collection's
+# first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the index file), HNSW
+# over those: ~0.7 KB a photo. Its distances are approximate, so a search asks it for more candidates
+# and the searcher ranks them again on the stored histograms (`LiveIndex.approximate`).
+FLAT = "hnsw-flat"
+PCA_DIMS = 96
+PCA = f"pca{PCA_DIMS}-hnsw"
+PCA_FROM = 50_000  # live photos from which an index is (re)built in the PCA layout
+PCA_TRAINING = 50_000  # histograms sampled to fit the projection
+
 
 class CheckpointInvalid(Exception):
     """The checkpoint on disk cannot be trusted; the caller rebuilds from the catalog."""
@@ -54,6 +65,7 @@ class Manifest:
     # start at a million photos); a checkpoint written before carries its sha256, still verified.
     xxh3_128: str = ""
     sha256: str = ""
+    layout: str = FLAT  # a manifest written before layouts existed is of the flat one
 
     @property
     def checksum(self) -> str:
@@ -77,18 +89,51 @@ class Manifest:
                           indent=2).encode()
 
 
-def _new_hnsw() -> Any:
-    inner = faiss.IndexHNSWFlat(TOTAL_BINS, HNSW_M)
+def layout_for(live_photos: int, pca_from: int = PCA_FROM) -> str:
+    """The layout an index of this many photos is built in (0: never the PCA one)."""
+    return PCA if 0 < pca_from <= live_photos else FLAT
+
+
+def _new_hnsw(dims: int) -> Any:
+    inner = faiss.IndexHNSWFlat(dims, HNSW_M)
     inner.hnsw.efConstruction = EF_CONSTRUCTION
     inner.hnsw.efSearch = EF_SEARCH
-    return faiss.IndexIDMap2(inner)
+    return inner
+
+
+def new_index(training: np.ndarray | None = None) -> Any:
+    """An empty FAISS index: the flat layout, or with `training` histograms the PCA layout fitted on them."""
+    if training is None:
+        return faiss.IndexIDMap2(_new_hnsw(TOTAL_BINS))
+    if len(training) < 2 * PCA_DIMS:
+        raise ValueError(f"the PCA layout needs at least {2 * PCA_DIMS} histograms to fit, got {len(training)}")
+    pca = faiss.PCAMatrix(TOTAL_BINS, PCA_DIMS)
+    pca.train(np.ascontiguousarray(hellinger(training), dtype=np.float32))
+    # The id map inside the projection: searches pass it their IDSelector, which it translates to positions.
+    return faiss.IndexPreTransform(pca, faiss.IndexIDMap(_new_hnsw(PCA_DIMS)))
+
+
+def _parts(index: Any) -> tuple[str, Any, Any]:
+    """(layout, its id map, its HNSW) of a FAISS index made by new_index; ValueError for any other."""
+    if isinstance(index, faiss.IndexPreTransform):
+        pretransform: Any = index
+        idmap: Any = faiss.downcast_index(pretransform.index)
+        layout = PCA if pretransform.chain.size() == 1 and idmap.d == PCA_DIMS else "?"
+    else:
+        idmap, layout = index, FLAT
+    hnsw = faiss.downcast_index(idmap.index) if isinstance(idmap, faiss.IndexIDMap | faiss.IndexIDMap2) else None
+    if layout == "?" or not isinstance(hnsw, faiss.IndexHNSWFlat):
+        raise ValueError(f"not an index of a known layout: {type(index).__name__}")
+    return layout, idmap, hnsw
 
 
 class LiveIndex:
-    """Hellinger vectors of catalog histograms, searchable with tombstoned ids excluded."""
+    """Hellinger vectors of catalog histograms (or their PCA projections), searchable with tombstoned ids
+    excluded."""
 
     def __init__(self, index: Any = None, watermark: int = 0, mapped: bool = False) -> None:
-        self._index: Any = index if index is not None else _new_hnsw()
+        self._index: Any = index if index is not None else new_index()
+        self.layout, self._idmap, self._hnsw = _parts(self._index)
         # Its vectors are the checkpoint file's pages, mapped read-only: searchable, never added to (FAISS
         # would abort the process, not raise).
         self.mapped = mapped
@@ -107,6 +152,11 @@ class LiveIndex:
     @property
     def tombstone_count(self) -> int:
         return len(self._deleted)
+
+    @property
+    def approximate(self) -> bool:
+        """Whether search distances are approximate (a projection): the caller ranks again on histograms."""
+        return self.layout != FLAT
 
     def add(self, ids: np.ndarray, histograms: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -153,22 +203,15 @@ class LiveIndex:
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            return faiss.vector_to_array(self._idmap.id_map).astype(np.int64)
 
     def reconstruct(self, image_id: int) -> np.ndarray:
+        """The vector stored for an id: its Hellinger vector (flat layout) or its projection (PCA)."""
         with self._lock:
-            return np.asarray(self._index.reconstruct(int(image_id)))
-
-    def histograms(self, ids: np.ndarray) -> np.ndarray:
-        """The raw histograms of these ids, (n, 1152) float32. The index stores their Hellinger vectors
-        sqrt(h), so squaring gives them back to float32 rounding (~1e-7 relative): cheaper than a
-        catalog round trip on every search."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if len(ids) == 0:
-            return np.zeros((0, TOTAL_BINS), np.float32)
-        with self._lock:
-            vectors = self._index.reconstruct_batch(ids)
-        return np.square(np.asarray(vectors, dtype=np.float32))
+            if self.layout == FLAT:
+                return np.asarray(self._index.reconstruct(int(image_id)))
+            position = int(np.nonzero(faiss.vector_to_array(self._idmap.id_map) == int(image_id))[0][0])
+            return np.asarray(self._hnsw.reconstruct(position))
 
     def _search_params(self, k: int) -> Any:
         if self._selector is None and (self._deleted or len(self._hidden)):
@@ -176,12 +219,18 @@ class LiveIndex:
             batch = faiss.IDSelectorBatch(np.concatenate([deleted, self._hidden]))
             self._selector = faiss.IDSelectorNot(batch)
             self._selector_parts = batch  # keep the wrapped selector alive as long as the wrapper
-        params: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
-        return params(sel=self._selector, efSearch=max(EF_SEARCH, k))
+        hnsw: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
+        params = hnsw(sel=self._selector, efSearch=max(EF_SEARCH, k))
+        if self.layout == FLAT:
+            return params
+        outer: Any = faiss.SearchParametersPreTransform
+        wrapped = outer(index_params=params)
+        wrapped.keep = params  # the SWIG wrapper does not hold the inner parameters alive
+        return wrapped
 
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, squared L2 distances between Hellinger vectors), best first, tombstoned and hidden ids
-        excluded."""
+        """(ids, squared L2 distances between Hellinger vectors, or between their projections), best
+        first, tombstoned and hidden ids excluded."""
         query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
         with self._lock:
             k = min(k, self.ntotal)
@@ -202,7 +251,7 @@ class LiveIndex:
         digest = file_checksum(memoryview(blob))
         manifest = Manifest(watermark=watermark, vector_count=count, tombstone_count=tombstones,
                             xxh3_128=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
-                            saved_at=time.time())
+                            saved_at=time.time(), layout=self.layout)
         try:
             atomic_write(index_dir / INDEX_FILE, memoryview(blob))
             atomic_write(index_dir / MANIFEST_FILE, manifest.to_json())
@@ -247,9 +296,14 @@ def load_checkpoint(index_dir: Path, fingerprint: str, *, mapped: bool = False) 
     if index.ntotal != manifest.vector_count or index.d != TOTAL_BINS:
         raise CheckpointInvalid(f"{path} holds {index.ntotal} vectors of dimension {index.d}, manifest "
                                 f"says {manifest.vector_count} of {TOTAL_BINS}")
-    hnsw: Any = faiss.downcast_index(index.index)
-    hnsw.hnsw.efSearch = EF_SEARCH
-    return LiveIndex(index, watermark=manifest.watermark, mapped=mapped), manifest
+    try:
+        live = LiveIndex(index, watermark=manifest.watermark, mapped=mapped)
+    except ValueError as exc:
+        raise CheckpointInvalid(f"{path}: {exc}") from exc
+    if live.layout != manifest.layout:
+        raise CheckpointInvalid(f"{path} is of the {live.layout} layout, its manifest says {manifest.layout}")
+    live._hnsw.hnsw.efSearch = EF_SEARCH
+    return live, manifest
 
 
 def _matching_manifest(index_dir: Path, fingerprint: str) -> Manifest:
@@ -295,8 +349,10 @@ def copy_checkpoint(src_dir: Path, dest_dir: Path, fingerprint: str) -> Manifest
     return manifest
 
 
-def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[], None] | None = None) -> LiveIndex:
-    live = LiveIndex()
+def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[], None] | None = None,
+            training: np.ndarray | None = None) -> LiveIndex:
+    """A new index of these (ids, histograms): flat, or in the PCA layout fitted on `training`."""
+    live = LiveIndex(new_index(training))
     live.add_from(batches, progress)
     live.dirty = True
     return live
@@ -311,5 +367,5 @@ def default_threads() -> int:
     return available_cores()
 
 
-__all__ = ["CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "copy_checkpoint", "load_checkpoint",
-           "read_manifest", "rebuild", "remove_stale_temps"]
+__all__ = ["FLAT", "PCA", "CheckpointInvalid", "LiveIndex", "Manifest", "configure_threads", "copy_checkpoint",
+           "layout_for", "load_checkpoint", "new_index", "read_manifest", "rebuild", "remove_stale_temps"]

@@ -18,7 +18,20 @@ import numpy as np
 from .catalog import Catalog
 from .errors import IndexDirError
 from .fsutil import fsync_dir, remove_stale_temps
-from .index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint, read_manifest, rebuild
+from .index import (
+    FLAT,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PCA,
+    PCA_FROM,
+    PCA_TRAINING,
+    CheckpointInvalid,
+    LiveIndex,
+    layout_for,
+    load_checkpoint,
+    read_manifest,
+    rebuild,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +69,34 @@ def discard_checkpoint(index_dir: Path) -> None:
     fsync_dir(index_dir)
 
 
-def compact(index_dir: Path, fingerprint: str) -> tuple[int, int]:
-    """Rebuild the live index of an index dir nobody is writing to without its tombstoned ids, and
-    checkpoint it (atomically: the manifest rename is the commit point). (vectors before, after)."""
+def compact(index_dir: Path, fingerprint: str, pca_from: int = PCA_FROM) -> tuple[int, int]:
+    """Rebuild the live index of an index dir nobody is writing to without its tombstoned ids (and in the
+    layout its size calls for), and checkpoint it (atomically: the manifest rename is the commit point).
+    (vectors before, after)."""
     with Catalog.open(index_dir, fingerprint, must_exist=True) as catalog:
-        live, _ = open_live_index(index_dir, catalog, fingerprint)
+        live, _ = open_live_index(index_dir, catalog, fingerprint, pca_from=pca_from)
         before = live.ntotal
-        if live.tombstone_count or live.dirty:
-            live = rebuild(catalog.iter_histograms())
+        if live.tombstone_count or live.dirty or needs_reshape(live, pca_from):
+            live = rebuild_from(catalog, pca_from=pca_from)
             live.checkpoint(index_dir, fingerprint)
         return before, live.ntotal
+
+
+def rebuild_from(catalog: Catalog, progress: Callable[[], None] | None = None,
+                 pca_from: int = PCA_FROM) -> LiveIndex:
+    """A new live index of the catalog's live rows, in the layout their number calls for (the PCA
+    projection fitted on a sample of them)."""
+    live_rows = catalog.counts()["live"]
+    training = None
+    if layout_for(live_rows, pca_from) == PCA:
+        training = catalog.sample_histograms(PCA_TRAINING)
+        logger.info("building the live index of %d photos in the %s layout", live_rows, PCA)
+    return rebuild(catalog.iter_histograms(), progress, training)
+
+
+def needs_reshape(live: LiveIndex, pca_from: int = PCA_FROM) -> bool:
+    """A flat index grown past the size from which the PCA layout is used (rebuilt in it by the caller)."""
+    return live.layout == FLAT and layout_for(live.ntotal - live.tombstone_count, pca_from) == PCA
 
 
 def _checkpoint_holds_all(index_dir: Path, max_id: int) -> bool:
@@ -76,7 +107,8 @@ def _checkpoint_holds_all(index_dir: Path, max_id: int) -> bool:
 
 
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
-                    progress: Callable[[], None] | None = None) -> tuple[LiveIndex, Recovery]:
+                    progress: Callable[[], None] | None = None,
+                    pca_from: int = PCA_FROM) -> tuple[LiveIndex, Recovery]:
     """The live index of `index_dir`, recovered (see the module docstring); `progress` is called as
     chunks of vectors are added, so that a long rebuild is not taken for a stuck daemon."""
     if not catalog.read_only:
@@ -94,7 +126,7 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
         has_rows = max_id > 0
         if has_rows:
             logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
-        live = rebuild(catalog.iter_histograms(), progress)  # live rows only: no tombstone to mark
+        live = rebuild_from(catalog, progress, pca_from)  # live rows only: no tombstone to mark
         return live, Recovery(False, 0, str(exc) if has_rows else None)
     caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark), progress)
     # Only the deleted ids this index holds are its tombstones: rows a compaction (rebuild) already

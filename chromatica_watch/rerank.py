@@ -45,9 +45,11 @@ _ORIENT.setflags(write=False)
 _MAX_CHUNK = 256  # problems solved together, padded to the largest
 _SMALL_VOLUME = 100_000  # padded cost-matrix entries below which a chunk need not be tight
 _MAX_WASTE = 1.3  # otherwise: at most this many padded entries per real one
-# Float32 rounding of a histogram (values <= 1) through sqrt and back is below 3e-7: smaller bin
-# differences are noise, not colour (one pixel of a 256 x 192 image weighs 2e-5).
+# Bin differences below these are rounding, not colour (one pixel of a 256 x 192 image weighs 2e-5): float32
+# through sqrt and back stays below 3e-7, and the catalog's float16 keeps 11 significant bits (within 2^-11 of
+# the value after renormalizing), so the same photo, one side read back from the catalog, is at 0.
 _ROUNDING = 1e-6
+_STORED_PRECISION = 2.0 ** -10
 _MIN_MASS = 1e-7  # relative to t: lighter bins are noise, and would strain float32 kernels
 
 
@@ -80,8 +82,9 @@ class _Problems:
         query = np.asarray(query, dtype=np.float64).reshape(TOTAL_BINS)
         cands = np.asarray(cands)
         self.bins = np.nonzero((query > 0) | (cands > 0).any(axis=0))[0]  # global bin of each column
-        d = query[self.bins][None, :] - cands[:, self.bins].astype(np.float64)
-        d[np.abs(d) < _ROUNDING] = 0.0  # the same image, one side squared back from sqrt(h), is at 0
+        q, c = query[self.bins][None, :], cands[:, self.bins].astype(np.float64)
+        d = q - c
+        d[np.abs(d) < np.maximum(_ROUNDING, _STORED_PRECISION * np.maximum(q, c))] = 0.0
         flip = d @ _ORIENT[self.bins] < 0
         d[flip] = -d[flip]
         self.diff = d

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .catalog import Catalog, quarantine
 from .errors import CatalogDamaged, ChromaticaError
-from .index import LiveIndex, rebuild
-from .indexdir import discard_checkpoint, open_live_index
+from .index import PCA_FROM, LiveIndex
+from .indexdir import discard_checkpoint, needs_reshape, open_live_index, rebuild_from
 from .pipeline import Committer
 from .records import Changes, Relocated
 
@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 class Store:
-    def __init__(self, index_dir: Path, fingerprint: str, progress: Callable[[], None]) -> None:
+    def __init__(self, index_dir: Path, fingerprint: str, progress: Callable[[], None],
+                 pca_from: int = PCA_FROM) -> None:
         self.index_dir = index_dir
         self.fingerprint = fingerprint
+        self.pca_from = pca_from  # live photos from which the index is rebuilt in the PCA layout
         self._progress = progress  # called as a long rebuild adds chunks of vectors
         self.lock = threading.Lock()  # held while the pair is swapped
         self._catalog: Catalog | None = None
@@ -75,7 +77,8 @@ class Store:
 
     def _open(self) -> bool:
         self._catalog = Catalog.open(self.index_dir, self.fingerprint)
-        self._live, recovery = open_live_index(self.index_dir, self._catalog, self.fingerprint, self._progress)
+        self._live, recovery = open_live_index(self.index_dir, self._catalog, self.fingerprint, self._progress,
+                                               self.pca_from)
         self.refresh_hidden()
         return recovery.rebuilt_reason is not None
 
@@ -103,14 +106,18 @@ class Store:
             self.live.mark_deleted(changes.tombstoned)
 
     def compact_if_needed(self, tombstone_ratio: float) -> bool:
-        """Rebuild the live index from the catalog once tombstones pass the ratio; True when it did
-        (the caller checkpoints). Searches go on with the old index while the new one is built."""
+        """Rebuild the live index from the catalog once tombstones pass the ratio, or once a flat index has
+        grown to the PCA layout's size; True when it did (the caller checkpoints). Searches go on with the
+        old index while the new one is built."""
         live = self.live
         total = live.ntotal
-        if not total or live.tombstone_count / total <= tombstone_ratio:
+        if needs_reshape(live, self.pca_from):
+            logger.info("rebuilding the live index of %d photos in a compact layout", total - live.tombstone_count)
+        elif not total or live.tombstone_count / total <= tombstone_ratio:
             return False
-        logger.info("rebuilding the live index: %d of %d vectors are tombstoned", live.tombstone_count, total)
-        fresh = rebuild(self.catalog.iter_histograms(), self._progress)  # minutes at 1M: it reports progress
+        else:
+            logger.info("rebuilding the live index: %d of %d vectors are tombstoned", live.tombstone_count, total)
+        fresh = rebuild_from(self.catalog, self._progress, self.pca_from)  # minutes at 1M: it reports progress
         with self.lock:
             self._live = fresh
             self.refresh_hidden()

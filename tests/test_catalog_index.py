@@ -39,7 +39,7 @@ def test_catalog_round_trip_with_odd_bytes_and_failures(tmp_path: Path) -> None:
     live = cat.live_files("/root")
     assert set(live) == {b"img0.jpg", b"odd \xff\n name.jpg", b"img2.jpg"}
     got = cat.histograms(ids)
-    assert np.array_equal(got[2], hists[1])
+    assert np.allclose(got[2], hists[1], rtol=2.0 ** -10, atol=1e-7)
     assert cat.failed_files()[("/root", b"bad.jpg")].reason == "not an image"
     # Failing again bumps attempts; indexing the path clears the failure.
     cat.apply(Changes(failed=[Failure("/root", b"bad.jpg", 3, 4, "still bad")]))
@@ -182,18 +182,23 @@ def test_open_live_index_catches_up_and_rebuilds(tmp_path: Path) -> None:
     cat.close()
 
 
-def test_index_gives_back_the_catalog_histograms(tmp_path: Path) -> None:
-    """Search reranks on histograms squared back from the index's Hellinger vectors: they must be the
-    catalog's own, to float32 rounding."""
+def test_catalog_gives_back_histograms_in_the_order_asked_within_float16(tmp_path: Path) -> None:
+    """Search reranks on histograms read back from the catalog's sparse float16 form, in the order of the
+    index's candidates: the catalog's own values to float16 rounding, summing to 1, zeros kept zero."""
     rng = np.random.default_rng(3)
     hists = rng.dirichlet(np.full(H.TOTAL_BINS, 0.05), size=50).astype(np.float32)
-    live = LiveIndex()
-    ids = np.arange(10, 60, dtype=np.int64)
-    live.add(ids, hists)
-    back = live.histograms(ids[::-1])
+    hists[7] = 0
+    hists[7, 1151] = 1.0  # one bin, the last: the bitmap's last bit
+    with Catalog.open(tmp_path, FP) as cat:
+        ids = cat.apply(Changes(added=new_images(hists)))
+        asked = np.array([*ids[::-1], 10_000], dtype=np.int64)  # the last one is not in the catalog
+        got, back = cat.histogram_rows(asked)
+    assert got.tolist() == ids[::-1]
     assert back.shape == (50, H.TOTAL_BINS) and back.dtype == np.float32
-    assert np.allclose(back, hists[::-1], rtol=1e-5, atol=1e-9)
-    assert live.histograms(np.zeros(0, np.int64)).shape == (0, H.TOTAL_BINS)
+    assert np.allclose(back, hists[::-1], rtol=2.0 ** -10, atol=1e-7)
+    assert np.array_equal(back > 0, hists[::-1].astype(np.float16) > 0)  # only float16 underflow is lost
+    assert np.allclose(back.sum(axis=1), 1.0, atol=1e-5)
+    assert back[-8, 1151] == 1.0 and back[-8].sum() == 1.0
 
 
 def test_a_failed_checkpoint_stays_dirty_so_the_next_one_retries(tmp_path: Path) -> None:
