@@ -4,15 +4,15 @@ daemon at 1,000,000 indexed photos, with the flat layout (the only one before th
 PCA one at 100,000 for the ratios.
 
     flock /tmp/chromatica-bench.lock .venv/bin/python bench/bench_million.py [--n 1000000] [--small 100000]
-        [--queries 40] [--corpus-files 600] [--out DIR] [--rebuild]
+        [--queries 40] [--corpus-files 600] [--out DIR] [--rebuild] [--prepare]
 
-The data sets (cached in OUT, default bench/out/million; `--rebuild` makes them again), made like
-bench_web's: `--n` catalog rows whose files are hard links of `--corpus-files` real 12 MP camera-like
-JPEGs (so the startup reconcile stats a million real files and finds each unchanged: it must read none),
-with bench_search's synthetic mixes of histograms of real photos. The index is built from the catalog
-the way the daemon rebuilds one (`indexdir.rebuild_from`): in the PCA layout from 50,000 photos. At
-`--small` photos a second data set holds the same kind of rows, indexed twice: in the PCA layout and in
-the flat one (compact_layout_from = 0), served by two daemon runs.
+The data sets (cached in OUT, default bench/out/million; `--rebuild` makes them again, `--prepare` only
+makes them), made like bench_web's: `--n` catalog rows whose files are hard links of `--corpus-files`
+real 12 MP camera-like JPEGs (so the startup reconcile stats a million real files and finds each
+unchanged: it must read none), with bench_search's synthetic mixes of histograms of real photos. The
+index is built from the catalog the way the daemon rebuilds one (`indexdir.rebuild_from`): in the PCA
+layout from 50,000 photos. At `--small` photos a second data set holds the same kind of rows, indexed
+twice: in the PCA layout and in the flat one (compact_layout_from = 0), served by two daemon runs.
 
 Per data set and layout, a daemon (`workers = 1`, the web app on as by default) is started on the index
 dir (nothing in it changes: the manifest's count is checked after) and measured:
@@ -433,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--corpus-files", type=int, default=600)
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "out" / "million")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--prepare", action="store_true", help="only make the data sets")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary, started_at = begin("bench_million", {"n": args.n, "small": args.small, "queries": args.queries})
@@ -444,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.small:
         section(f"Data set: {args.small} photos")
         small = ensure_dataset(args.out, args.small, args.corpus_files, {"pca": 1, "flat": 0}, args.rebuild)
+        if args.prepare:
+            ensure_dataset(args.out, args.n, args.corpus_files, {"pca": 50_000}, args.rebuild)
+            return 0
         rows["small-flat"] = measure("flat layout", small, "flat", 0, args.out, queries, summary, gated=False)
         rows["small-pca"] = measure("PCA layout", small, "pca", 1, args.out, queries, summary, gated=False)
         ratios(rows, summary)
