@@ -277,6 +277,7 @@ class Catalog:
         # Writes committed through this object: what a reader derived from the catalog (the daemon's counts)
         # is still current while this is unchanged, as this process is the catalog's only writer.
         self.generation = 0
+        self.schema_version = SCHEMA_VERSION  # read by _check_meta: a version-1 catalog opened read-only is 1
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -314,6 +315,7 @@ class Catalog:
             self._con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('fingerprint', ?)",
                               [str(SCHEMA_VERSION), fingerprint])
             return
+        self.schema_version = int(meta.get("schema_version", 0))
         if meta.get("schema_version") not in (READABLE_VERSIONS if self.read_only else (str(SCHEMA_VERSION),)):
             raise IndexDirError(f"catalog {self.path} has schema version {meta.get('schema_version')}, "
                                 f"this program reads version {SCHEMA_VERSION}")
@@ -909,8 +911,7 @@ def migrate_v1(path: Path, chunk: int = 20_000) -> None:
     try:
         with _duckdb_errors(path):
             con.execute("CHECKPOINT")  # its WAL into the file: the file alone is then the whole catalog
-            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-                leftover.unlink(missing_ok=True)
+            _remove_migration(tmp)
             old = str(con.execute("SELECT current_database()").fetchall()[0][0])
             con.execute(f"ATTACH '{_quoted(tmp)}' AS migrated")
             con.execute("USE migrated")
@@ -928,7 +929,8 @@ def migrate_v1(path: Path, chunk: int = 20_000) -> None:
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.close()
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            _remove_migration(tmp)
         raise
     con.close()
     try:
@@ -940,6 +942,12 @@ def migrate_v1(path: Path, chunk: int = 20_000) -> None:
         raise StorageError(f"cannot put the rewritten catalog {tmp} in place: {exc.strerror}") from exc
     logger.warning("catalog %s rewritten: %d rows in %.1f s, %.0f MB now", path, rows,
                    time.monotonic() - started, path.stat().st_size / 1e6)
+
+
+def _remove_migration(tmp: Path) -> None:
+    """What an unfinished migration left: the new catalog and its WAL."""
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 _V1_COLUMNS = "id, root, path, size, mtime_ns, content_hash, width, height, indexed_at, updated_at, deleted_at"

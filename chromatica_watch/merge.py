@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .catalog import CATALOG_FILE, Catalog, merge_catalogs
+from .catalog import CATALOG_FILE, SCHEMA_VERSION, Catalog, merge_catalogs
 from .errors import IndexDirError, UsageError
 from .fsutil import atomic_write, fsync_dir
 from .index import CheckpointInvalid, copy_checkpoint
@@ -119,6 +119,10 @@ def _checked_output(output: Path, dirs: list[Path]) -> Path:
 def _survey(index_dir: Path) -> Input:
     """Schema version checked by the open; busy or damaged catalogs refused here, naming the file."""
     with Catalog.open(index_dir, None, read_only=True) as catalog:
+        if catalog.schema_version != SCHEMA_VERSION:
+            raise IndexDirError(f"the catalog of {index_dir} was written by an older version; run "
+                                f"`chromatica-watch compact --index-dir {index_dir}` once to bring it up to date, "
+                                "then merge")
         counts = catalog.counts()
         return Input(index_dir, catalog.fingerprint(), counts["live"] + counts["tombstoned"])
 
