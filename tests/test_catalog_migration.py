@@ -23,8 +23,10 @@ import pytest
 from chromatica_watch import catalog as C
 from chromatica_watch import histogram as H
 from chromatica_watch.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Changes
-from chromatica_watch.indexdir import open_live_index
-from tests.conftest import photo, wait_until
+from chromatica_watch.errors import IndexDirError, StorageError
+from chromatica_watch.index import PCA
+from chromatica_watch.indexdir import open_live_index, rebuild_from
+from tests.conftest import mounted_tmpfs, photo, wait_until
 
 FP = H.fingerprint(256)
 REPO = Path(__file__).resolve().parents[1]
@@ -237,6 +239,80 @@ def test_a_migration_that_fails_leaves_the_version_1_catalog_and_no_leftover(tmp
         assert_same_histograms(all_histograms(cat)[1], hists, exact=False)
 
 
+def test_rows_only_in_the_write_ahead_log_of_a_version_1_catalog_are_migrated(tmp_path: Path) -> None:
+    hists = real_histograms(300, seed=6)
+    make_v1(tmp_path, hists[:200], np.array([1]))
+    con = duckdb.connect(str(tmp_path / CATALOG_FILE))
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")  # as a killed daemon leaves it: the last rows in the WAL
+    con.register("_more", pa.table({"id": np.arange(201, 301), "histogram": pa.FixedSizeListArray.from_arrays(
+        pa.array(hists[200:].reshape(-1), pa.float32()), H.TOTAL_BINS)}))
+    con.execute("INSERT INTO images (id, root, path, size, mtime_ns, content_hash, width, height, histogram) "
+                "SELECT id, '/photos', ('wal' || id)::BLOB, id, id, 'h' || id, 1, 1, histogram FROM _more")
+    con.execute("UPDATE images SET deleted_at = now() WHERE id IN (5, 250)")
+    con.close()
+    assert (tmp_path / (CATALOG_FILE + ".wal")).exists()
+    before = snapshot(tmp_path)
+    assert len(before["images"]) == 300
+    with Catalog.open(tmp_path, FP) as cat:
+        assert cat.deleted_ids().tolist() == [2, 5, 250]
+        assert_same_histograms(all_histograms(cat)[1], hists, exact=False)
+    after = snapshot(tmp_path)
+    assert after["meta"]["schema_version"] == "2" and after["images"] == before["images"]
+    assert not (tmp_path / (CATALOG_FILE + ".wal")).exists() and leftovers(tmp_path) == []
+
+
+def fail_migration_on_a_full_disk(tmp_path: Path, disk: Path, hists: np.ndarray) -> tuple[Path, dict[str, Any]]:
+    """A version-1 catalog on `disk`, filled so that its rewrite does not fit; Catalog.open must raise
+    StorageError. (the index dir, the catalog's snapshot before)."""
+    make_v1(tmp_path / "made", hists, np.array([0, 1, 2]))  # made where there is room (its WAL is big)
+    index_dir = disk / "index"
+    index_dir.mkdir()
+    shutil.copy(tmp_path / "made" / CATALOG_FILE, index_dir / CATALOG_FILE)
+    before = snapshot(index_dir)
+    st = os.statvfs(disk)
+    with (disk / "filler").open("wb") as f:  # room for what DuckDB writes to the old catalog, not the new one
+        os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - 256 * 1024)
+    with pytest.raises(StorageError, match="no space left"):
+        Catalog.open(index_dir, FP)
+    return index_dir, before
+
+
+def test_a_full_disk_during_the_migration_leaves_the_version_1_catalog(tmp_path: Path) -> None:
+    hists = real_histograms(3000, seed=7)
+    with mounted_tmpfs(tmp_path / "disk", "16m") as disk:
+        index_dir, before = fail_migration_on_a_full_disk(tmp_path, disk, hists)
+        assert snapshot(index_dir) == before
+        assert not (index_dir / (CATALOG_FILE + MIGRATING_SUFFIX)).exists()
+        (disk / "filler").unlink()
+        with Catalog.open(index_dir, FP) as cat:  # space is back: the next open migrates
+            assert cat.counts()["max_id"] == 3000
+            assert_same_histograms(all_histograms(cat)[1], hists, exact=False)
+        assert snapshot(index_dir)["images"] == before["images"] and leftovers(index_dir) == []
+
+
+@pytest.mark.xfail(strict=True,
+                   reason="LIBRARY BUG (minor): migrate_v1, when it fails, removes `<catalog>.migrating` but "
+                          "not `<catalog>.migrating.wal` (1.7 KB here), left until the next attempt removes it")
+def test_a_failed_migration_leaves_no_write_ahead_log_behind(tmp_path: Path) -> None:
+    with mounted_tmpfs(tmp_path / "disk", "16m") as disk:
+        index_dir, _ = fail_migration_on_a_full_disk(tmp_path, disk, real_histograms(3000, seed=7))
+        assert leftovers(index_dir) == []
+
+
+@pytest.mark.xfail(strict=True, raises=IndexDirError,
+                   reason="LIBRARY BUG: Catalog.sample_histograms(PCA_TRAINING=50,000) on a version-1 catalog "
+                          "(dense FLOAT[1152]) makes DuckDB reserve the whole reservoir, ~310 MiB, past the "
+                          "catalog's 256MB memory_limit: 'Out of Memory Error', even for 300 rows, so a reader "
+                          "of a version-1 catalog (opened read-only: never migrated) cannot rebuild its index "
+                          "in the PCA layout")
+def test_a_version_1_catalog_opened_read_only_can_rebuild_an_index_in_the_pca_layout(tmp_path: Path) -> None:
+    hists = real_histograms(300, seed=8)
+    make_v1(tmp_path, hists, np.array([0]))
+    with Catalog.open(tmp_path, FP, read_only=True) as cat:
+        live = rebuild_from(cat, pca_from=256)  # what open_live_index does with no usable checkpoint
+        assert live.layout == PCA and live.ntotal == 299
+
+
 # -- kill -9 during the rewrite ------------------------------------------------------------------------
 BIG_ROWS = 24_000
 CHILD = ("import sys\nfrom pathlib import Path\nfrom chromatica_watch.catalog import Catalog\n"
@@ -289,7 +365,7 @@ def test_kill_9_during_the_migration_leaves_the_old_or_the_new_catalog_never_nei
     seen: list[tuple[float | None, str, int, list[str]]] = []
     duration = 0.0
     # First a whole migration, timed; then kills at fractions of it, from the moment `.migrating` appears.
-    for fraction in (None, 0.0, 0.3, 0.6, 0.9):
+    for fraction in (None, 0.0, 0.25, 0.5, 0.8):
         index_dir = tmp_path / f"kill-{fraction}"
         index_dir.mkdir()
         shutil.copy(pristine / CATALOG_FILE, index_dir / CATALOG_FILE)
@@ -319,8 +395,9 @@ def test_kill_9_during_the_migration_leaves_the_old_or_the_new_catalog_never_nei
         shutil.rmtree(index_dir)
     assert seen[0][1:] == ("2", 0, []), seen
     killed = [s for s in seen if s[2] == -signal.SIGKILL]
-    # The kills landed mid-rewrite (the early ones at least): the old catalog, an unfinished new one beside it.
-    assert len(killed) >= 3 and sum(s[1] == "1" and bool(s[3]) for s in killed) >= 2, (duration, seen)
+    # The early kills landed mid-rewrite: the old catalog, an unfinished new one beside it. (The late ones may
+    # find the child done, as the machine's load changes how long a rewrite takes.)
+    assert sum(s[1] == "1" and bool(s[3]) for s in killed) >= 2, (duration, seen)
 
 
 def test_a_version_2_catalog_is_not_rewritten(tmp_path: Path) -> None:
