@@ -26,6 +26,7 @@ from chromatica_watch.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Ch
 from chromatica_watch.errors import IndexDirError, StorageError
 from chromatica_watch.index import PCA
 from chromatica_watch.indexdir import open_live_index, rebuild_from
+from chromatica_watch.merge import merge
 from tests.conftest import mounted_tmpfs, photo, wait_until
 
 FP = H.fingerprint(256)
@@ -311,6 +312,26 @@ def test_a_version_1_catalog_opened_read_only_can_rebuild_an_index_in_the_pca_la
     with Catalog.open(tmp_path, FP, read_only=True) as cat:
         live = rebuild_from(cat, pca_from=256)  # what open_live_index does with no usable checkpoint
         assert live.layout == PCA and live.ntotal == 299
+
+
+@pytest.mark.xfail(strict=True, raises=IndexDirError,
+                   reason="LIBRARY BUG: merge accepts a version-1 input (its survey opens it read-only, which "
+                          "reads version 1) but merge_catalogs copies its histogram column as it is into the "
+                          "version-2 BLOB column: IndexDirError 'Conversion Error: Unimplemented type for cast "
+                          "(FLOAT[1152] -> BLOB)' instead of a merged index (or a clear refusal up front)")
+def test_a_version_1_index_dir_can_be_merged(tmp_path: Path) -> None:
+    hists = real_histograms(60, seed=9)
+    make_v1(tmp_path / "old", hists[:50], np.array([0]))
+    (tmp_path / "new").mkdir()
+    with Catalog.open(tmp_path / "new", FP) as cat:
+        cat.apply(Changes(added=[C.NewImage("/elsewhere", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
+                                 for i, h in enumerate(hists[50:])]))
+    report = merge([tmp_path / "old", tmp_path / "new"], tmp_path / "merged")
+    assert report.live == 59
+    with Catalog.open(tmp_path / "merged", FP, read_only=True) as cat:
+        ids, got = cat.histogram_rows(np.arange(2, 51))
+        assert ids.tolist() == list(range(2, 51))
+        assert np.allclose(got, hists[1:50], rtol=F16_RTOL, atol=F16_ATOL)
 
 
 # -- kill -9 during the rewrite ------------------------------------------------------------------------
