@@ -905,7 +905,7 @@ def migrate_v1(path: Path, chunk: int = 20_000) -> None:
     tmp = path.with_name(path.name + MIGRATING_SUFFIX)
     started = time.monotonic()
     logger.warning("catalog %s was written by an older version: rewriting it with its histograms stored "
-                   "sparse (about a tenth of the size); this takes a minute at a million photos", path)
+                   "sparse (about half the size); this takes a minute or two at a million photos", path)
     with _duckdb_errors(path):
         con = _connect(path, read_only=False)
     try:

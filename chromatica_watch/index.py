@@ -92,8 +92,9 @@ class Manifest:
 
 
 def layout_for(live_photos: int, pca_from: int = PCA_FROM) -> str:
-    """The layout an index of this many photos is built in (0: never the PCA one)."""
-    return PCA if 0 < pca_from <= live_photos else FLAT
+    """The layout an index of this many photos is built in (0: never the PCA one; and never below the
+    2 x PCA_DIMS photos the projection needs to be fitted)."""
+    return PCA if 0 < pca_from <= live_photos and live_photos >= 2 * PCA_DIMS else FLAT
 
 
 def _new_hnsw(dims: int) -> Any:

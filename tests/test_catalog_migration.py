@@ -25,7 +25,7 @@ from chromatica_watch import histogram as H
 from chromatica_watch.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Changes
 from chromatica_watch.errors import IndexDirError, StorageError
 from chromatica_watch.index import PCA
-from chromatica_watch.indexdir import open_live_index, rebuild_from
+from chromatica_watch.indexdir import compact, open_live_index, rebuild_from
 from chromatica_watch.merge import merge
 from tests.conftest import mounted_tmpfs, photo, wait_until
 
@@ -291,21 +291,12 @@ def test_a_full_disk_during_the_migration_leaves_the_version_1_catalog(tmp_path:
         assert snapshot(index_dir)["images"] == before["images"] and leftovers(index_dir) == []
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="LIBRARY BUG (minor): migrate_v1, when it fails, removes `<catalog>.migrating` but "
-                          "not `<catalog>.migrating.wal` (1.7 KB here), left until the next attempt removes it")
 def test_a_failed_migration_leaves_no_write_ahead_log_behind(tmp_path: Path) -> None:
     with mounted_tmpfs(tmp_path / "disk", "16m") as disk:
         index_dir, _ = fail_migration_on_a_full_disk(tmp_path, disk, real_histograms(3000, seed=7))
         assert leftovers(index_dir) == []
 
 
-@pytest.mark.xfail(strict=True, raises=IndexDirError,
-                   reason="LIBRARY BUG: Catalog.sample_histograms(PCA_TRAINING=50,000) on a version-1 catalog "
-                          "(dense FLOAT[1152]) makes DuckDB reserve the whole reservoir, ~310 MiB, past the "
-                          "catalog's 256MB memory_limit: 'Out of Memory Error', even for 300 rows, so a reader "
-                          "of a version-1 catalog (opened read-only: never migrated) cannot rebuild its index "
-                          "in the PCA layout")
 def test_a_version_1_catalog_opened_read_only_can_rebuild_an_index_in_the_pca_layout(tmp_path: Path) -> None:
     hists = real_histograms(300, seed=8)
     make_v1(tmp_path, hists, np.array([0]))
@@ -314,18 +305,17 @@ def test_a_version_1_catalog_opened_read_only_can_rebuild_an_index_in_the_pca_la
         assert live.layout == PCA and live.ntotal == 299
 
 
-@pytest.mark.xfail(strict=True, raises=IndexDirError,
-                   reason="LIBRARY BUG: merge accepts a version-1 input (its survey opens it read-only, which "
-                          "reads version 1) but merge_catalogs copies its histogram column as it is into the "
-                          "version-2 BLOB column: IndexDirError 'Conversion Error: Unimplemented type for cast "
-                          "(FLOAT[1152] -> BLOB)' instead of a merged index (or a clear refusal up front)")
-def test_a_version_1_index_dir_can_be_merged(tmp_path: Path) -> None:
+def test_a_version_1_index_dir_is_refused_by_merge_until_compact_brings_it_up_to_date(tmp_path: Path) -> None:
     hists = real_histograms(60, seed=9)
     make_v1(tmp_path / "old", hists[:50], np.array([0]))
     (tmp_path / "new").mkdir()
     with Catalog.open(tmp_path / "new", FP) as cat:
         cat.apply(Changes(added=[C.NewImage("/elsewhere", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
                                  for i, h in enumerate(hists[50:])]))
+    with pytest.raises(IndexDirError, match="written by an older version; run `chromatica-watch compact"):
+        merge([tmp_path / "old", tmp_path / "new"], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    compact(tmp_path / "old", FP)  # opens it for writing: migrated
     report = merge([tmp_path / "old", tmp_path / "new"], tmp_path / "merged")
     assert report.live == 59
     with Catalog.open(tmp_path / "merged", FP, read_only=True) as cat:

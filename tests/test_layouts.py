@@ -341,12 +341,10 @@ def test_a_checkpoint_whose_manifest_names_another_layout_is_rebuilt(
     assert not open_live_index(tmp_path, catalog, FP, pca_from=pca_from)[1].loaded_checkpoint
 
 
-# -- found wrong in the library: kept failing until it is fixed ------------------------------------------
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="LIBRARY BUG: compact_layout_from between 1 and 191 is accepted by config, but the PCA "
-                          "layout cannot be fitted on fewer than 192 histograms: rebuild_from raises ValueError")
 def test_a_pca_threshold_below_what_the_projection_needs_does_not_break_the_rebuild(
         catalog: Catalog, base: np.ndarray) -> None:
     add_rows(catalog, mixes(base, 150, np.random.default_rng(8)))
-    live = rebuild_from(catalog, pca_from=100)  # 150 live photos >= 100: the PCA layout, fitted on 150
-    assert live.ntotal == 150
+    live = rebuild_from(catalog, pca_from=100)  # 150 live photos >= 100, but too few to fit 96 axes on: flat
+    assert live.ntotal == 150 and live.layout == FLAT
+    add_rows(catalog, mixes(base, 50, np.random.default_rng(9)))
+    assert rebuild_from(catalog, pca_from=100).layout == PCA  # 200 >= 2 x 96
