@@ -599,13 +599,13 @@ class Catalog:
         return {int(i): (r, bytes(p), bool(live)) for i, r, p, live in zip(*table.to_pydict().values(), strict=True)}
 
     def _by_ids(self, ids: np.ndarray, columns: str) -> pa.Table:
-        """`id` and these columns (of images, as `i`) of the rows of these ids, in no order. A join with the
-        ids as an Arrow table: for a search's few hundred candidates, 2x faster than an IN list (a parameter
-        or written out), measured at 60k rows."""
+        """`id` and these columns (of images, as `i`) of the rows of these ids, in no order. The ids written
+        out as an IN list, which DuckDB answers by index lookups: for a search's 400 candidates at a million
+        rows, 16 ms where a join with an Arrow table of them took 29 and an IN list parameter more."""
+        listed = ",".join(map(str, np.asarray(ids, np.int64).tolist())) or "NULL"
         cur = self._reader()
         try:
-            cur.register("_wanted_ids", pa.table({"id": pa.array(ids, pa.int64())}))
-            return cur.sql(f"SELECT i.id, i.{columns} FROM images i JOIN _wanted_ids w ON i.id = w.id").to_arrow_table()
+            return cur.sql(f"SELECT i.id, i.{columns} FROM images i WHERE i.id IN ({listed})").to_arrow_table()
         finally:
             cur.close()
 

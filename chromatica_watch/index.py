@@ -39,12 +39,12 @@ MANIFEST_VERSION = 1
 
 # Layouts (docs/architecture.md has the measurements behind them). FLAT: each photo's 1152 Hellinger
 # coordinates in HNSW, exact, 4.9 KB of RAM a photo. PCA: the coordinates projected on the collection's
-# first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the index file), HNSW
-# over those: ~0.7 KB a photo. Its distances are approximate, so a search asks it for more candidates
+# first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the index file), stored
+# in 8 bits a coordinate, HNSW over those: ~0.45 KB a photo. Its distances are approximate, so a search asks it for more candidates
 # and the searcher ranks them again on the stored histograms (`LiveIndex.approximate`).
 FLAT = "hnsw-flat"
 PCA_DIMS = 96
-PCA = f"pca{PCA_DIMS}-hnsw"
+PCA = f"pca{PCA_DIMS}-sq8-hnsw"  # the projections stored in 8 bits a coordinate (96 B)
 PCA_FROM = 50_000  # live photos from which an index is (re)built in the PCA layout
 # Histograms sampled to fit the projection: plenty for 96 axes, and within DuckDB's memory limit even from a
 # version-1 catalog's dense rows (92 MB).
@@ -110,10 +110,14 @@ def new_index(training: np.ndarray | None = None) -> Any:
         return faiss.IndexIDMap2(_new_hnsw(TOTAL_BINS))
     if len(training) < 2 * PCA_DIMS:
         raise ValueError(f"the PCA layout needs at least {2 * PCA_DIMS} histograms to fit, got {len(training)}")
-    pca = faiss.PCAMatrix(TOTAL_BINS, PCA_DIMS)
-    pca.train(np.ascontiguousarray(hellinger(training), dtype=np.float32))
+    make_sq8: Any = faiss.IndexHNSWSQ  # the stubs mistype its quantizer-type argument
+    hnsw = make_sq8(PCA_DIMS, faiss.ScalarQuantizer.QT_8bit, HNSW_M)
+    hnsw.hnsw.efConstruction = EF_CONSTRUCTION
+    hnsw.hnsw.efSearch = EF_SEARCH
     # The id map inside the projection: searches pass it their IDSelector, which it translates to positions.
-    return faiss.IndexPreTransform(pca, faiss.IndexIDMap(_new_hnsw(PCA_DIMS)))
+    index = faiss.IndexPreTransform(faiss.PCAMatrix(TOTAL_BINS, PCA_DIMS), faiss.IndexIDMap(hnsw))
+    index.train(np.ascontiguousarray(hellinger(training), dtype=np.float32))  # the projection, then the 8-bit ranges
+    return index
 
 
 def _parts(index: Any) -> tuple[str, Any, Any]:
@@ -125,7 +129,7 @@ def _parts(index: Any) -> tuple[str, Any, Any]:
     else:
         idmap, layout = index, FLAT
     hnsw = faiss.downcast_index(idmap.index) if isinstance(idmap, faiss.IndexIDMap | faiss.IndexIDMap2) else None
-    if layout == "?" or not isinstance(hnsw, faiss.IndexHNSWFlat):
+    if layout == "?" or not isinstance(hnsw, faiss.IndexHNSWSQ if layout == PCA else faiss.IndexHNSWFlat):
         raise ValueError(f"not an index of a known layout: {type(index).__name__}")
     return layout, idmap, hnsw
 

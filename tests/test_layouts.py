@@ -269,7 +269,7 @@ def test_a_flat_index_grows_into_the_pca_layout_and_reopens_in_it(tmp_path: Path
         assert store.live.layout == PCA and store.live.ntotal == 280 and store.live.tombstone_count == 0
         store.checkpoint()
         manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
-        assert manifest["layout"] == "pca96-hnsw" and manifest["vector_count"] == 280
+        assert manifest["layout"] == PCA and manifest["vector_count"] == 280
         ids = np.concatenate([ids, grow(20)])  # added to the PCA index, past the checkpoint
         assert not store.compact_if_needed(0.5) and store.live.layout == PCA
     finally:
