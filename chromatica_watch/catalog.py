@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -278,6 +279,9 @@ class Catalog:
         # is still current while this is unchanged, as this process is the catalog's only writer.
         self.generation = 0
         self.schema_version = SCHEMA_VERSION  # read by _check_meta: a version-1 catalog opened read-only is 1
+        # A search's candidates are fetched in two halves at once: DuckDB releases the GIL, and each row is a
+        # lookup in a block of its own at a million rows (400 rows: 12 ms in two halves, 20 in one).
+        self._fetchers = ThreadPoolExecutor(2, thread_name_prefix="catalog-fetch")
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -340,6 +344,7 @@ class Catalog:
     def close(self) -> None:
         with self.lock:
             self._invalidated = False  # a closed catalog is not reopened behind the caller's back
+            self._fetchers.shutdown(wait=True)
             self._con.close()
 
     # -- DuckDB's errors and the connection behind them --------------------------------------------
@@ -558,7 +563,11 @@ class Catalog:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return ids, np.zeros((0, TOTAL_BINS), np.float32)
-        table = self._by_ids(ids, "histogram")
+        if len(ids) >= _SPLIT_FETCH:
+            halves = list(self._fetchers.map(lambda part: self._by_ids(part, "histogram"), (ids[::2], ids[1::2])))
+            table = pa.concat_tables(halves)
+        else:
+            table = self._by_ids(ids, "histogram")
         got = table.column(0).to_numpy().astype(np.int64)
         hists = _histograms_of(table.column(1))
         position = {int(i): n for n, i in enumerate(got.tolist())}
@@ -950,6 +959,7 @@ def _remove_migration(tmp: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+_SPLIT_FETCH = 64  # ids from which histogram_rows fetches in two halves at once
 _V1_COLUMNS = "id, root, path, size, mtime_ns, content_hash, width, height, indexed_at, updated_at, deleted_at"
 
 

@@ -40,8 +40,9 @@ MANIFEST_VERSION = 1
 # Layouts (docs/architecture.md has the measurements behind them). FLAT: each photo's 1152 Hellinger
 # coordinates in HNSW, exact, 4.9 KB of RAM a photo. PCA: the coordinates projected on the collection's
 # first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the index file), stored
-# in 8 bits a coordinate, HNSW over those: ~0.45 KB a photo. Its distances are approximate, so a search asks it for more candidates
-# and the searcher ranks them again on the stored histograms (`LiveIndex.approximate`).
+# in 8 bits a coordinate, HNSW over those: ~0.45 KB a photo. Its distances are approximate, so a search
+# asks it for more candidates and the searcher ranks them again on the stored histograms
+# (`LiveIndex.approximate`).
 FLAT = "hnsw-flat"
 PCA_DIMS = 96
 PCA = f"pca{PCA_DIMS}-sq8-hnsw"  # the projections stored in 8 bits a coordinate (96 B)
