@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -33,7 +32,7 @@ from chromatica_watch.indexdir import compact, needs_reshape, open_live_index, r
 from chromatica_watch.query import ColorWeight, color_query_histogram
 from chromatica_watch.searcher import Searcher
 from chromatica_watch.store import Store
-from tests.conftest import photo
+from tests.photo_corpus import mixes, photo_histograms
 
 FP = H.fingerprint(256)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
@@ -41,33 +40,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immu
 PCA_FROM = 256  # small, for small corpora (the PCA layout needs at least 192 histograms to fit)
 
 
-# -- a corpus of real photos' colours --------------------------------------------------------------------
-def photo_histograms(rng: np.random.Generator, per_photo: int = 14) -> np.ndarray:
-    """Histograms of crops of real photos, hue-rotated and brightness-scaled at random."""
-    out = []
-    for name in PHOTOS:
-        img = cv2.resize(photo(name), (160, 160), interpolation=cv2.INTER_AREA)
-        for _ in range(per_photo):
-            y, x = rng.integers(0, 80, 2)
-            crop = img[y:y + rng.integers(40, 81), x:x + rng.integers(40, 81)]
-            hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV).astype(np.int32)
-            if rng.random() < 0.6:
-                hsv[..., 0] = (hsv[..., 0] + rng.integers(0, 180)) % 180
-            hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.6, 1.3), 0, 255)
-            crop = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-            out.append(H.lab_histogram(H.srgb_to_lab(crop)))
-    return np.stack(out)
-
-
-def mixes(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n histograms, each a random convex mix of 2 to 4 base histograms."""
-    parts = rng.integers(2, 5, n)
-    out = np.empty((n, H.TOTAL_BINS), np.float32)
-    for i, k in enumerate(parts):
-        out[i] = rng.dirichlet(np.ones(k)) @ base[rng.choice(len(base), k, replace=False)]
-    return out / out.sum(axis=1, keepdims=True)
-
-
+# -- queries --------------------------------------------------------------------------------------------
 def colour_queries(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     """Queries of 1 to 3 random colours with random weights (as bench_search.make_queries makes them)."""
     queries = []
@@ -90,7 +63,7 @@ def one_faiss_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def base() -> np.ndarray:
-    return photo_histograms(np.random.default_rng(5))
+    return photo_histograms(np.random.default_rng(5), PHOTOS, 14, hue_chance=0.6, brightness=(0.6, 1.3))
 
 
 def add_rows(catalog: Catalog, hists: np.ndarray, prefix: str = "mix") -> np.ndarray:

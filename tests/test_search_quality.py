@@ -26,6 +26,7 @@ from chromatica_watch.index import LiveIndex
 from chromatica_watch.query import color_query_histogram, image_query_histogram, parse_colors
 from chromatica_watch.searcher import Searcher, open_readonly
 from tests.conftest import photo, solid, write_rgb
+from tests.photo_corpus import mixes, photo_histograms
 
 NAMED = {
     "red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 68, 255), "yellow": (255, 230, 0),
@@ -226,30 +227,6 @@ def test_rows_tombstoned_after_the_index_answered_are_dropped(
 
 # -- ANN recall ---------------------------------------------------------------------------------
 
-def photo_histograms(rng: np.random.Generator) -> np.ndarray:
-    """Histograms of crops and hue/brightness shifts of real photos: the material for mixes."""
-    out = []
-    for name in (*PHOTOS, "immunohistochemistry", "colorwheel", "retina", "cat", "coins", "camera"):
-        img = cv2.resize(photo(name), (160, 160), interpolation=cv2.INTER_AREA)
-        for _ in range(12):
-            y, x = rng.integers(0, 80, 2)
-            crop = img[y:y + rng.integers(40, 81), x:x + rng.integers(40, 81)]
-            hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV).astype(np.int32)
-            hsv[..., 0] = (hsv[..., 0] + rng.integers(0, 180)) % 180
-            hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.7, 1.2), 0, 255)
-            crop = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-            out.append(H.lab_histogram(H.srgb_to_lab(crop)))
-    return np.stack(out)
-
-
-def mixes(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    parts = rng.integers(2, 5, n)
-    out = np.empty((n, H.TOTAL_BINS), np.float32)
-    for i, k in enumerate(parts):
-        out[i] = rng.dirichlet(np.ones(k)) @ base[rng.choice(len(base), k, replace=False)]
-    return out / out.sum(axis=1, keepdims=True)
-
-
 def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: np.ndarray,
                 k_candidates: int) -> list[int]:
     """Flat exact L2 on Hellinger vectors, then the same rerank of the same K."""
@@ -261,7 +238,8 @@ def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: 
 
 def test_ann_recall_after_rerank_with_and_without_tombstones(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
-    base = photo_histograms(rng)
+    base = photo_histograms(rng, (*PHOTOS, "immunohistochemistry", "colorwheel", "retina", "cat", "coins", "camera"),
+                            12)
     hists = mixes(base, 3000, rng)
     catalog = Catalog.open(tmp_path, H.fingerprint(256))
     try:
