@@ -234,13 +234,15 @@ class Runs:
                         proc.wait()
 
     def wait_idle(self, daemon: Daemon) -> dict[str, Any]:
-        """The reconcile's log line once status.json says idle with nothing queued."""
+        """The reconcile's log line once status.json says idle with nothing queued, and the histogram file
+        holds every row (the first start after the data set was made fills it from the catalog)."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             text = daemon.log_path.read_text(errors="replace")
             match = RECONCILED.search(text)
             status = _status(self.work / "state")
-            if match and status.get("state") == "idle" and status.get("counts", {}).get("queued") == 0:
+            if match and status.get("state") == "idle" and status.get("counts", {}).get("queued") == 0 \
+                    and "histogram file ready" in text:
                 return {"files": int(match[1]), "seconds": float(match[2]), "unchanged": int(match[3]),
                         "read": int(match[4]), "gone": int(match[5])}
             if daemon.proc.poll() is not None:

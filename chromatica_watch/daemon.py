@@ -849,7 +849,8 @@ class Daemon:
         catalog, live = self.search_pair()
         source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
         with self.noting_damage():
-            searcher = Searcher(catalog, live, self.cfg.search_candidates)
+            searcher = Searcher(catalog, live, self.cfg.search_candidates,
+                                histograms=self.store.histograms_of(catalog))
             results = searcher.search(query, k, group_sidecars=group_sidecars)
         self.recent_results.remember(source, results)
         return results

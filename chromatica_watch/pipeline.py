@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .catalog import Catalog, Changes, Failure, Move, NewImage
+from .histfile import HistogramFile
 from .index import LiveIndex
 from .ingest import Failed, Indexed, Known, Result, ResultSource, Task, Unstable
 from .paths import DiskFile, Key, absolute_key, display_path, is_under
@@ -67,9 +68,10 @@ class Replaced:
 
 
 class Committer:
-    def __init__(self, catalog: Catalog, index: LiveIndex) -> None:
+    def __init__(self, catalog: Catalog, index: LiveIndex, histograms: HistogramFile | None = None) -> None:
         self.catalog = catalog
         self.index = index
+        self.histograms = histograms  # kept with each commit's new rows, when the owner has one
 
     def commit(self, results: Iterable[Result], replaced: Mapping[Key, Replaced],
                vanished: Vanished, extra_tombstones: Iterable[int] = ()) -> Outcome:
@@ -107,7 +109,10 @@ class Committer:
         changes.added.extend(self._copies(copies))
         ids = self.catalog.apply(changes) if changes else []
         if ids:
-            self.index.add(np.asarray(ids, dtype=np.int64), np.stack([a.histogram for a in changes.added]))
+            added_hists = np.stack([a.histogram for a in changes.added])
+            self.index.add(np.asarray(ids, dtype=np.int64), added_hists)
+            if self.histograms is not None:
+                self.histograms.append(np.asarray(ids, dtype=np.int64), added_hists)
         if changes.tombstoned:
             self.index.mark_deleted(changes.tombstoned)
         outcome.added = len(ids)

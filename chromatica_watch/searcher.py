@@ -30,6 +30,7 @@ from .paths import display_path
 
 if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never loads DuckDB or FAISS
     from .catalog import Catalog
+    from .histfile import HistogramFile
     from .index import LiveIndex
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,12 @@ class Searcher:
     """Answers queries against a catalog and its live index; safe to call from several threads."""
 
     def __init__(self, catalog: Catalog, live_index: LiveIndex, k_candidates: int = DEFAULT_K_CANDIDATES,
-                 refine: int = rerank.DEFAULT_REFINE) -> None:
+                 refine: int = rerank.DEFAULT_REFINE, histograms: HistogramFile | None = None) -> None:
         if k_candidates < 1:
             raise ValueError("k_candidates must be at least 1")
         self.catalog = catalog
         self.live_index = live_index
+        self.histograms = histograms  # the catalog's histogram file: what it holds is read from it
         self.k_candidates = k_candidates
         self.refine = refine
 
@@ -96,12 +98,26 @@ class Searcher:
         want = max(self.k_candidates, k)
         approximate = self.live_index.approximate
         ids, _ = self.live_index.search(query_hist, want * APPROXIMATE_FACTOR if approximate else want)
-        ids, hists = self.catalog.histogram_rows(ids)
+        ids, hists = self._histogram_rows(ids)
         if approximate and len(ids) > want:
             distances = np.square(histogram.hellinger(hists) - histogram.hellinger(query_hist)).sum(axis=1)
             nearest = np.argsort(distances, kind="stable")[:want]
             ids, hists = ids[nearest], hists[nearest]
         return ids, hists
+
+    def _histogram_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates' histograms, in their order: from the histogram file (~1 us a row), the rest from
+        the catalog (~35 us a row at a million rows)."""
+        if self.histograms is None:
+            return self.catalog.histogram_rows(ids)
+        found, hists = self.histograms.read(ids)
+        if len(found) == len(ids):
+            return found, hists
+        more, more_hists = self.catalog.histogram_rows(ids[~np.isin(ids, found)])
+        every, every_hists = np.concatenate([found, more]), np.concatenate([hists, more_hists])
+        position = {int(i): n for n, i in enumerate(every.tolist())}
+        order = [position[i] for i in ids.tolist() if i in position]
+        return every[order], every_hists[order]
 
     def search(self, query_hist: np.ndarray, k: int = DEFAULT_K, *, group_sidecars: bool = False) -> list[Result]:
         """The k best matches, best first. `group_sidecars`: a camera's RAW and the JPEG or HEIF it wrote

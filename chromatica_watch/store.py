@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .catalog import Catalog, quarantine
 from .errors import CatalogDamaged, ChromaticaError
+from .histfile import HISTOGRAM_FILE, HistogramFile, discard
 from .index import PCA_FROM, LiveIndex
 from .indexdir import discard_checkpoint, needs_reshape, open_live_index, rebuild_from
 from .pipeline import Committer
@@ -35,6 +36,7 @@ class Store:
         self.lock = threading.Lock()  # held while the pair is swapped
         self._catalog: Catalog | None = None
         self._live: LiveIndex | None = None
+        self._histograms: HistogramFile | None = None  # the catalog's histograms, for searches to read fast
         self._searchable: tuple[str, ...] | None = None  # the configured roots; None: every root
 
     @property
@@ -76,11 +78,18 @@ class Store:
         return message
 
     def _open(self) -> bool:
-        self._catalog = Catalog.open(self.index_dir, self.fingerprint)
-        self._live, recovery = open_live_index(self.index_dir, self._catalog, self.fingerprint, self._progress,
+        self._catalog = catalog = Catalog.open(self.index_dir, self.fingerprint)
+        self._live, recovery = open_live_index(self.index_dir, catalog, self.fingerprint, self._progress,
                                                self.pca_from)
         self.refresh_hidden()
+        self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id)
+        self._histograms.start(catalog.live_ids, catalog.histogram_rows)
         return recovery.rebuilt_reason is not None
+
+    def histograms_of(self, catalog: Catalog) -> HistogramFile | None:
+        """The histogram file of this catalog, when it is the one open here (an upgrade's previous catalog
+        has none)."""
+        return self._histograms if catalog is self._catalog else None
 
     def _set_aside(self, exc: CatalogDamaged) -> str:
         if self._catalog is not None:
@@ -89,15 +98,17 @@ class Store:
             except ChromaticaError:
                 pass  # it is damaged: closing it may fail too
         self._catalog = self._live = None
+        self._close_histograms()
         kept = quarantine(self.index_dir, datetime.datetime.now())
         discard_checkpoint(self.index_dir)  # its ids belonged to the damaged catalog
+        discard(self.index_dir)
         message = (f"the catalog was damaged ({exc.reason}); it is kept as {kept} and the folder is being "
                    "indexed again")
         logger.error("%s", message)
         return message
 
     def committer(self) -> Committer:
-        return Committer(self.catalog, self.live)
+        return Committer(self.catalog, self.live, self._histograms)
 
     def commit(self, changes: Changes) -> None:
         """Commit changes that need no file read (deletes, moves, failure records): catalog, then index."""
@@ -152,7 +163,13 @@ class Store:
         """Save the live index (raises OSError: a full disk is the caller's to handle)."""
         self.live.checkpoint(self.index_dir, self.fingerprint)
 
+    def _close_histograms(self) -> None:
+        if self._histograms is not None:
+            self._histograms.close()
+        self._histograms = None
+
     def close(self) -> None:
+        self._close_histograms()
         if self._catalog is not None:
             self._catalog.close()
         self._catalog = self._live = None

@@ -186,6 +186,8 @@ def test_a_version_1_catalog_is_read_as_it_is_read_only_and_rewritten_read_write
         new_id = cat.apply(Changes(added=[C.NewImage("/photos", b"new.jpg", 1, 2, "h", 3, 4, hists[0])]))
         assert new_id == [n + 1]
     after = snapshot(tmp_path)
+    catalog_id = after["meta"].pop("catalog_id")  # given on the first read-write open: a uuid4
+    assert len(catalog_id) == 32 and int(catalog_id, 16) >= 0
     assert after["histogram_type"] == "BLOB" and after["meta"] == {"schema_version": "2", "fingerprint": FP}
     assert after["images"][:n] == before["images"]  # ids, paths, sizes, mtimes, hashes, timestamps, deleted_at
     assert after["failures"] == before["failures"] and after["roots"] == before["roots"]
