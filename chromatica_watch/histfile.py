@@ -185,7 +185,14 @@ class HistogramFile:
             offsets, lengths = self._offset[found], self._length[found]
         forms, good = [], np.ones(len(found), bool)
         for n, (offset, length) in enumerate(zip(offsets.tolist(), lengths.tolist(), strict=True)):
-            raw = os.pread(fd, _RECORD.size + length, offset)
+            try:
+                raw = os.pread(fd, _RECORD.size + length, offset)
+            except OSError:  # closed meanwhile (the daemon stopping), or a failing disk: the catalog has it
+                good[n] = False
+                continue
+            if len(raw) < _RECORD.size:
+                good[n] = False
+                continue
             image_id, size, crc = _RECORD.unpack_from(raw)
             form = raw[_RECORD.size:]
             if image_id != found[n] or size != length or zlib.crc32(form) != crc:

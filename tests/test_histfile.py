@@ -50,6 +50,7 @@ def test_rows_read_back_by_id_in_the_order_asked_and_the_missing_left_out(tmp_pa
         assert f.count == 300
     finally:
         f.close()
+    assert f.read(np.array([1, 2], np.int64))[0].tolist() == []  # closed (the daemon stopping): the catalog answers
     # Read back by a new opener: the same rows, nothing to add.
     again = opened(tmp_path / HISTOGRAM_FILE, "a" * 32, hists, np.arange(1, 301))
     try:
