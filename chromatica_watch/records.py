@@ -102,3 +102,10 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.tombstoned or self.moved or self.failed or self.cleared_failures)
+
+
+def order_as(asked: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Positions in `got` (ids read in no order) of the ids of `asked` that it holds, in `asked`'s order:
+    rows read by id put back in the order they were asked for (ids not found left out)."""
+    position = {int(i): n for n, i in enumerate(np.asarray(got).tolist())}
+    return np.array([position[i] for i in np.asarray(asked).tolist() if i in position], dtype=np.int64)

@@ -2,7 +2,8 @@
 
 Stage 1 asks the live index (HNSW on Hellinger vectors or their PCA projection; tombstones excluded by
 its IDSelector) for `k_candidates` neighbours (twice as many from a projection, narrowed down again by
-their exact Hellinger distance), and reads their histograms from the catalog.
+their exact Hellinger distance), and reads their histograms from the daemon's histogram file, or from the
+catalog what the file does not hold.
 Stage 2 reranks them by EMD (`rerank.rerank`); the best k are looked up in the catalog for their paths,
 and any tombstoned since the index answered (the catalog commits first) is dropped and the rest
 ranked again. Each result carries its dominant colours, so it explains itself.
@@ -27,6 +28,7 @@ from .defaults import DEFAULT_MAX_DIMENSION
 from .errors import UsageError
 from .filetypes import group_sidecars
 from .paths import display_path
+from .records import order_as
 
 if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never loads DuckDB or FAISS
     from .catalog import Catalog
@@ -91,8 +93,8 @@ class Searcher:
         self.refine = refine
 
     def candidates(self, query_hist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1: ids of the nearest Hellinger vectors (tombstones excluded) and their histograms, read
-        from the catalog. An approximate index (a projection) is asked for APPROXIMATE_FACTOR times as many,
+        """Stage 1: ids of the nearest Hellinger vectors (tombstones excluded) and their histograms (see
+        `_histogram_rows`). An approximate index (a projection) is asked for APPROXIMATE_FACTOR times as many,
         which are ranked again by their exact Hellinger distance: the same candidates an exact index gives,
         to 0.99 of the top 10 (bench_million)."""
         want = max(self.k_candidates, k)
@@ -114,10 +116,9 @@ class Searcher:
         if len(found) == len(ids):
             return found, hists
         more, more_hists = self.catalog.histogram_rows(ids[~np.isin(ids, found)])
-        every, every_hists = np.concatenate([found, more]), np.concatenate([hists, more_hists])
-        position = {int(i): n for n, i in enumerate(every.tolist())}
-        order = [position[i] for i in ids.tolist() if i in position]
-        return every[order], every_hists[order]
+        every = np.concatenate([found, more])
+        order = order_as(ids, every)
+        return every[order], np.concatenate([hists, more_hists])[order]
 
     def search(self, query_hist: np.ndarray, k: int = DEFAULT_K, *, group_sidecars: bool = False) -> list[Result]:
         """The k best matches, best first. `group_sidecars`: a camera's RAW and the JPEG or HEIF it wrote
