@@ -142,7 +142,7 @@ class BuildPool(ResultSource, AbstractContextManager["BuildPool"], Protocol):
 
 def _pool(opts: BuildOptions, workers: int) -> BuildPool:
     if opts.dask is None:
-        return IngestPool(workers, opts.max_dimension, opts.max_pixels)
+        return IngestPool(workers, opts.max_dimension, opts.max_pixels, start_method="forkserver")
     from .cluster import DaskPool, PathMap  # only here: a local build never loads dask
 
     # Connecting and checking the workers (start) happens before the catalog is opened: a refused

@@ -1,8 +1,9 @@
 """Turning files into catalog rows: the work done in worker processes, and the pool that runs it.
 
-Workers are started with `spawn` (never `fork`: FAISS/OpenMP and DuckDB threads do not survive a fork)
-and each runs single-threaded, so N workers use N cores. Chunks of files go to workers and come back in
-submission order, so ids are handed out in a stable order whatever finishes first.
+Workers are never a plain `fork` of the process that drives them (FAISS/OpenMP and DuckDB threads do
+not survive a fork): see worker_context. Each runs single-threaded, so N workers use N cores. Chunks of
+files go to workers and come back in submission order, so ids are handed out in a stable order whatever
+finishes first.
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from multiprocessing import forkserver
+from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import numpy as np
 import pebble
 
 from .errors import ImageError
 from .filetypes import extension
 from .paths import absolute_key, absolute_path, display_key, stat_file
 
-if TYPE_CHECKING:  # built by the daemon and handed in; the driver of a build never loads Pillow
-    from .thumbnails import Thumbnailer
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .thumbnails import Thumbnailer  # built by the daemon and handed in; a build's driver never loads Pillow
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +170,33 @@ WORKER_START_TIMEOUT_S = 10.0  # how long a close waits for workers still starti
 
 Work = Callable[[list[Task], int, int], list[Result]]
 
+# How worker processes are started:
+# - "spawn": each is a fresh interpreter that imports numpy, OpenCV and the decoders (~0.2 s of CPU), and
+#   nothing stays behind once the pool is closed (the daemon's pool, which an idle daemon stops).
+# - "forkserver": each is forked (~10 ms) from a server process that imported all that once, and exits
+#   without tearing an interpreter down (`build`, where start-up is a good part of a small build's time).
+#   The server is a process of its own, started with nothing of ours running in it: the fork that makes
+#   a worker copies no DuckDB or FAISS thread. It lives as long as the process that started it.
+StartMethod = Literal["spawn", "forkserver"]
+# What the fork server imports before it forks anything: the main module too, or every worker would
+# import it again (multiprocessing re-runs a script's main module in each child).
+_SERVER_PRELOAD = ("__main__", "chromatica_watch.ingest", "chromatica_watch.image")
+
+
+def worker_context(method: StartMethod) -> BaseContext:
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(_SERVER_PRELOAD))  # read when the server starts (once a process)
+    return context
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, without waiting for it, so that its imports overlap the caller's own
+    (a build's driver loads DuckDB and FAISS meanwhile); the first pool on "forkserver" then forks its
+    workers at once."""
+    worker_context("forkserver")
+    forkserver.ensure_running()
+
 
 def _timed_out_reason(seconds: float) -> str:
     return (f"took longer than {seconds:g} s to read and decode (a hung file system or decoder?); "
@@ -181,7 +212,7 @@ def _crashed_reason(exc: BaseException) -> str:
 
 
 class IngestPool:
-    """Spawn-based worker processes (pebble) that turn tasks into results.
+    """Worker processes (pebble) that turn tasks into results.
 
     `run` streams results in task order with a bounded number of chunks in flight. A chunk that takes
     longer than `file_timeout` per file, or whose worker dies, is retried one file at a time so that
@@ -192,7 +223,7 @@ class IngestPool:
 
     def __init__(self, workers: int, max_dimension: int, max_pixels: int,
                  file_timeout: float = DEFAULT_FILE_TIMEOUT, work: Work | None = None,
-                 thumbnails: Thumbnailer | None = None) -> None:
+                 thumbnails: Thumbnailer | None = None, start_method: StartMethod = "spawn") -> None:
         self.workers = max(1, workers)
         self.max_dimension = max_dimension
         self.max_pixels = max_pixels
@@ -202,13 +233,13 @@ class IngestPool:
         self._ready_dir = tempfile.mkdtemp(prefix="chromatica-workers-")
         self._started = False
         self._pool = pebble.ProcessPool(max_workers=self.workers, initializer=worker_init,
-                                        initargs=(self._ready_dir,), context=multiprocessing.get_context("spawn"))
+                                        initargs=(self._ready_dir,), context=worker_context(start_method))
         self._releasing: threading.Thread | None = None
         self._closed = False
 
     def start(self) -> None:
-        """Start every worker now (pebble starts them all with the pool), so that their start-up (a
-        fresh interpreter importing OpenCV and numpy, ~0.3 s) overlaps whatever the caller does next."""
+        """Start every worker now (pebble starts them all with the pool), so that their start-up (with
+        "spawn", a fresh interpreter importing OpenCV and numpy, ~0.3 s) overlaps what the caller does next."""
         self._started = True
         self._pool.schedule(os.getpid)
 

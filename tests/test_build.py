@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from chromatica_watch import histogram as H
 from chromatica_watch.catalog import Catalog
@@ -201,3 +202,34 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path) ->
     assert got["rows"] == want["rows"]
     assert got["vectors"] == want["vectors"]
     assert got["failures"] == want["failures"]
+
+
+def test_a_build_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Its workers are forked from a fork server that the build started: with the build gone, the server
+    and the workers see their pipes close and exit by themselves."""
+    dataset = tmp_path / "dataset"
+    for i in range(300):
+        write_rgb(dataset / f"img{i:03d}.png", solid(((i * 37) % 256, (i * 91) % 256, 120), (64, 64)))
+    proc = subprocess.Popen([CLI, "build", "--dataset", str(dataset), "--output", str(tmp_path / "out"),
+                             "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    build = psutil.Process(proc.pid)
+    started: list[psutil.Process] = []
+
+    def workers_up() -> bool:  # the fork server, its two workers, and the resource tracker
+        started[:] = build.children(recursive=True)
+        return len(started) >= 4 or proc.poll() is not None
+
+    wait_until(workers_up, timeout=60, interval=0.005)
+    assert proc.poll() is None, "the build ended before its workers were seen"
+    assert sum(1 for p in started if p.ppid() != proc.pid) == 2  # the workers: children of the server
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    def gone(p: psutil.Process) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(lambda: all(gone(p) for p in started), timeout=30)
+

@@ -1,4 +1,5 @@
-"""The worker pool with real spawned processes: no file can stall it, and a stop is honoured at once."""
+"""The worker pool with real worker processes (spawned, or forked from a fork server): no file can stall it,
+and a stop is honoured at once."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from chromatica_watch.ingest import Failed, Indexed, IngestPool, Task
+import pytest
+
+from chromatica_watch.ingest import Failed, Indexed, IngestPool, StartMethod, Task
 from tests.conftest import photo, solid, write_rgb
 from tests.pool_work import misbehaving_chunk
 
@@ -17,10 +20,12 @@ def _tasks(root: Path, names: list[str]) -> list[Task]:
     return [Task(str(root), name.encode()) for name in names]
 
 
-def test_a_hung_file_and_a_crashing_decoder_fail_alone_and_the_rest_is_indexed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_hung_file_and_a_crashing_decoder_fail_alone_and_the_rest_is_indexed(
+        tmp_path: Path, start_method: StartMethod) -> None:
     names = ["a.png", "b-hang.png", "c.png", "d-crash.png", "e.png", "f.png"]
     tasks = _tasks(tmp_path, names)
-    with IngestPool(2, 64, 10_000_000, file_timeout=1.0, work=misbehaving_chunk) as pool:
+    with IngestPool(2, 64, 10_000_000, file_timeout=1.0, work=misbehaving_chunk, start_method=start_method) as pool:
         results = list(pool.run(tasks, chunk_size=2))
         # The pool is whole again afterwards: replaced workers take new work.
         again = pool.process(_tasks(tmp_path / "again", ["g.png", "h.png", "i.png"]))
@@ -34,10 +39,11 @@ def test_a_hung_file_and_a_crashing_decoder_fail_alone_and_the_rest_is_indexed(t
     assert [type(r) for r in again] == [Indexed] * 3
 
 
-def test_should_stop_returns_while_a_worker_hangs_and_close_kills_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_should_stop_returns_while_a_worker_hangs_and_close_kills_it(tmp_path: Path, start_method: StartMethod) -> None:
     tasks = _tasks(tmp_path, ["x-hang.png", "y-hang.png", "z.png"])
     stop = threading.Event()
-    pool = IngestPool(2, 64, 10_000_000, file_timeout=3600.0, work=misbehaving_chunk)
+    pool = IngestPool(2, 64, 10_000_000, file_timeout=3600.0, work=misbehaving_chunk, start_method=start_method)
     pool.start()
     timer = threading.Timer(1.0, stop.set)
     timer.start()
