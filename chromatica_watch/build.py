@@ -76,6 +76,7 @@ class BuildReport:
     batch_size: int = 0
     max_dimension: int = 0
     fingerprint: str = ""
+    interrupted: bool = False  # asked to stop before every file was read: the same build again goes on
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -90,7 +91,14 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildReport:
+def _never() -> bool:
+    return False
+
+
+def build(opts: BuildOptions, on_progress: ProgressFn | None = None,
+          should_stop: Callable[[], bool] = _never) -> BuildReport:
+    """Index opts.dataset into opts.output. `should_stop` is asked between batches: once it says so, the
+    build commits what it has read and returns, with `interrupted` set in its report."""
     started = time.monotonic()
     dataset = opts.dataset.resolve()
     if not dataset.is_dir():
@@ -99,7 +107,7 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
     created = not output.exists()
     ensure_writable(output)
     try:
-        return _build_into(opts, on_progress, started, dataset, output)
+        return _build_into(opts, on_progress, should_stop, started, dataset, output)
     except BaseException:
         # Refused before anything was written (a cluster out of reach, a worker of another version): a
         # folder the build made and left empty is not left behind.
@@ -108,8 +116,8 @@ def build(opts: BuildOptions, on_progress: ProgressFn | None = None) -> BuildRep
         raise
 
 
-def _build_into(opts: BuildOptions, on_progress: ProgressFn | None, started: float, dataset: Path,
-                output: Path) -> BuildReport:
+def _build_into(opts: BuildOptions, on_progress: ProgressFn | None, should_stop: Callable[[], bool],
+                started: float, dataset: Path, output: Path) -> BuildReport:
     fp = histogram.fingerprint(opts.max_dimension)
     root = os.fsdecode(dataset)
     workers = worker_count(opts.workers)
@@ -120,7 +128,7 @@ def _build_into(opts: BuildOptions, on_progress: ProgressFn | None, started: flo
         pool.start()  # the workers start up while the folder is scanned and the catalog opened
         if opts.dask is not None:
             report.cluster, report.workers = opts.dask, pool.workers
-        _build(opts, pool, output, fp, report, on_progress, started)
+        _build(opts, pool, output, fp, report, on_progress, should_stop, started)
     report.seconds = round(time.monotonic() - started, 3)
     report.images_per_second = round(report.indexed / report.seconds, 2) if report.seconds else 0.0
     write_reports(output, report)
@@ -151,7 +159,7 @@ def _pool(opts: BuildOptions, workers: int) -> BuildPool:
 
 
 def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report: BuildReport,
-           on_progress: ProgressFn | None, started: float) -> None:
+           on_progress: ProgressFn | None, should_stop: Callable[[], bool], started: float) -> None:
     root = report.dataset
     _, disk, problems = scan_dataset(opts.dataset, opts.excludes)
     if opts.part is not None:
@@ -179,10 +187,14 @@ def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report
         if plan.adopt:
             logger.info("took over the photos of %s (%d moved by name)", plan.adopt, len(plan.moves))
         scan_failures = [Failure(root, pr.path, 0, 0, pr.reason) for pr in problems]
-        _run(tasks, opts, pool, committer, replaced, vanished, report, on_progress, started, output, fp)
-        # Whatever vanished and was not claimed by a move is gone; scan problems are recorded too.
-        final = committer.commit([], {}, vanished, extra_tombstones=vanished.remaining_ids())
-        report.tombstoned += final.tombstoned
+        done = _run(tasks, opts, pool, committer, replaced, vanished, report, on_progress, should_stop, started,
+                    output, fp)
+        report.interrupted = done < len(tasks)
+        if not report.interrupted:
+            # Whatever vanished and was not claimed by a move is gone. (Stopped early, the files not read
+            # yet may hold some of those moves: the next build decides.)
+            final = committer.commit([], {}, vanished, extra_tombstones=vanished.remaining_ids())
+            report.tombstoned += final.tombstoned
         if scan_failures:
             catalog.apply(Changes(failed=scan_failures))
         committer.index.checkpoint(output, fp)  # the index may have been rebuilt in another layout meanwhile
@@ -196,13 +208,17 @@ def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report
 
 
 def _run(tasks: list[Task], opts: BuildOptions, pool: ResultSource, committer: Committer,
-         replaced: dict[Key, Replaced], vanished: Vanished, report: BuildReport,
-         on_progress: ProgressFn | None, started: float, output: Path, fp: str) -> None:
-    if not tasks:
-        return
+         replaced: dict[Key, Replaced], vanished: Vanished, report: BuildReport, on_progress: ProgressFn | None,
+         should_stop: Callable[[], bool], started: float, output: Path, fp: str) -> int:
+    """Read and commit the tasks; returns how many were done (fewer when asked to stop)."""
+    if not tasks or should_stop():
+        return 0
     last_checkpoint = time.monotonic()
+    results = 0
 
     def progress(done: int) -> None:
+        nonlocal results
+        results = done
         if on_progress is not None:
             on_progress(Progress(done, len(tasks), report.failed, time.monotonic() - started))
 
@@ -223,8 +239,9 @@ def _run(tasks: list[Task], opts: BuildOptions, pool: ResultSource, committer: C
             last_checkpoint = time.monotonic()
 
     ingest_tasks(pool, tasks, committer, replaced, vanished, opts.batch_size, chunk_size=CHUNK_SIZE,
-                 on_result=progress, on_batch=after_batch)
+                 should_stop=should_stop, on_result=progress, on_batch=after_batch)
     pool.release()  # the workers' exit (~0.1 s) overlaps the final commit and checkpoint
+    return results
 
 
 def write_reports(output: Path, report: BuildReport) -> None:

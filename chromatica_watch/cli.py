@@ -77,21 +77,24 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--dask-path-map needs --dask")
     if args.dask_timeout <= 0:
         raise UsageError("--dask-timeout must be > 0")
-    if args.dask is None and args.shards == 1:
-        from .ingest import start_worker_server
+    from .interrupt import stop_on_sigint
 
-        start_worker_server()  # the workers' decoders load in their server while DuckDB and FAISS load here
-    from .build import BuildOptions, build
-    opts = BuildOptions(dataset=Path(args.dataset), output=Path(args.output), batch_size=args.batch_size,
-                        max_dimension=args.max_dimension, max_pixels=args.max_pixels, workers=args.workers,
-                        excludes=tuple(args.exclude), match_by=args.match_by, dask=args.dask,
-                        dask_path_map=_path_map(args.dask_path_map), dask_timeout=args.dask_timeout)
-    if args.shards != 1:
-        from .shards import build_sharded
+    with stop_on_sigint(on_first=_say_stopping) as should_stop:
+        if args.dask is None and args.shards == 1:
+            from .ingest import start_worker_server
 
-        report = build_sharded(opts, args.shards)
-    else:
-        report = build(opts, on_progress=None if args.quiet else ProgressBar())
+            start_worker_server()  # the workers' decoders load in their server while DuckDB and FAISS load here
+        from .build import BuildOptions, build
+        opts = BuildOptions(dataset=Path(args.dataset), output=Path(args.output), batch_size=args.batch_size,
+                            max_dimension=args.max_dimension, max_pixels=args.max_pixels, workers=args.workers,
+                            excludes=tuple(args.exclude), match_by=args.match_by, dask=args.dask,
+                            dask_path_map=_path_map(args.dask_path_map), dask_timeout=args.dask_timeout)
+        if args.shards != 1:
+            from .shards import build_sharded
+
+            report = build_sharded(opts, args.shards, should_stop)
+        else:
+            report = build(opts, on_progress=None if args.quiet else ProgressBar(), should_stop=should_stop)
     if report.adopted:
         print(f"took over the index's photos of {report.adopted} (matched by name, not read again)")
     print(f"indexed {report.indexed} new images ({report.unchanged} already indexed, {report.moved} moved, "
@@ -99,7 +102,15 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"{report.total_live} in the index")
     if report.failures:
         print(f"{len(report.failures)} files could not be indexed; see {opts.output}/failed_images_report.txt")
+    if report.interrupted:
+        print("chromatica-watch: interrupted; what was read is kept: run the same command again to go on",
+              file=sys.stderr)
+        return 130
     return 0
+
+
+def _say_stopping() -> None:
+    sys.stderr.write("\nstopping: committing the files in hand (Ctrl-C again to stop at once)\n")
 
 
 def _path_map(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:

@@ -26,12 +26,13 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 import pebble
 
 from .errors import ImageError
 from .filetypes import extension
+from .interrupt import sigint_blocked
 from .paths import absolute_key, absolute_path, display_key, stat_file
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .thumbnails import Thumbnailer  # built by the daemon and handed in; a build's driver never loads Pillow
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ def start_worker_server() -> None:
     (a build's driver loads DuckDB and FAISS meanwhile); the first pool on "forkserver" then forks its
     workers at once."""
     worker_context("forkserver")
-    forkserver.ensure_running()
+    with sigint_blocked():
+        forkserver.ensure_running()
 
 
 def _timed_out_reason(seconds: float) -> str:
@@ -240,13 +244,19 @@ class IngestPool:
     def start(self) -> None:
         """Start every worker now (pebble starts them all with the pool), so that their start-up (with
         "spawn", a fresh interpreter importing OpenCV and numpy, ~0.3 s) overlaps what the caller does next."""
-        self._started = True
-        self._pool.schedule(os.getpid)
+        self._schedule(os.getpid)
 
     def _submit(self, chunk: list[Task]) -> Future[list[Result]]:
+        return self._schedule(self._work, (chunk, self.max_dimension, self.max_pixels),
+                              timeout=self.file_timeout * len(chunk))
+
+    def _schedule(self, fn: Callable[..., T], args: tuple[object, ...] = (),
+                  timeout: float | None = None) -> Future[T]:
+        if self._started:
+            return self._pool.schedule(fn, args, timeout=timeout)
         self._started = True
-        return self._pool.schedule(self._work, (chunk, self.max_dimension, self.max_pixels),
-                                   timeout=self.file_timeout * len(chunk))
+        with sigint_blocked():  # the first schedule starts the workers, and pebble's threads that replace them
+            return self._pool.schedule(fn, args, timeout=timeout)
 
     def run(self, tasks: Iterable[Task], chunk_size: int = 8,
             should_stop: Callable[[], bool] = lambda: False) -> Iterator[Result]:

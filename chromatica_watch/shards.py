@@ -16,14 +16,18 @@ import logging
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from .build import BuildOptions, BuildReport, build, write_reports
 from .defaults import worker_count
 from .errors import ChromaticaError, UsageError
 from .indexdir import INDEXING_REPORT
+from .interrupt import sigint_blocked
 from .merge import merge
 
 logger = logging.getLogger(__name__)
@@ -34,9 +38,15 @@ def shard_dirs(output: Path, shards: int) -> list[Path]:
     return [output.with_name(f".{output.name}.shard-{k + 1}-of-{shards}") for k in range(shards)]
 
 
-def build_sharded(opts: BuildOptions, shards: int) -> BuildReport:
+def _never() -> bool:
+    return False
+
+
+def build_sharded(opts: BuildOptions, shards: int, should_stop: Callable[[], bool] = _never) -> BuildReport:
     """Build `opts.dataset` into the new index dir `opts.output` with `shards` writers; raises UsageError
-    for an output that is not new or options that cannot shard, ChromaticaError when a shard fails."""
+    for an output that is not new or options that cannot shard, ChromaticaError when a shard fails. Once
+    `should_stop` says so, every shard commits what it has read and stops: the report says `interrupted`,
+    nothing is merged, and the same command again resumes each shard."""
     if shards < 2:
         raise UsageError(f"--shards must be at least 2, got {shards}")
     if opts.dask is not None:
@@ -50,8 +60,12 @@ def build_sharded(opts: BuildOptions, shards: int) -> BuildReport:
     dirs = shard_dirs(output, shards)
     per_shard = max(1, worker_count(opts.workers) // shards)
     logger.info("building %d shards with %d worker(s) each: %s", shards, per_shard, ", ".join(map(str, dirs)))
-    _run_parts([replace(opts, output=d, part=(k, shards), workers=per_shard) for k, d in enumerate(dirs)])
+    _run_parts([replace(opts, output=d, part=(k, shards), workers=per_shard) for k, d in enumerate(dirs)],
+               should_stop)
     parts = [json.loads((d / INDEXING_REPORT).read_text()) for d in dirs]
+    if any(p["interrupted"] for p in parts):
+        live = sum(int(p["total_live"]) for p in parts)
+        return replace(_combined(opts, output, parts, live, started), interrupted=True)
     merged = merge(dirs, output)
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
@@ -60,33 +74,41 @@ def build_sharded(opts: BuildOptions, shards: int) -> BuildReport:
     return report
 
 
-def _run_parts(parts: list[BuildOptions]) -> None:
-    """Each part's build in a process of its own (spawned: no thread of ours is inherited), all at once."""
+def _run_parts(parts: list[BuildOptions], should_stop: Callable[[], bool]) -> None:
+    """Each part's build in a process of its own (spawned: no thread of ours is inherited), all at once.
+    The parts never see a Ctrl-C (this process does, and passes `should_stop` on to them)."""
     context = multiprocessing.get_context("spawn")
-    running = []
-    for n, opts in enumerate(parts, 1):
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_build_part, args=(opts, send), name=f"chromatica-shard-{n}")
-        process.start()
-        send.close()
-        running.append((n, process, receive))
+    stop = context.Event()
+    running: dict[Connection, tuple[int, BaseProcess]] = {}
+    with sigint_blocked():
+        for n, opts in enumerate(parts, 1):
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_build_part, args=(opts, send, stop), name=f"chromatica-shard-{n}")
+            child.start()
+            send.close()
+            running[receive] = (n, child)
     errors = []
-    for n, process, receive in running:
-        try:
-            message = receive.recv()
-        except EOFError:  # it died without a word (killed): its exit code says how
-            message = None
-        process.join()
-        if message is not None or process.exitcode != 0:
-            errors.append(f"shard {n} of {len(parts)}: {message or f'exited with code {process.exitcode}'}")
+    while running:
+        ready = wait(list(running), timeout=0.2)
+        for receive in [r for r in running if r in ready]:
+            n, process = running.pop(receive)
+            try:
+                message = receive.recv()
+            except EOFError:  # it died without a word (killed): its exit code says how
+                message = None
+            process.join()
+            if message is not None or process.exitcode != 0:
+                errors.append(f"shard {n} of {len(parts)}: {message or f'exited with code {process.exitcode}'}")
+        if should_stop():
+            stop.set()
     if errors:
-        raise ChromaticaError("; ".join(errors) + " (run the same command again: each shard resumes)")
+        raise ChromaticaError("; ".join(sorted(errors)) + " (run the same command again: each shard resumes)")
 
 
-def _build_part(opts: BuildOptions, send: Connection) -> None:
+def _build_part(opts: BuildOptions, send: Connection, stop: Event) -> None:
     """In a shard's process: its build, and None or the reason it failed sent back."""
     try:
-        build(opts)
+        build(opts, should_stop=stop.is_set)
         send.send(None)
     except ChromaticaError as exc:
         send.send(str(exc))

@@ -167,16 +167,21 @@ def snapshot(index_dir: Path) -> dict[str, dict[int, tuple[bytes, str, bytes]]]:
     return {"rows": rows, "vectors": vectors, "failures": failures}  # type: ignore[dict-item]
 
 
-def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path) -> None:
-    dataset = tmp_path / "dataset"
+def cropped_photos(dataset: Path, count: int = 160) -> Path:
+    """`count` distinct JPEG crops of the real photos in four folders, and one file that is not an image."""
     rng = np.random.default_rng(3)
     base = [photo(n) for n in PHOTO_NAMES]
-    for i in range(160):
+    for i in range(count):
         img = base[i % len(base)]
         y, x = rng.integers(0, 100, 2)
         crop = np.ascontiguousarray(img[y:y + 200, x:x + 260])
         write_rgb(dataset / f"d{i % 4}" / f"img{i:03d}.jpg", crop, IMWRITE_JPEG_QUALITY=85)
     (dataset / "broken.jpg").write_text("not an image")
+    return dataset
+
+
+def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path) -> None:
+    dataset = cropped_photos(tmp_path / "dataset")
     reference = tmp_path / "reference"
     run_cli("build", "--dataset", str(dataset), "--output", str(reference), "--batch-size", "10", "-q",
             check=True)
