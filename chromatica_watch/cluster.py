@@ -29,6 +29,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from . import histogram
 from .errors import ClusterError, UsageError
 from .ingest import Failed, Result, Task, Unstable, process_chunk, worker_init
+from .interrupt import sigint_blocked
 from .paths import display_key, stat_file
 
 logger = logging.getLogger(__name__)
@@ -153,8 +154,11 @@ class DaskPool:
             n = self._local_workers or (os.cpu_count() or 1)
             # Processes, one thread each: decode holds the GIL often enough that threads would not scale.
             # ":0": the scheduler serves its HTTP endpoints anyway; a free port, never a clash on 8787.
-            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=":0")
+            # Its processes never see a Ctrl-C (the build stops them): started with SIGINT blocked, and so
+            # is the thread that starts them again later.
+            with sigint_blocked():
+                self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                             dashboard_address=":0")
             return Client(self._cluster)
         try:
             client = Client(self.address, timeout=self.connect_timeout)

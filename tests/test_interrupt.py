@@ -140,3 +140,18 @@ def test_ctrl_c_during_a_sharded_build_stops_every_shard_and_the_same_command_re
     again = run_cli(*argv[:-4], "--shards", "2", "-q", check=True)
     assert "300 in the index" in again.stdout, again.stdout
     assert not any(d.exists() for d in shard_dirs(out, 2))
+
+
+def test_ctrl_c_during_a_build_on_a_local_dask_cluster_ends_it_without_a_traceback(tmp_path: Path) -> None:
+    dataset = cropped_photos(tmp_path / "dataset", 300)
+    out = tmp_path / "out"
+    wal = out / "chromatica_metadata.db.wal"
+    code, err, started = _interrupt(
+        ["build", "--dataset", str(dataset), "--output", str(out), "--batch-size", "10", "--dask", "local:2"],
+        lambda _: wal.exists() and wal.stat().st_size > FIRST_BATCH_WAL)
+
+    assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert json.loads((out / INDEXING_REPORT).read_text())["interrupted"]
+    wait_until(lambda: all(_gone(p) for p in started), timeout=60)
+    again = run_cli("build", "--dataset", str(dataset), "--output", str(out), "-q", check=True)
+    assert "300 in the index" in again.stdout
