@@ -1,14 +1,18 @@
 """Histograms with the colours of real photos, for the search-quality and layout tests: crops of
-scikit-image's photos, hue-rotated and brightness-scaled at random, and convex mixes of them."""
+scikit-image's photos, hue-rotated and brightness-scaled at random, and convex mixes of them; and the
+exact search both kinds of test measure a searcher against, live and with a fifth of the rows deleted."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from chromatica_watch import histogram as H
+from chromatica_watch import rerank as R
+from chromatica_watch.catalog import Catalog, Changes
+from chromatica_watch.index import LiveIndex
 from tests.conftest import photo
 
 
@@ -38,3 +42,27 @@ def mixes(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     for i, k in enumerate(parts):
         out[i] = rng.dirichlet(np.ones(k)) @ base[rng.choice(len(base), k, replace=False)]
     return out / out.sum(axis=1, keepdims=True)
+
+
+def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: np.ndarray,
+                k_candidates: int) -> list[int]:
+    """Brute force: L2 between the Hellinger vectors of every row given, the nearest k_candidates, the same
+    rerank."""
+    d = np.square(vectors - H.hellinger(query)[None, :]).sum(axis=1)
+    top = np.argsort(d, kind="stable")[:k_candidates]
+    got, _ = R.rerank(query, ids[top], hists[top], k=10)
+    return got[:10].tolist()
+
+
+def live_then_a_fifth_deleted(catalog: Catalog, live: LiveIndex, ids: np.ndarray,
+                              rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
+    """("all live", mask), then ("20% tombstoned", mask) once a random fifth of the rows is deleted from
+    the catalog and the index; the mask says which rows are alive."""
+    alive = np.ones(len(ids), dtype=bool)
+    yield "all live", alive
+    dead = rng.choice(len(ids), len(ids) // 5, replace=False)
+    catalog.apply(Changes(tombstoned=ids[dead].tolist()))
+    live.mark_deleted(ids[dead])
+    alive[dead] = False
+    yield "20% tombstoned", alive
+

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from chromatica_watch import histogram as H
-from chromatica_watch import rerank as R
 from chromatica_watch.catalog import Catalog, Changes, NewImage
 from chromatica_watch.index import (
     FLAT,
@@ -32,7 +31,7 @@ from chromatica_watch.indexdir import compact, needs_reshape, open_live_index, r
 from chromatica_watch.query import ColorWeight, color_query_histogram
 from chromatica_watch.searcher import Searcher
 from chromatica_watch.store import Store
-from tests.photo_corpus import mixes, photo_histograms
+from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms
 
 FP = H.fingerprint(256)
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
@@ -161,16 +160,6 @@ def test_tombstoned_and_hidden_ids_never_come_back_from_a_pca_index(
 
 
 # -- recall of the projection ------------------------------------------------------------------------------
-def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: np.ndarray,
-                k_candidates: int) -> list[int]:
-    """Brute force: L2 between the Hellinger vectors of every row given, the nearest k_candidates, the same
-    rerank."""
-    d = np.square(vectors - H.hellinger(query)[None, :]).sum(axis=1)
-    top = np.argsort(d, kind="stable")[:k_candidates]
-    got, _ = R.rerank(query, ids[top], hists[top], k=10)
-    return got[:10].tolist()
-
-
 def test_searches_over_the_pca_layout_agree_with_an_exact_search(catalog: Catalog, base: np.ndarray) -> None:
     rng = np.random.default_rng(2)
     ids = add_rows(catalog, mixes(base, 4000, rng))
@@ -181,13 +170,7 @@ def test_searches_over_the_pca_layout_agree_with_an_exact_search(catalog: Catalo
     hists = stored(catalog, ids)  # what both rerank: the catalog's float16 histograms
     vectors = H.hellinger(hists)
     queries = list(mixes(base, 15, rng)) + colour_queries(rng, 15)
-    alive = np.ones(len(ids), dtype=bool)
-    for phase in ("all live", "20% tombstoned"):
-        if phase == "20% tombstoned":
-            dead = rng.choice(len(ids), len(ids) // 5, replace=False)
-            catalog.apply(Changes(tombstoned=ids[dead].tolist()))
-            live.mark_deleted(ids[dead])
-            alive[dead] = False
+    for phase, alive in live_then_a_fifth_deleted(catalog, live, ids, rng):
         overlap, same = [], 0
         for q in queries:
             got = [r.id for r in searcher.search(q, k=10)]

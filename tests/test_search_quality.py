@@ -26,7 +26,7 @@ from chromatica_watch.index import LiveIndex
 from chromatica_watch.query import color_query_histogram, image_query_histogram, parse_colors
 from chromatica_watch.searcher import Searcher, open_readonly
 from tests.conftest import photo, solid, write_rgb
-from tests.photo_corpus import mixes, photo_histograms
+from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms
 
 NAMED = {
     "red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 68, 255), "yellow": (255, 230, 0),
@@ -227,15 +227,6 @@ def test_rows_tombstoned_after_the_index_answered_are_dropped(
 
 # -- ANN recall ---------------------------------------------------------------------------------
 
-def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: np.ndarray,
-                k_candidates: int) -> list[int]:
-    """Flat exact L2 on Hellinger vectors, then the same rerank of the same K."""
-    d = ((vectors - H.hellinger(query)[None, :]) ** 2).sum(axis=1)
-    top = np.argsort(d, kind="stable")[:k_candidates]
-    got, _ = R.rerank(query, ids[top], hists[top], k=10)
-    return got[:10].tolist()
-
-
 def test_ann_recall_after_rerank_with_and_without_tombstones(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     base = photo_histograms(rng, (*PHOTOS, "immunohistochemistry", "colorwheel", "retina", "cat", "coins", "camera"),
@@ -253,13 +244,7 @@ def test_ann_recall_after_rerank_with_and_without_tombstones(tmp_path: Path) -> 
         queries = list(mixes(base, 30, rng)) + [
             color_query_histogram(parse_colors([f"#{c:06x}" for c in rng.integers(0, 1 << 24, 2)]))
             for _ in range(10)]
-        alive = np.ones(len(ids), dtype=bool)
-        for phase in ("all live", "20% tombstoned"):
-            if phase == "20% tombstoned":
-                dead = rng.choice(len(ids), len(ids) // 5, replace=False)
-                catalog.apply(Changes(tombstoned=ids[dead].tolist()))
-                live.mark_deleted(ids[dead])
-                alive[dead] = False
+        for phase, alive in live_then_a_fifth_deleted(catalog, live, ids, rng):
             same, overlap = 0, []
             for n, q in enumerate(queries):
                 ann = [r.id for r in searcher.search(q, k=10)]
