@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -53,6 +55,18 @@ class Summary:
 
     def add(self, figure: str, value: float, unit: str, target: str = "", passed: bool | None = None) -> None:
         self.checks.append(Check(figure, round(value, 3), unit, target, passed))
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """SIGTERM (the daemon checkpoints and exits 0), and SIGKILL if it has not ended within `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def section(title: str) -> None:

@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import BENCH_DIR, CLI, MAX_DIMENSION, Summary, begin, finish, make_corpus, section
+from bench_common import BENCH_DIR, CLI, MAX_DIMENSION, Summary, begin, finish, make_corpus, section, stop_daemon
 from bench_daemon import RECONCILED, rss_mb
 from bench_search import base_histograms, dataset_batches, make_queries
 from bench_web import FILES_PER_FOLDER, relpath
@@ -225,13 +224,7 @@ class Runs:
                     time.sleep(0.02)
                 yield Daemon(proc, sock, log_path, time.perf_counter() - started)
             finally:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=300)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                stop_daemon(proc, timeout=300)
 
     def wait_idle(self, daemon: Daemon) -> dict[str, Any]:
         """The reconcile's log line once status.json says idle with nothing queued, and the histogram file

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from bench_common import BENCH_DIR, CLI, MAX_DIMENSION
+from bench_common import BENCH_DIR, CLI, MAX_DIMENSION, stop_daemon
 from skimage import data
 
 from chromatica_watch import config as config_mod
@@ -284,8 +283,7 @@ def running_daemon(index_dir: Path, work: Path) -> Iterator[Path]:
             time.sleep(0.1)
         yield config
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        stop_daemon(proc)
         log.close()
         shutil.rmtree(runtime, ignore_errors=True)
         shutil.rmtree(served, ignore_errors=True)

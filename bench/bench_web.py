@@ -56,7 +56,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -79,6 +78,7 @@ from bench_common import (
     finish,
     make_corpus,
     section,
+    stop_daemon,
     wait_until_quiet,
     warm_page_cache,
     warn_if_busy,
@@ -276,12 +276,7 @@ def running_daemon(ds: Dataset, work: Path, n: int) -> Iterator[Daemon]:
             raise SystemExit(f"the daemon shows {s['counts']} indexed, not {n}: the data set is not what it serves")
         yield Daemon(proc, config, sock, state, thumbs, str(s["web_url"]), startup, s)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
         log.close()
         shutil.rmtree(runtime, ignore_errors=True)
         shutil.rmtree(served, ignore_errors=True)
