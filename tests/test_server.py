@@ -1,0 +1,32 @@
+"""The socket server on its own: connections are answered on threads it keeps (a search's first run on a
+new thread page-faults in per-thread memory, every time), and stopping it leaves no thread behind."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from chromatica_watch.client import request
+from chromatica_watch.server import SearchServer
+
+
+class _Answers:
+    """A service that says which thread answered (what the server is asked, not a stand-in for it)."""
+
+    def status(self) -> dict[str, Any]:
+        return {"thread": threading.current_thread().name}
+
+
+def test_connections_are_answered_on_kept_threads_and_none_is_left_after_stop(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = SearchServer(_Answers(), path)  # type: ignore[arg-type]
+    server.start()
+    try:
+        threads = [request(path, {"op": "status"})["status"]["thread"] for _ in range(20)]
+        assert len(set(threads)) == 1 and threads[0].startswith("api-unix"), threads
+        before = {t.name for t in threading.enumerate()}
+    finally:
+        server.stop()
+    assert threads[0] in before
+    assert not [t for t in threading.enumerate() if t.name.startswith("api-")]
