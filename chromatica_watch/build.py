@@ -27,6 +27,7 @@ from .errors import DatasetError
 from .fsutil import atomic_write
 from .indexdir import FAILED_REPORT, INDEXING_REPORT, ensure_writable, needs_reshape, open_live_index, rebuild_from
 from .ingest import IngestPool, ResultSource, Task
+from .interrupt import never
 from .paths import Key, absolute_key, display_path
 from .pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks
 from .reconcile import MatchBy
@@ -91,14 +92,10 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-def _never() -> bool:
-    return False
-
-
 def build(opts: BuildOptions, on_progress: ProgressFn | None = None,
-          should_stop: Callable[[], bool] = _never) -> BuildReport:
-    """Index opts.dataset into opts.output. `should_stop` is asked between batches: once it says so, the
-    build commits what it has read and returns, with `interrupted` set in its report."""
+          should_stop: Callable[[], bool] = never) -> BuildReport:
+    """Index opts.dataset into opts.output. `should_stop` is asked as files are handed to the workers: once
+    it says so, the build commits what it has read and returns, with `interrupted` set in its report."""
     started = time.monotonic()
     dataset = opts.dataset.resolve()
     if not dataset.is_dir():

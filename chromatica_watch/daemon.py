@@ -170,6 +170,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._commands_lock = threading.Lock()
+        self._taking_commands = True  # until close(): then a command fails at once, never waits forever
         self.online: dict[str, bool] = {}
         self.root_problems: dict[str, str] = {}  # root -> why it is offline
         self.watcher: Watcher
@@ -251,6 +253,7 @@ class Daemon:
     def close(self) -> None:
         self.set_state(State.STOPPING)
         self.notifier.stopping()
+        self.refuse_commands()
         if self._server is not None:
             self._server.stop()
         if self._web is not None:
@@ -595,8 +598,26 @@ class Daemon:
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn` on the indexer thread (which owns catalog writes); the future holds its result."""
         future: Future[Any] = Future()
-        self.commands.put((fn, future))
+        with self._commands_lock:
+            if self._taking_commands:
+                self.commands.put((fn, future))
+                return future
+        future.set_exception(ChromaticaError("the daemon is stopping; run the command again once it is back"))
         return future
+
+    def refuse_commands(self) -> None:
+        """From now on commands fail at once, and those still queued fail now: the socket threads waiting
+        for them answer, and the server's stop, which waits for its threads, does not wait on them."""
+        with self._commands_lock:
+            self._taking_commands = False
+        while True:
+            try:
+                _, future = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ChromaticaError("the daemon stopped before it could do this; run the "
+                                                     "command again once it is back"))
 
     def run_commands(self) -> None:
         while True:

@@ -14,6 +14,11 @@ from multiprocessing import resource_tracker
 from types import FrameType
 
 
+def never() -> bool:
+    """A `should_stop` that never asks to stop."""
+    return False
+
+
 @contextlib.contextmanager
 def sigint_blocked() -> Iterator[None]:
     """Block SIGINT in this thread meanwhile: processes and threads started in here inherit the mask, so

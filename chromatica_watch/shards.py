@@ -27,7 +27,7 @@ from .build import BuildOptions, BuildReport, build, write_reports
 from .defaults import worker_count
 from .errors import ChromaticaError, UsageError
 from .indexdir import INDEXING_REPORT
-from .interrupt import sigint_blocked
+from .interrupt import never, sigint_blocked
 from .merge import merge
 
 logger = logging.getLogger(__name__)
@@ -38,11 +38,7 @@ def shard_dirs(output: Path, shards: int) -> list[Path]:
     return [output.with_name(f".{output.name}.shard-{k + 1}-of-{shards}") for k in range(shards)]
 
 
-def _never() -> bool:
-    return False
-
-
-def build_sharded(opts: BuildOptions, shards: int, should_stop: Callable[[], bool] = _never) -> BuildReport:
+def build_sharded(opts: BuildOptions, shards: int, should_stop: Callable[[], bool] = never) -> BuildReport:
     """Build `opts.dataset` into the new index dir `opts.output` with `shards` writers; raises UsageError
     for an output that is not new or options that cannot shard, ChromaticaError when a shard fails. Once
     `should_stop` says so, every shard commits what it has read and stops: the report says `interrupted`,
@@ -63,7 +59,7 @@ def build_sharded(opts: BuildOptions, shards: int, should_stop: Callable[[], boo
     _run_parts([replace(opts, output=d, part=(k, shards), workers=per_shard) for k, d in enumerate(dirs)],
                should_stop)
     parts = [json.loads((d / INDEXING_REPORT).read_text()) for d in dirs]
-    if any(p["interrupted"] for p in parts):
+    if any(p.get("interrupted") for p in parts):  # a shard's report of an earlier version has no such key
         live = sum(int(p["total_live"]) for p in parts)
         return replace(_combined(opts, output, parts, live, started), interrupted=True)
     merged = merge(dirs, output)

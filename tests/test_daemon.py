@@ -323,3 +323,21 @@ def test_an_idle_loop_reads_the_counts_and_writes_status_json_once_per_status_in
         assert cfg.status_path.stat().st_mtime_ns != written
     finally:
         daemon.close()
+
+
+def test_a_stopping_daemon_fails_queued_commands_at_once_instead_of_leaving_them_waiting(daemon_env: DaemonEnv) -> None:
+    """A socket thread waits for a command's result (a compaction: up to an hour); the server's stop waits
+    for its threads. So when the daemon stops, a command still queued, or asked for afterwards, fails at
+    once with a line saying why."""
+    from chromatica_watch import config as config_mod
+    from chromatica_watch.daemon import compose
+    from chromatica_watch.errors import ChromaticaError
+
+    daemon = compose(config_mod.load(daemon_env.config, env={}), daemon_env.config)
+    queued = daemon.submit_compact()
+    assert not queued.done()  # the indexer loop is not running: nothing takes it
+    daemon.refuse_commands()
+    with pytest.raises(ChromaticaError, match="stopped before it could do this"):
+        queued.result(timeout=1)
+    with pytest.raises(ChromaticaError, match="the daemon is stopping"):
+        daemon.submit_retry_failed().result(timeout=1)
