@@ -24,7 +24,9 @@ def test_connections_are_answered_on_kept_threads_and_none_is_left_after_stop(tm
     server.start()
     try:
         threads = [request(path, {"op": "status"})["status"]["thread"] for _ in range(20)]
-        assert len(set(threads)) == 1 and threads[0].startswith("api-unix"), threads
+        # Kept threads answer them again and again. (Not always the same one: a connection may come in
+        # before the thread that answered the last one is idle again, and the pool then adds a thread.)
+        assert all(t.startswith("api-unix") for t in threads) and len(set(threads)) <= 10, threads
         before = {t.name for t in threading.enumerate()}
     finally:
         server.stop()
