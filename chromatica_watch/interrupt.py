@@ -39,9 +39,9 @@ def stop_on_sigint(on_first: Callable[[], None] = lambda: None) -> Iterator[Call
     entered in the main thread (Python runs signal handlers there)."""
     requested = threading.Event()
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if requested.is_set():
-            signal.default_int_handler(_signum, _frame)  # raises KeyboardInterrupt
+            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
         requested.set()
         on_first()
 

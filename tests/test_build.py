@@ -209,6 +209,14 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path) ->
     assert got["failures"] == want["failures"]
 
 
+def ended(p: psutil.Process) -> bool:
+    """The process is gone, or a zombie (it has exited; its new parent has not reaped it yet)."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_build_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
     """Its workers are forked from a fork server that the build started: with the build gone, the server
     and the workers see their pipes close and exit by themselves."""
@@ -230,11 +238,5 @@ def test_a_build_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) ->
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    def gone(p: psutil.Process) -> bool:
-        try:
-            return p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_until(lambda: all(gone(p) for p in started), timeout=30)
+    wait_until(lambda: all(ended(p) for p in started), timeout=30)
 

@@ -20,7 +20,7 @@ from chromatica_watch.indexdir import INDEXING_REPORT
 from chromatica_watch.interrupt import sigint_blocked, stop_on_sigint
 from chromatica_watch.shards import shard_dirs
 from tests.conftest import CLI, wait_until
-from tests.test_build import cropped_photos, run_cli, snapshot
+from tests.test_build import cropped_photos, ended, run_cli, snapshot
 
 
 def test_the_first_sigint_asks_to_stop_and_the_second_interrupts() -> None:
@@ -69,13 +69,6 @@ def _interrupt(argv: list[str], when: Callable[[psutil.Process], bool]) -> tuple
     return proc.returncode, err, list(seen.values())
 
 
-def _gone(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _children(n: int) -> Callable[[psutil.Process], bool]:
     def at_least(main: psutil.Process) -> bool:
         try:
@@ -104,7 +97,7 @@ def test_ctrl_c_during_a_build_keeps_what_was_read_and_the_same_build_then_finis
     assert "interrupted; what was read is kept: run the same command again" in err
     report = json.loads((out / INDEXING_REPORT).read_text())
     assert report["interrupted"] and 0 < report["indexed"] < 300
-    wait_until(lambda: all(_gone(p) for p in started), timeout=30)
+    wait_until(lambda: all(ended(p) for p in started), timeout=30)
     again = run_cli("build", "--dataset", str(dataset), "--output", str(out), "--batch-size", "10", "-q", check=True)
     assert f"indexed {300 - report['indexed']} new images ({report['indexed']} already indexed" in again.stdout
     assert not json.loads((out / INDEXING_REPORT).read_text())["interrupted"]
@@ -120,7 +113,7 @@ def test_ctrl_c_while_a_build_starts_ends_it_without_a_traceback_or_a_process_le
     code, err, started = _interrupt(["build", "--dataset", str(dataset), "--output", str(out)], when)
 
     assert code in (0, 130) and "Traceback" not in err, err
-    wait_until(lambda: all(_gone(p) for p in started), timeout=30)
+    wait_until(lambda: all(ended(p) for p in started), timeout=30)
     assert run_cli("build", "--dataset", str(dataset), "--output", str(out), "-q").returncode == 0
     assert run_cli("validate", str(out)).returncode == 0
 
@@ -136,7 +129,7 @@ def test_ctrl_c_during_a_sharded_build_stops_every_shard_and_the_same_command_re
 
     assert code == 130 and "Traceback" not in err, err
     assert not out.exists() and all(d.exists() for d in shard_dirs(out, 2))  # nothing merged, both kept
-    wait_until(lambda: all(_gone(p) for p in started), timeout=30)
+    wait_until(lambda: all(ended(p) for p in started), timeout=30)
     again = run_cli(*argv[:-4], "--shards", "2", "-q", check=True)
     assert "300 in the index" in again.stdout, again.stdout
     assert not any(d.exists() for d in shard_dirs(out, 2))
@@ -152,6 +145,6 @@ def test_ctrl_c_during_a_build_on_a_local_dask_cluster_ends_it_without_a_traceba
 
     assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert json.loads((out / INDEXING_REPORT).read_text())["interrupted"]
-    wait_until(lambda: all(_gone(p) for p in started), timeout=60)
+    wait_until(lambda: all(ended(p) for p in started), timeout=60)
     again = run_cli("build", "--dataset", str(dataset), "--output", str(out), "-q", check=True)
     assert "300 in the index" in again.stdout
