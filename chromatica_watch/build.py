@@ -21,6 +21,7 @@ from typing import Protocol
 
 from . import histogram
 from .catalog import Catalog, Changes, Failure
+from .decoder_stamp import check_decoders
 from .defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS, worker_count
 from .delta import dataset_plan, scan_dataset
 from .errors import DatasetError
@@ -164,6 +165,7 @@ def _build(opts: BuildOptions, pool: ResultSource, output: Path, fp: str, report
         problems = [pr for pr in problems if in_part(pr.path, opts.part)]
     catalog = Catalog.open(output, fp)
     try:
+        check_decoders(catalog)
         live, _ = open_live_index(output, catalog, fp)
         plan = dataset_plan(catalog, root, disk, opts.match_by)
         delta = plan.delta

@@ -762,6 +762,33 @@ class Catalog:
             "ORDER BY hash(path), id LIMIT ?", [root, int(n)]).fetchall()
         return {bytes(p): LiveFile(i, s, m, h) for p, i, s, m, h in rows}
 
+    @_mapped
+    def meta(self, key: str) -> str | None:
+        rows = self._reader().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    @_mapped
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as con:
+            con.execute("DELETE FROM meta WHERE key = ?", [key])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+    @_mapped
+    def mark_stale(self, suffixes: list[str], key: str, value: str) -> int:
+        """Make the live rows of files with these extensions match no file (mtime_ns -1) and no content (an
+        empty hash), so that the next comparison with the folder decodes them again (a file whose bytes hash
+        to a stored row is otherwise not decoded), and set a meta value, in one transaction."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM meta WHERE key = ?", [key])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+            if not suffixes:
+                return 0
+            # a path is raw bytes: cast to text its non-UTF-8 bytes come out escaped, its extension intact
+            row = con.execute("UPDATE images SET mtime_ns = -1, content_hash = '' WHERE deleted_at IS NULL AND "
+                              r"list_contains(?, lower(regexp_extract(CAST(path AS VARCHAR), '(\.[^./]*)$', 1)))",
+                              [suffixes]).fetchone()
+            return int(row[0]) if row else 0
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One write transaction: committed when the block ends, rolled back (first error kept) if it raises."""

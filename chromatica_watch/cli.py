@@ -214,6 +214,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  root {root['path']}: retired (not in the config): {photos} hidden from searches{kept}")
             continue
         mode = live.get("watcher_mode", {}).get(root["path"], "-")
+        if root["path"] in live.get("watch_unchecked", []):
+            mode += " (which folders got a watch cannot be checked: those without one wait for the rescan)"
         where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
         print(f"  root {root['path']}: {where}, {photos}, watcher {mode}")
     if upgrade := live.get("upgrade"):

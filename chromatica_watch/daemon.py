@@ -944,7 +944,8 @@ class Daemon:
             roots=[{**v.to_json(), "online": v.state == WATCHED and bool(self.online.get(v.path))} for v in roots],
             watcher_mode=dict(self.watcher.modes) if hasattr(self, "watcher") else {},
             unwatched={root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
-                       for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {})
+                       for root, folders in self.watcher.unwatched.items()} if hasattr(self, "watcher") else {},
+            watch_unchecked=sorted(self.watcher.unchecked) if hasattr(self, "watcher") else [])
         self.reporter.update(upgrade=None if self.previous is None else {
             "from": self._previous_fingerprint, "to": self.store.fingerprint, "total": self._upgrade_total,
             "done": sum(v.photos for v in configured)})

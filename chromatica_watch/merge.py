@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .catalog import CATALOG_FILE, SCHEMA_VERSION, Catalog, merge_catalogs
+from .decoder_stamp import META_KEY as DECODERS_KEY
+from .decoder_stamp import merged_stamp
 from .errors import IndexDirError, UsageError
 from .fsutil import atomic_write, fsync_dir
 from .index import CheckpointInvalid, copy_checkpoint
@@ -40,6 +42,7 @@ class Input:
     path: Path
     fingerprint: str
     rows: int  # catalog rows, live and tombstoned: the size of its live index
+    decoders: str | None  # the stamp of the decoders that made its histograms
 
 
 @dataclass
@@ -124,7 +127,8 @@ def _survey(index_dir: Path) -> Input:
                                 f"`chromatica-watch compact --index-dir {index_dir}` once to bring it up to date, "
                                 "then merge")
         counts = catalog.counts()
-        return Input(index_dir, catalog.fingerprint(), counts["live"] + counts["tombstoned"])
+        return Input(index_dir, catalog.fingerprint(), counts["live"] + counts["tombstoned"],
+                     catalog.meta(DECODERS_KEY))
 
 
 def _common_fingerprint(surveyed: list[Input]) -> str:
@@ -143,6 +147,7 @@ def _merge_into(tmp: Path, surveyed: list[Input], base: Input, fingerprint: str)
     counts = merge_catalogs([s.path for s in surveyed], tmp, base.path, fingerprint)
     reused = _copy_base_checkpoint(base.path, tmp, fingerprint)
     with Catalog.open(tmp, fingerprint, must_exist=True) as catalog:
+        catalog.set_meta(DECODERS_KEY, merged_stamp([s.decoders for s in surveyed]))
         # loads the base's checkpoint, appends every live row past its watermark (the other inputs'),
         # and marks the tombstones it holds (duplicates the base lost)
         live, recovery = open_live_index(tmp, catalog, fingerprint)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .catalog import Catalog, quarantine
+from .decoder_stamp import check_decoders
 from .errors import CatalogDamaged, ChromaticaError
 from .histfile import HISTOGRAM_FILE, HistogramFile, discard
 from .index import PCA_FROM, LiveIndex
@@ -79,6 +80,7 @@ class Store:
 
     def _open(self) -> bool:
         self._catalog = catalog = Catalog.open(self.index_dir, self.fingerprint)
+        check_decoders(catalog)
         self._live, recovery = open_live_index(self.index_dir, catalog, self.fingerprint, self._progress,
                                                self.pca_from)
         self.refresh_hidden()

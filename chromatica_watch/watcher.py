@@ -156,12 +156,16 @@ def inotify_watch_limit() -> int | None:
 
 
 class _WatchedSet:
-    """The folders an inotify fd watches, as the kernel lists them in /proc/self/fdinfo/<fd>."""
+    """The folders watched by inotify fds of this process, as the kernel lists them in /proc/self/fdinfo."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self) -> None:
         self.idents: set[tuple[int, int]] = set()
         self.inos: set[int] = set()
         self.devs: set[int] = set()
+
+    @classmethod
+    def of_fd(cls, fd: int) -> _WatchedSet:
+        watched = cls()
         with open(f"/proc/self/fdinfo/{fd}") as info:
             for line in info:
                 if not line.startswith("inotify wd:"):
@@ -169,15 +173,39 @@ class _WatchedSet:
                 fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
                 ino, sdev = int(fields["ino"], 16), int(fields["sdev"], 16)
                 dev = os.makedev(sdev >> 20, sdev & 0xFFFFF)  # the kernel's dev_t, not stat's encoding
-                self.idents.add((dev, ino))
-                self.inos.add(ino)
-                self.devs.add(dev)
+                watched.idents.add((dev, ino))
+                watched.inos.add(ino)
+                watched.devs.add(dev)
+        return watched
+
+    def update(self, other: _WatchedSet) -> None:
+        self.idents |= other.idents
+        self.inos |= other.inos
+        self.devs |= other.devs
 
     def __contains__(self, st: os.stat_result) -> bool:
         if st.st_dev in self.devs:
             return (st.st_dev, st.st_ino) in self.idents
         # stat reports another device than the superblock's (btrfs subvolumes): the inode number alone
         return st.st_ino in self.inos
+
+
+def inotify_watches_of(folder: str) -> _WatchedSet | None:
+    """The watches of the inotify fds of this process that watch `folder` itself (None: no fd does, or the
+    kernel's lists cannot be read; OSError: `folder` cannot be stat'ed). Found by what the kernel says each
+    fd watches, not by a library's attribute or by when it opens its fds: any release of watchdog, one fd
+    per observer or one per root."""
+    st = os.stat(folder)
+    found: _WatchedSet | None = None
+    for fd in sorted(_inotify_fds()):
+        try:
+            watched = _WatchedSet.of_fd(fd)
+        except (OSError, KeyError, ValueError):
+            continue  # closed meanwhile, or a line of another form
+        if st in watched:
+            found = found or _WatchedSet()
+            found.update(watched)
+    return found
 
 
 def _subdirs(fd: int) -> list[tuple[str, os.stat_result]]:
@@ -349,25 +377,17 @@ class Watcher:
                  polling_interval: float = 5.0) -> None:
         self.excludes = excludes
         self.out = out
-        before = set() if use_polling else _inotify_fds()
         self._observer = PollingObserver(timeout=polling_interval) if use_polling else Observer()
-        self._inotify_fd = None if use_polling else self._find_inotify_fd(before)
         self._kind = "polling" if use_polling else "native"
         self._watches: dict[str, object] = {}
         self._targets: dict[str, str] = {}  # root -> the path watchdog watches
         self.modes: dict[str, str] = {}
         self.unwatched: dict[str, list[tuple[bytes, str]]] = {}
+        # natively watched roots whose watches this process cannot see (no inotify fd of ours lists the
+        # root): folders left without a watch there are found only by the periodic rescan
+        self.unchecked: set[str] = set()
         self._started = False
         self._stopped = False
-
-    def _find_inotify_fd(self, before: set[int]) -> int | None:
-        """The inotify fd of our observer: watchdog's own attribute when it has one, else the new one."""
-        fd = getattr(getattr(self._observer, "_inotify_fd", None), "_inotify_fd", None)
-        fds = _inotify_fds()
-        if isinstance(fd, int) and fd in fds:
-            return fd
-        new = fds - before
-        return new.pop() if len(new) == 1 else None
 
     def start(self) -> None:
         self._observer.start()
@@ -393,6 +413,8 @@ class Watcher:
             kind, reason = _cause(exc.errno, path, path_max)
             if exc.errno == errno.ENOENT:
                 reason = "it does not exist"
+            elif kind == TOO_LONG and len(path) < path_max:  # raised for a folder below the root
+                reason = f"a folder below it has a path longer than the system limit of {path_max} bytes"
             elif kind == LIMIT:
                 reason = _limit_detail()
             elif kind == OTHER:
@@ -407,14 +429,25 @@ class Watcher:
         """Find again which folders of a natively watched root have no watch (`unwatched[root]`); logs
         only when that changed. A root whose own folder, or whose folders for want of inotify watches,
         cannot be watched falls back to mode "scan". Call it after a rescan to catch folders made since."""
-        if self.modes.get(root) != "native" or self._inotify_fd is None:
-            return self.unwatched.get(root, [])
+        if self.modes.get(root) != "native" or not self._started:
+            return self.unwatched.get(root, [])  # before the start no watch exists yet: nothing to judge
         target = self._targets.get(root, root)
         path_max = _path_max(target)
         deadline = time.monotonic() + _SETTLE_S
         while True:
             try:
-                missing, seen = _unwatched_folders(target, _WatchedSet(self._inotify_fd))
+                watched = inotify_watches_of(target)
+            except OSError as exc:  # the root is gone: watchdog reports it
+                logger.debug("cannot check which folders of %s are watched: %s", root, exc)
+                return self.unwatched.get(root, [])
+            if watched is None:
+                if time.monotonic() < deadline and root not in self.unchecked:
+                    time.sleep(0.05)  # the library may add its watches on a thread of its own
+                    continue
+                self._cannot_check(root)
+                return self.unwatched.get(root, [])
+            try:
+                missing, seen = _unwatched_folders(target, watched)
             except (OSError, KeyError, ValueError) as exc:  # root gone (watchdog reports it), fdinfo unreadable
                 logger.debug("cannot check which folders of %s are watched: %s", root, exc)
                 return self.unwatched.get(root, [])
@@ -428,6 +461,9 @@ class Watcher:
             if all(kind != PASSING for kind, _ in causes.values()) or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
+        if root in self.unchecked:
+            self.unchecked.discard(root)
+            logger.info("the inotify watches of %s can be checked again", root)
         kinds = {kind for kind, _ in causes.values()}
         if LIMIT in kinds or b"." in causes:
             self.unwatch(root)
@@ -454,6 +490,13 @@ class Watcher:
             self.unwatched.pop(root, None)
         return found
 
+    def _cannot_check(self, root: str) -> None:
+        if root not in self.unchecked:
+            self.unchecked.add(root)
+            logger.error("cannot tell which folders under %s got an inotify watch (no inotify descriptor of "
+                         "this process lists it); folders left without one are found only by the periodic "
+                         "rescan", root)
+
     @staticmethod
     def _log_unwatched(root: str, found: list[tuple[bytes, str]]) -> None:
         if not found:
@@ -479,6 +522,7 @@ class Watcher:
     def unwatch(self, root: str) -> None:
         watch = self._watches.pop(root, None)
         self._targets.pop(root, None)
+        self.unchecked.discard(root)
         self.modes.pop(root, None)
         self.unwatched.pop(root, None)
         if watch is not None:

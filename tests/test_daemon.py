@@ -27,6 +27,7 @@ def test_end_to_end_drop_photos_and_status_shows_them(daemon_env: DaemonEnv) -> 
     as_json = json.loads(env.cli("status", "--json").stdout)
     assert as_json["status"]["counts"]["indexed"] == 4
     assert as_json["status"]["watcher_mode"][str(env.pictures)] == "native"
+    assert as_json["status"]["watch_unchecked"] == []  # which folders got a watch is checked
 
     # Modified in place: new id, old one tombstoned. Renamed: same id. Deleted: gone at once.
     write_rgb(env.pictures / "new" / "astronaut.jpg", solid((0, 255, 0)))

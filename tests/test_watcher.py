@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch.watcher import FsEvent, Watcher
+from chromatica_watch.watcher import FsEvent, Watcher, inotify_watches_of
 from tests.conftest import solid, wait_until, write_rgb
 
 LEVELS = 20  # 20 folders of 250-byte names: about 5000 bytes, deeper than PATH_MAX (4096 on Linux)
@@ -123,6 +123,28 @@ def test_a_folder_deeper_than_path_max_alone_is_left_to_scans(
     watched_deep = fits[-1]
     write_rgb(root / os.fsdecode(watched_deep) / "deep.png", solid((10, 10, 200)))
     wait_until(lambda: _seen(events, seen, FsEvent("changed", str(root), watched_deep + b"/deep.png")), timeout=10)
+
+
+def test_theinotify_watches_of_every_natively_watched_root_are_found(
+        tmp_path: Path, watcher: tuple[Watcher, queue.Queue[FsEvent]], caplog: pytest.LogCaptureFixture) -> None:
+    """The check of which folders got a watch must be on while watching natively, whatever release of
+    watchdog is installed and however many inotify fds it opens: without it, folders left without a watch
+    silently wait for the hourly rescan."""
+    w, _ = watcher
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for r in roots:
+        (r / "sub").mkdir(parents=True)
+    elsewhere = tmp_path / "not watched"
+    elsewhere.mkdir()
+    with caplog.at_level(logging.INFO, logger="chromatica_watch.watcher"):
+        for r in roots:
+            assert w.watch(str(r)) == "native"
+            assert w.recheck(str(r)) == []
+    assert w.unchecked == set() and not caplog.records
+    for r in roots:
+        found = inotify_watches_of(str(r))
+        assert found is not None and os.stat(r) in found and os.stat(r / "sub") in found
+    assert inotify_watches_of(str(elsewhere)) is None  # the check can tell a folder no watch covers
 
 
 def test_recheck_finds_deep_folders_made_later_and_logs_only_changes(
