@@ -69,12 +69,14 @@ from bench_common import (
     warm_page_cache,
 )
 
-from chromatica_watch import histogram, image, ingest
+from chromatica_watch.colour import histogram
+from chromatica_watch.imaging import image
+from chromatica_watch.ingest import pool as ingest
 
 if TYPE_CHECKING:
     import psutil
 
-    from chromatica_watch.catalog import NewImage
+    from chromatica_watch.storage.catalog import NewImage
 
 # Spawned worker processes (ours and the benchmark's own) re-run this module's top level, so only what
 # the ingest workers import anyway is imported here; build/catalog (faiss, duckdb, pyarrow) and psutil
@@ -291,7 +293,7 @@ def stop_fork_server() -> None:
 
 def build_rate(name: str, dataset: Path, output: Path, workers: int) -> Rate:
     """The whole `build` in this process, timed from the call to its return (pool start-up included)."""
-    from chromatica_watch.build import BuildOptions, build
+    from chromatica_watch.offline.build import BuildOptions, build
 
     shutil.rmtree(output, ignore_errors=True)
     main0, kids0 = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -517,7 +519,7 @@ def random_histograms(rng: np.random.Generator, count: int, density: float = 1.0
 
 
 def new_images(start: int, hists: np.ndarray) -> list[NewImage]:
-    from chromatica_watch.catalog import NewImage
+    from chromatica_watch.storage.catalog import NewImage
 
     return [NewImage("/bench/root", f"dir/photo_{start + i:06d}.jpg".encode(), 4_000_000 + i,
                      1_700_000_000_000_000_000 + i, f"{start + i:032x}", WIDTH, HEIGHT, h)
@@ -526,7 +528,7 @@ def new_images(start: int, hists: np.ndarray) -> list[NewImage]:
 
 def fresh_catalog(path: Path) -> Path:
     """An empty index dir whose catalog has our schema (made by Catalog.open itself)."""
-    from chromatica_watch.catalog import Catalog
+    from chromatica_watch.storage.catalog import Catalog
 
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -536,7 +538,7 @@ def fresh_catalog(path: Path) -> Path:
 
 def catalog_apply_rate(name: str, folder: Path, hists: np.ndarray, batch: int) -> tuple[Rate, list[float]]:
     """Catalog.apply(Changes(added=...)) per batch into a fresh catalog; also each batch's rows/s."""
-    from chromatica_watch.catalog import Catalog, Changes
+    from chromatica_watch.storage.catalog import Catalog, Changes
 
     batches = [new_images(i, hists[i:i + batch]) for i in range(0, len(hists), batch)]
     catalog = Catalog.open(fresh_catalog(folder), histogram.fingerprint(MAX_DIMENSION))

@@ -103,11 +103,11 @@ import bench_common as bb
 import cv2
 import numpy as np
 
-from chromatica_watch import config as config_mod
-from chromatica_watch.client import request
-from chromatica_watch.errors import ChromaticaError, DaemonNotRunning
-from chromatica_watch.image import has_image_extension
-from chromatica_watch.query import color_query_histogram, parse_colors
+from chromatica_watch.access.remote import request
+from chromatica_watch.core import config as config_mod
+from chromatica_watch.core.errors import ChromaticaError, DaemonNotRunning
+from chromatica_watch.imaging.image import has_image_extension
+from chromatica_watch.search.query import color_query_histogram, parse_colors
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLI = bb.CLI
@@ -934,7 +934,7 @@ def profiled_start(daemon: DaemonRun, out: Path, query: list[float], poll: float
                   if name == "<module>" and "chromatica_watch/cli.py" in filename)
     result = [(label, s, n) for label, (s, n) in rows.items()]
     if imports:
-        result.append(("import chromatica_watch.cli (and what it imports)", imports, 1))
+        result.append(("import chromatica_watch.cli.main (and what it imports)", imports, 1))
     return sorted(result, key=lambda r: -r[1])
 
 

@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 from bench_common import BENCH_DIR, CLI, Summary, begin, finish, linked_set, make_corpus, section, warm_page_cache
 
-from chromatica_watch.ingest import Indexed, Result, Task
+from chromatica_watch.ingest.pool import Indexed, Result, Task
 
 TARGET_OVERHEAD = 1.10
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class Precomputed:
 
 def corpus_histograms(paths: Sequence[Path], count: int) -> np.ndarray:
     """Real histograms of the corpus (the first `count` files), made here once."""
-    from chromatica_watch.ingest import process
+    from chromatica_watch.ingest.pool import process
 
     hists = []
     for p in paths[:count]:
@@ -126,10 +126,10 @@ def timed(fn: Callable[..., T], spent: dict[str, float], key: str) -> Callable[.
 
 
 def bench_driver(out: Path, hists: np.ndarray, rows: int, batch_size: int, summary: Summary) -> None:
-    from chromatica_watch import histogram
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.indexdir import open_live_index
-    from chromatica_watch.pipeline import Committer, Vanished, ingest_tasks
+    from chromatica_watch.colour import histogram
+    from chromatica_watch.ingest.pipeline import Committer, Vanished, ingest_tasks
+    from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.indexdir import open_live_index
 
     index_dir = out / "index-driver-ceiling"
     shutil.rmtree(index_dir, ignore_errors=True)

@@ -77,7 +77,7 @@ from bench_common import (
     warm_page_cache,
 )
 
-from chromatica_watch import histogram
+from chromatica_watch.colour import histogram
 
 TARGET_SEED_RATIO = 0.10
 TARGET_DIFF_S = 3.0
@@ -314,11 +314,11 @@ def bench_seed(out: Path, cli: Cli, corpus: Sequence[Path], kept_share: float, r
     print(f"  saving: (b) {1 - ratio_b:.1%}, (c) {1 - ratio_c:.1%} (the seed claims 85%; the delta alone is "
           f"{added / n:.0%} of the images)")
     share = full["seconds"] * added / n  # decoding the delta at (a)'s rate
-    startup = startup_seconds("chromatica_watch.cli, chromatica_watch.build", repeat)
+    startup = startup_seconds("chromatica_watch.cli.main, chromatica_watch.offline.build", repeat)
     print(f"  decoding the {added} at (a)'s rate: {share:.2f} s = {added / n:.3f} of (a); beyond that, fixed costs: "
           f"(b) {reloc['seconds'] - share:.2f} s, (c) {by_name['seconds'] - share:.2f} s\n  (an interpreter "
-          f"importing chromatica_watch.build, and nothing else, starts and exits in {startup:.2f} s; (b) runs two "
-          "processes)")
+          f"importing chromatica_watch.offline.build, and nothing else, starts and exits in {startup:.2f} s; "
+          "(b) runs two processes)")
     summary.add(f"seed (a) full build of {n}, decoded", n / full["seconds"], "img/s")
     summary.add(f"seed (a) full build of {n}", full["seconds"], "s")
     summary.add(f"seed (b) relocate + build of {added}", reloc["seconds"], "s")
@@ -350,7 +350,7 @@ class Row:
 
 def write_catalog(index_dir: Path, root: str, rows: Sequence[Row], seed: int) -> float:
     """A fresh catalog of these rows through Catalog.apply, BATCH rows per transaction; its seconds."""
-    from chromatica_watch.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
 
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.mkdir(parents=True)
@@ -447,8 +447,8 @@ def describe_tree(tree: SynthTree) -> None:
 # ---------------------------------------------------------------------------------------------------
 def diff_breakdown(tree: SynthTree) -> dict[str, float]:
     """Where one diff's time goes, in this process (imports already done)."""
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.delta import dataset_plan, report_plan, scan_dataset
+    from chromatica_watch.offline.delta import dataset_plan, report_plan, scan_dataset
+    from chromatica_watch.storage.catalog import Catalog
 
     t0 = time.perf_counter()
     root, disk, _ = scan_dataset(tree.files, ())
@@ -492,9 +492,9 @@ def bench_diff(cli: Cli, tree: SynthTree, repeat: int, wait_idle: float, summary
 
     best = best_of_interleaved(repeat, {"diff": text, "diff --json": as_json}, wait_idle)
     stages = diff_breakdown(tree)
-    startup = startup_seconds("chromatica_watch.cli, chromatica_watch.delta", repeat)
+    startup = startup_seconds("chromatica_watch.cli.main, chromatica_watch.offline.delta", repeat)
     print("  in-process breakdown of one diff: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
-    print(f"  interpreter start-up importing chromatica_watch.cli + delta (duckdb): {startup:.2f} s")
+    print(f"  interpreter start-up importing chromatica_watch.cli.main + delta (duckdb): {startup:.2f} s")
     ok = le_line(f"diff of {tree.count:,} files, whole process", best["diff"].seconds, TARGET_DIFF_S, " s")
     ok_json = le_line(f"diff --json of {tree.count:,} files, whole process", best["diff --json"].seconds,
                       TARGET_DIFF_S, " s")
@@ -511,7 +511,7 @@ def bench_diff(cli: Cli, tree: SynthTree, repeat: int, wait_idle: float, summary
 # 3. relocate
 # ---------------------------------------------------------------------------------------------------
 def bench_relocate(out: Path, cli: Cli, tree: SynthTree, repeat: int, wait_idle: float, summary: Summary) -> None:
-    from chromatica_watch.catalog import Catalog
+    from chromatica_watch.storage.catalog import Catalog
 
     old, new = os.fsdecode(tree.files.resolve()), os.fsdecode(renamed(tree).resolve())
     runs = out / "runs" / "relocate"
@@ -567,8 +567,8 @@ class MergeInputs:
 
 def merge_inputs(out: Path, rows: int) -> MergeInputs:
     """Two catalogs of `rows` rows (roots photos-a and photos-b), each with a live index checkpoint. Cached."""
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.index import rebuild
+    from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.index import rebuild
 
     def checkpoint(index_dir: Path) -> None:
         """What `compact` does to an index dir without a checkpoint, minus its warning about the missing one."""
@@ -604,8 +604,8 @@ def offset_ids(batches: Batches, offset: int) -> Batches:
 
 def rebuild_both(inputs: MergeInputs) -> int:
     """A full build's index stage over both inputs' vectors: the HNSW built from the catalogs."""
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.index import rebuild
+    from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.index import rebuild
 
     fp = histogram.fingerprint(MAX_DIMENSION)
     with Catalog.open(inputs.a, fp, read_only=True) as a, Catalog.open(inputs.b, fp, read_only=True) as b:
@@ -615,8 +615,8 @@ def rebuild_both(inputs: MergeInputs) -> int:
 
 def append_to_checkpoint(inputs: MergeInputs) -> int:
     """The index work of a merge alone: A's checkpoint loaded, B's vectors added to it."""
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.index import load_checkpoint
+    from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.index import load_checkpoint
 
     fp = histogram.fingerprint(MAX_DIMENSION)
     live, manifest = load_checkpoint(inputs.a, fp)
@@ -627,7 +627,7 @@ def append_to_checkpoint(inputs: MergeInputs) -> int:
 
 def merge_catalogs_only(inputs: MergeInputs, output: Path) -> int:
     """The catalog part of a merge alone: `catalog.merge_catalogs` into an empty folder, A the base."""
-    from chromatica_watch.catalog import merge_catalogs
+    from chromatica_watch.storage.catalog import merge_catalogs
 
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)

@@ -8,7 +8,7 @@ embeds, which the decoder reads instead of the picture), AVIF (Pillow, quality 9
 the corpus JPEG embedded as its full-size preview (tifffile; what a camera writes) and DNG without a
 preview, both with their 12-bit RGGB sensor data in lossless-JPEG tiles as most DNGs store it
 (imagecodecs), and kept beside the JPEGs. Each format's folder is then
-indexed by `chromatica_watch.build.build` into a fresh index (files in the page cache; all workers), best
+indexed by `chromatica_watch.offline.build.build` into a fresh index (files in the page cache; all workers), best
 of --repeat runs, the formats interleaved. Target: RAW with its preview at least 3x the images per second
 of RAW through a half-size demosaic. For scale, the single-process decode time per file of each format.
 
@@ -47,9 +47,9 @@ from bench_common import (
 
 sys.path.insert(0, str(BENCH_DIR.parent))  # tests.format_files: the writers the tests use
 
-from chromatica_watch import image
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.defaults import available_cores
+from chromatica_watch.core.defaults import available_cores
+from chromatica_watch.imaging import image
+from chromatica_watch.offline.build import BuildOptions, build
 
 RAW_SPEEDUP_TARGET = 3.0
 FORMATS_VERSION = 1  # bump when a recipe below changes, so cached files are made again

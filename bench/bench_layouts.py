@@ -43,8 +43,8 @@ import numpy as np
 from bench_common import BENCH_DIR, begin, finish, section
 from bench_search import base_histograms, make_queries, mixes
 
-from chromatica_watch import rerank
-from chromatica_watch.histogram import TOTAL_BINS, hellinger
+from chromatica_watch.colour import rerank
+from chromatica_watch.colour.histogram import TOTAL_BINS, hellinger
 
 K = 200
 TRUTH_K = 1000

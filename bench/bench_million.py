@@ -87,7 +87,7 @@ def _params(n: int, corpus_files: int, layouts: Sequence[str]) -> dict[str, Any]
 
 def ensure_dataset(out: Path, n: int, corpus_files: int, layouts: dict[str, int], rebuild: bool) -> DataSet:
     """The links folder and one index dir per layout (label -> compact_layout_from), cached."""
-    from chromatica_watch import index
+    from chromatica_watch.storage import index
 
     folder = out / f"million-{n}-c{corpus_files}-v{DATA_VERSION}"
     photos, marker = folder / "photos", folder / "dataset.json"
@@ -129,8 +129,9 @@ def _link(photos: Path, corpus: Sequence[Path], n: int) -> float:
 def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> float:
     """Catalog rows for every link: its stat (the corpus file's inode), the corpus file's hash, a synthetic
     histogram."""
-    from chromatica_watch import histogram, image
-    from chromatica_watch.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.colour import histogram
+    from chromatica_watch.imaging import image
+    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
 
     started = time.perf_counter()
     stat = [os.stat(p) for p in corpus]
@@ -152,9 +153,10 @@ def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> f
 
 def _index(index_dir: Path, pca_from: int) -> float:
     """The live index rebuilt from the catalog as the daemon does it, and checkpointed."""
-    from chromatica_watch import histogram, index
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.indexdir import rebuild_from
+    from chromatica_watch.colour import histogram
+    from chromatica_watch.storage import index
+    from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.indexdir import rebuild_from
 
     started = time.perf_counter()
     fp = histogram.fingerprint(MAX_DIMENSION)
@@ -204,7 +206,7 @@ class Runs:
     def daemon(self, probe: np.ndarray) -> Iterator[Daemon]:
         """A daemon, yielded once a search through its socket is answered; stopped (SIGTERM) after,
         unless the caller killed it."""
-        from chromatica_watch.client import request
+        from chromatica_watch.access.remote import request
 
         self.starts += 1
         log_path = self.work / f"daemon-{self.starts}.log"
@@ -259,7 +261,7 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 def socket_searches(daemon: Daemon, queries: Sequence[np.ndarray]) -> dict[str, float]:
-    from chromatica_watch.client import request
+    from chromatica_watch.access.remote import request
 
     times = []
     for q in queries:
@@ -299,8 +301,9 @@ def cli_search_seconds(config: Path, repeat: int = 5) -> float:
 def agreement(index_dir: Path, queries: Sequence[np.ndarray], tombstoned: float) -> float:
     """Top-10 overlap of the searcher over the index dir (opened read-only, as the CLI does) with brute
     force over every histogram in the catalog for the same K, the same rerank."""
-    from chromatica_watch import histogram, rerank
-    from chromatica_watch.searcher import Searcher, open_readonly
+    from chromatica_watch.colour import histogram, rerank
+    from chromatica_watch.search.readonly import open_readonly
+    from chromatica_watch.search.searcher import Searcher
 
     catalog, live = open_readonly(index_dir, MAX_DIMENSION)
     try:
@@ -338,7 +341,7 @@ def agreement(index_dir: Path, queries: Sequence[np.ndarray], tombstoned: float)
 
 def measure(label: str, ds: DataSet, layout: str, pca_from: int, out: Path, queries: dict[str, list[np.ndarray]],
             summary: Summary, gated: bool) -> dict[str, Any]:
-    from chromatica_watch import index
+    from chromatica_watch.storage import index
 
     index_dir = ds.index_dirs[layout]
     section(f"{label}: {ds.n} photos, {layout} layout ({index_dir})")

@@ -46,13 +46,15 @@ import numpy as np
 from bench_common import BENCH_DIR, CLI, MAX_DIMENSION, stop_daemon
 from skimage import data
 
-from chromatica_watch import config as config_mod
-from chromatica_watch import histogram, index, rerank
-from chromatica_watch.api import search_daemon
-from chromatica_watch.catalog import Catalog, Changes, NewImage
-from chromatica_watch.client import daemon_available
-from chromatica_watch.query import ColorWeight, color_query_histogram, parse_colors
-from chromatica_watch.searcher import Searcher, open_readonly
+from chromatica_watch.access.api import search_daemon
+from chromatica_watch.access.remote import daemon_available
+from chromatica_watch.colour import histogram, rerank
+from chromatica_watch.core import config as config_mod
+from chromatica_watch.search.query import ColorWeight, color_query_histogram, parse_colors
+from chromatica_watch.search.readonly import open_readonly
+from chromatica_watch.search.searcher import Searcher
+from chromatica_watch.storage import index
+from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
 
 DATASET_VERSION = 1  # bump when the recipe below changes, so a cached index is not reused
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",

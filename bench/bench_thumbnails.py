@@ -36,9 +36,9 @@ from bench_common import (
     warm_page_cache,
 )
 
-from chromatica_watch import image
-from chromatica_watch.defaults import DEFAULT_MAX_PIXELS
-from chromatica_watch.thumbnails import Thumbnailer
+from chromatica_watch.core.defaults import DEFAULT_MAX_PIXELS
+from chromatica_watch.imaging import image
+from chromatica_watch.imaging.thumbnails import Thumbnailer
 
 FIRST_TARGET_MS = 40.0
 CACHED_TARGET_MS = 3.0

@@ -138,7 +138,7 @@ def relpath(i: int) -> str:
 
 
 def ensure_dataset(out: Path, n: int, corpus_files: int, rebuild: bool) -> Dataset:
-    from chromatica_watch import index
+    from chromatica_watch.storage import index
 
     corpus = tuple(make_corpus(BENCH_DIR / "out", corpus_files))
     folder = out / f"web-{n}-c{corpus_files}-v{WEB_DATA_VERSION}"
@@ -169,8 +169,10 @@ def _links_intact(photos: Path, corpus: Sequence[Path], n: int) -> bool:
 def build_dataset(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> dict[str, Any]:
     from bench_search import base_histograms, dataset_batches
 
-    from chromatica_watch import histogram, image, index
-    from chromatica_watch.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.colour import histogram
+    from chromatica_watch.imaging import image
+    from chromatica_watch.storage import index
+    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
 
     started = time.perf_counter()
     t0 = time.perf_counter()
@@ -241,7 +243,7 @@ def status_of(state_dir: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def running_daemon(ds: Dataset, work: Path, n: int) -> Iterator[Daemon]:
     """`chromatica-watch run` watching the links folder, serving a fresh copy of the cached index dir."""
-    from chromatica_watch.client import daemon_available
+    from chromatica_watch.access.remote import daemon_available
 
     served, state, thumbs = work / "index", work / "state", work / "thumbnails"
     for d in (served, state, thumbs):
@@ -390,8 +392,8 @@ def bench_search(daemon: Daemon, client: WebClient, queries: Sequence[Sequence[s
                  ) -> list[int]:
     """Each query over HTTP then over the socket (interleaved: outside load hits both alike); returns the
     ids the HTTP answers found, in order of appearance."""
-    from chromatica_watch.api import search_daemon
-    from chromatica_watch.query import color_query_histogram, parse_colors
+    from chromatica_watch.access.api import search_daemon
+    from chromatica_watch.search.query import color_query_histogram, parse_colors
 
     hists = [color_query_histogram(parse_colors(list(q))) for q in queries]
     for q, h in zip(queries[:5], hists[:5], strict=True):  # warm-up
@@ -431,9 +433,9 @@ def bench_search(daemon: Daemon, client: WebClient, queries: Sequence[Sequence[s
 def in_process_thumbnails(ds: Dataset, ids: Sequence[int]) -> dict[str, dict[str, float]]:
     """The same work without HTTP, for scale: the catalog row lookup the app does per thumbnail (on the
     cached index dir, read-only: the daemon has its copy open), and Thumbnailer.get first and cached."""
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.defaults import DEFAULT_MAX_PIXELS
-    from chromatica_watch.thumbnails import Thumbnailer
+    from chromatica_watch.core.defaults import DEFAULT_MAX_PIXELS
+    from chromatica_watch.imaging.thumbnails import Thumbnailer
+    from chromatica_watch.storage.catalog import Catalog
 
     lookup, first, cached = [], [], []
     with Catalog.open(ds.index_dir, None, read_only=True) as catalog:

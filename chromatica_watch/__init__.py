@@ -1,6 +1,6 @@
 """chromatica-watch: a daemon that keeps a CIE Lab color-search index of a photo folder live.
 
-The Python API (see `chromatica_watch.api`)::
+The Python API (see `chromatica_watch.access.api`)::
 
     from chromatica_watch import search
     matches = search(colors=["#ff8800:0.7", "#0044ff:0.3"], k=5)
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .api import Match, query_histogram, search, search_index_dir
-    from .errors import ChromaticaError, UsageError
+    from chromatica_watch.access.api import Match, query_histogram, search, search_index_dir
+    from chromatica_watch.core.errors import ChromaticaError, UsageError
 
 # Loaded on first use: the CLI's `status` and the decoding workers import this package too, and must
 # not pay for DuckDB, FAISS and OpenCV they never touch.
-_LAZY = {"Match": "api", "query_histogram": "api", "search": "api", "search_index_dir": "api",
-         "ChromaticaError": "errors", "UsageError": "errors"}
+_LAZY = {"Match": "access.api", "query_histogram": "access.api", "search": "access.api",
+         "search_index_dir": "access.api", "ChromaticaError": "core.errors", "UsageError": "core.errors"}
 
 __all__ = ["ChromaticaError", "Match", "UsageError", "__version__", "query_histogram", "search",
            "search_index_dir"]

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog
-from chromatica_watch.image import hash_bytes
-from chromatica_watch.indexdir import open_live_index
-from chromatica_watch.scan import scan
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.imaging.image import hash_bytes
+from chromatica_watch.ingest.scan import scan
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.indexdir import open_live_index
 from tests.conftest import CLI, wait_until
 
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from chromatica_watch import histogram as H
-from chromatica_watch import rerank as R
-from chromatica_watch.catalog import Catalog, Changes
-from chromatica_watch.index import LiveIndex
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.colour import rerank as R
+from chromatica_watch.storage.catalog import Catalog, Changes
+from chromatica_watch.storage.index import LiveIndex
 from tests.conftest import photo
 
 

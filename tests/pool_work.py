@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from chromatica_watch.ingest import Result, Task, process_chunk
+from chromatica_watch.ingest.pool import Result, Task, process_chunk
 
 
 def misbehaving_chunk(tasks: list[Task], max_dimension: int, max_pixels: int) -> list[Result]:

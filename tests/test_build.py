@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog
-from chromatica_watch.index import load_checkpoint
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.index import load_checkpoint
 from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
 from tests.test_image import png_declaring
 

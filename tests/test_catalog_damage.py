@@ -17,11 +17,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import CATALOG_FILE, Catalog, Changes, Failure, NewImage, quarantine
-from chromatica_watch.errors import CatalogDamaged, IndexDirError, StorageError
-from chromatica_watch.indexdir import open_live_index
-from chromatica_watch.validate import validate
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import CatalogDamaged, IndexDirError, StorageError
+from chromatica_watch.offline.validate import validate
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, Changes, Failure, NewImage, quarantine
+from chromatica_watch.storage.indexdir import open_live_index
 from tests.conftest import mounted_tmpfs
 
 FP = H.fingerprint(256)

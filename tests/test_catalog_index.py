@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog, Changes, Failure, Move, NewImage
-from chromatica_watch.errors import IndexDirError
-from chromatica_watch.index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint
-from chromatica_watch.indexdir import open_live_index
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import IndexDirError
+from chromatica_watch.storage.catalog import Catalog, Changes, Failure, Move, NewImage
+from chromatica_watch.storage.index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint
+from chromatica_watch.storage.indexdir import open_live_index
 
 FP = H.fingerprint(256)
 

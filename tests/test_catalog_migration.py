@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from chromatica_watch import catalog as C
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Changes
-from chromatica_watch.errors import IndexDirError, StorageError
-from chromatica_watch.index import PCA
-from chromatica_watch.indexdir import compact, open_live_index, rebuild_from
-from chromatica_watch.merge import merge
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import IndexDirError, StorageError
+from chromatica_watch.offline.merge import merge
+from chromatica_watch.storage import catalog as C
+from chromatica_watch.storage.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Changes
+from chromatica_watch.storage.index import PCA
+from chromatica_watch.storage.indexdir import compact, open_live_index, rebuild_from
 from tests.conftest import mounted_tmpfs, photo, wait_until
 
 FP = H.fingerprint(256)
@@ -328,7 +328,7 @@ def test_a_version_1_index_dir_is_refused_by_merge_until_compact_brings_it_up_to
 
 # -- kill -9 during the rewrite ------------------------------------------------------------------------
 BIG_ROWS = 24_000
-CHILD = ("import sys\nfrom pathlib import Path\nfrom chromatica_watch.catalog import Catalog\n"
+CHILD = ("import sys\nfrom pathlib import Path\nfrom chromatica_watch.storage.catalog import Catalog\n"
          "Catalog.open(Path(sys.argv[1]), sys.argv[2]).close()\nprint('migrated', flush=True)\n")
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch import config
-from chromatica_watch.config import Config
-from chromatica_watch.errors import ConfigError
+from chromatica_watch.core import config
+from chromatica_watch.core.config import Config
+from chromatica_watch.core.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "chromatica-watch.toml"
 FIELDS = [f.name for f in dataclasses.fields(Config)]
@@ -231,7 +231,7 @@ def test_finite_floats_still_load(tmp_path: Path) -> None:
 
 
 def test_every_command_finds_the_config_file_by_one_rule(tmp_path: Path) -> None:
-    from chromatica_watch.config import find_config_file, user_config_file
+    from chromatica_watch.core.config import find_config_file, user_config_file
 
     xdg = tmp_path / "xdg"
     env = {"XDG_CONFIG_HOME": str(xdg)}

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from chromatica_watch.config import default_config_text
+from chromatica_watch.core.config import default_config_text
 from tests.conftest import CLI, photo, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
 

@@ -8,7 +8,7 @@ import signal
 
 import numpy as np
 
-from chromatica_watch.index import INDEX_FILE
+from chromatica_watch.storage.index import INDEX_FILE
 from tests.conftest import solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv, assert_index_matches_disk, disk_state
 

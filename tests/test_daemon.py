@@ -205,8 +205,8 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(d
     started as soon as a file is queued, so their start-up overlaps the settle time."""
     import multiprocessing
 
-    from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import POOL_IDLE_S, compose
+    from chromatica_watch.core import config as config_mod
+    from chromatica_watch.daemon.daemon import POOL_IDLE_S, compose
 
     env = daemon_env
     now = [1000.0]
@@ -242,8 +242,8 @@ def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: 
     max_dimension (which needs a restart), they must still make histograms matching the fingerprint."""
     import dataclasses
 
-    from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import compose
+    from chromatica_watch.core import config as config_mod
+    from chromatica_watch.daemon.daemon import compose
 
     cfg = config_mod.load(daemon_env.config, env={})
     daemon = compose(cfg, daemon_env.config)
@@ -258,8 +258,8 @@ def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: 
 def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: DaemonEnv) -> None:
     """In process: with more ready files than batch_size, one loop turn streams several batches through
     the workers (committing each), so the workers do not wait for every commit."""
-    from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import STREAM_BATCHES, compose
+    from chromatica_watch.core import config as config_mod
+    from chromatica_watch.daemon.daemon import STREAM_BATCHES, compose
 
     env = daemon_env
     env.write_config(batch_size=8)
@@ -303,8 +303,8 @@ def test_an_idle_loop_reads_the_counts_and_writes_status_json_once_per_status_in
         daemon_env: DaemonEnv) -> None:
     """In process, with a fake clock: the loop turns every 0.2 s; the catalog's counts (a query) and
     status.json (a file write) must not follow it, only status_interval."""
-    from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import compose
+    from chromatica_watch.core import config as config_mod
+    from chromatica_watch.daemon.daemon import compose
 
     env = daemon_env
     env.write_config(status_interval=5.0)
@@ -330,9 +330,9 @@ def test_a_stopping_daemon_fails_queued_commands_at_once_instead_of_leaving_them
     """A socket thread waits for a command's result (a compaction: up to an hour); the server's stop waits
     for its threads. So when the daemon stops, a command still queued, or asked for afterwards, fails at
     once with a line saying why."""
-    from chromatica_watch import config as config_mod
-    from chromatica_watch.daemon import compose
-    from chromatica_watch.errors import ChromaticaError
+    from chromatica_watch.core import config as config_mod
+    from chromatica_watch.core.errors import ChromaticaError
+    from chromatica_watch.daemon.daemon import compose
 
     daemon = compose(config_mod.load(daemon_env.config, env={}), daemon_env.config)
     queued = daemon.submit_compact()

@@ -17,11 +17,11 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.utils import offload
 
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.catalog import Catalog
-from chromatica_watch.cluster import Identity, PathMap, mismatches
-from chromatica_watch.errors import ClusterError
-from chromatica_watch.index import load_checkpoint
+from chromatica_watch.core.errors import ClusterError
+from chromatica_watch.ingest.cluster import Identity, PathMap, mismatches
+from chromatica_watch.offline.build import BuildOptions, build
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.index import load_checkpoint
 from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
 from tests.test_build import WITHOUT_DAC_OVERRIDE
 
@@ -169,7 +169,9 @@ def test_the_driver_killed_mid_build_resumes_from_the_catalog(tmp_path: Path,
 
 
 def test_dask_is_imported_only_with_dask() -> None:
-    code = ("import sys; from chromatica_watch import cli, build, pipeline, daemon, ingest; "
+    code = ("import sys; from chromatica_watch.cli import main as cli; "
+            "from chromatica_watch.offline import build; from chromatica_watch.ingest import pipeline, pool; "
+            "from chromatica_watch.daemon import daemon; "
             "cli.build_parser().parse_args(['build', '--dataset', 'd', '--output', 'o']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -239,7 +241,7 @@ def test_a_path_map_sends_the_workers_to_their_mount_and_records_the_drivers_pat
 
 
 def _histogram_of(path: Path) -> np.ndarray:
-    from chromatica_watch.ingest import Indexed, Task, process
+    from chromatica_watch.ingest.pool import Indexed, Task, process
 
     result = process(Task(os.fsdecode(path.parent), os.fsencode(path.name)), 256, 10**9)
     assert isinstance(result, Indexed)

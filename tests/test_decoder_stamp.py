@@ -12,9 +12,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.catalog import Catalog
-from chromatica_watch.decoder_stamp import (
+from chromatica_watch.core.filetypes import IMAGE_EXTENSIONS
+from chromatica_watch.offline.build import BuildOptions, build
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.decoder_stamp import (
     META_KEY,
     UNSTAMPED_DIGESTS,
     DecoderStamp,
@@ -24,7 +25,6 @@ from chromatica_watch.decoder_stamp import (
     restamp,
     suffixes_of,
 )
-from chromatica_watch.filetypes import IMAGE_EXTENSIONS
 from tests import format_files as F
 from tests.conftest import photo
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chromatica_watch.events import (
+from chromatica_watch.core.paths import DiskFile
+from chromatica_watch.core.records import LiveFile, Move
+from chromatica_watch.daemon.events import (
     EventKind,
     Facts,
     Forget,
@@ -15,10 +17,8 @@ from chromatica_watch.events import (
     plan_events,
     stats_needed,
 )
-from chromatica_watch.paths import DiskFile
-from chromatica_watch.pipeline import Replaced, plan_from_delta, plan_keys
-from chromatica_watch.reconcile import diff
-from chromatica_watch.records import LiveFile, Move
+from chromatica_watch.ingest.diff import diff
+from chromatica_watch.ingest.pipeline import Replaced, plan_from_delta, plan_keys
 
 R = "/photos"
 

@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import pytest
 
-from chromatica_watch import formats, image
-from chromatica_watch.api import search
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.errors import ImageError
-from chromatica_watch.filetypes import IMAGE_EXTENSIONS, has_image_extension
+from chromatica_watch.access.api import search
+from chromatica_watch.core.errors import ImageError
+from chromatica_watch.core.filetypes import IMAGE_EXTENSIONS, has_image_extension
+from chromatica_watch.imaging import formats, image
+from chromatica_watch.offline.build import BuildOptions, build
 from tests import format_files as F
 from tests.conftest import CLI, PHOTO_NAMES, photo, wait_until
 
@@ -344,7 +344,7 @@ def test_formats_command_and_missing_libraries(tmp_path: Path) -> None:
     listed = {f["key"]: f for f in json.loads(proc.stdout)}
     assert [k for k, f in listed.items() if not f["available"]] == ["jxl", "raw"]
     script = textwrap.dedent(f"""
-        from chromatica_watch import formats, image
+        from chromatica_watch.imaging import formats, image
         print("\\n".join(formats.missing_format_support()))
         for path in ({str(dng)!r}, {str(jxl)!r}):
             try:

@@ -201,7 +201,7 @@ def test_each_committed_batch_leaves_one_info_line(daemon_env: DaemonEnv) -> Non
 
 
 def test_the_socket_is_private_and_idle_connections_are_bounded_and_timed_out(daemon_env: DaemonEnv) -> None:
-    from chromatica_watch.server import CONNECTION_TIMEOUT_S, MAX_CONNECTIONS
+    from chromatica_watch.serving.socket_server import CONNECTION_TIMEOUT_S, MAX_CONNECTIONS
 
     env = daemon_env
     env.start()
@@ -387,9 +387,9 @@ def test_a_damaged_catalog_is_kept_aside_and_the_folder_indexed_again(daemon_env
 def _hidden_damage_offset(index_dir: Path, scratch: Path) -> int:
     """An offset in the catalog whose damage a start does not see (open, counts and the live rows read
     fine) but reading every block does: a histogram block. Found by trying each block on a copy."""
-    from chromatica_watch import histogram as H
-    from chromatica_watch.catalog import Catalog
-    from chromatica_watch.errors import CatalogDamaged
+    from chromatica_watch.colour import histogram as H
+    from chromatica_watch.core.errors import CatalogDamaged
+    from chromatica_watch.storage.catalog import Catalog
 
     blob = (index_dir / "chromatica_metadata.db").read_bytes()
     fp = H.fingerprint(256)

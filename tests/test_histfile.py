@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog, Changes, NewImage
-from chromatica_watch.histfile import HISTOGRAM_FILE, HistogramFile
-from chromatica_watch.index import PCA
-from chromatica_watch.ingest import Indexed, Task
-from chromatica_watch.pipeline import Vanished
-from chromatica_watch.searcher import Searcher
-from chromatica_watch.store import Store
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.ingest.pipeline import Vanished
+from chromatica_watch.ingest.pool import Indexed, Task
+from chromatica_watch.search.searcher import Searcher
+from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile
+from chromatica_watch.storage.index import PCA
+from chromatica_watch.storage.store import Store
 from tests.photo_corpus import mixes, photo_histograms
 
 FP = H.fingerprint(256)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage import color
 
-from chromatica_watch import histogram as H
+from chromatica_watch.colour import histogram as H
 from tests.conftest import PHOTO_NAMES, photo
 
 

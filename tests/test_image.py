@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from chromatica_watch import histogram as H
-from chromatica_watch import image
-from chromatica_watch.errors import ImageError
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import ImageError
+from chromatica_watch.imaging import image
 from tests.conftest import photo, solid, write_rgb
 
 RED = (255, 0, 0)

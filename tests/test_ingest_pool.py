@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch.ingest import Failed, Indexed, IngestPool, StartMethod, Task
+from chromatica_watch.ingest.pool import Failed, Indexed, IngestPool, StartMethod, Task
 from tests.conftest import photo, solid, write_rgb
 from tests.pool_work import misbehaving_chunk
 
@@ -61,7 +61,7 @@ def test_should_stop_returns_while_a_worker_hangs_and_close_kills_it(tmp_path: P
 def test_the_pool_manager_starts_on_demand_stops_when_idle_and_keeps_its_settings() -> None:
     import multiprocessing
 
-    from chromatica_watch.ingest import PoolManager, PoolSettings
+    from chromatica_watch.ingest.pool import PoolManager, PoolSettings
 
     now = [0.0]
     manager = PoolManager(PoolSettings(1, 64, 1_000_000, 5.0), clock=lambda: now[0], idle_after=30.0)

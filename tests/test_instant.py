@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chromatica_watch.batcher import Batcher
-from chromatica_watch.events import EventKind, Facts, FsEvent, Ready, Settle, plan_events
+from chromatica_watch.daemon.batcher import Batcher
+from chromatica_watch.daemon.events import EventKind, Facts, FsEvent, Ready, Settle, plan_events
 from tests.conftest import photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chromatica_watch.indexdir import INDEXING_REPORT
-from chromatica_watch.interrupt import sigint_blocked, stop_on_sigint
-from chromatica_watch.shards import shard_dirs
+from chromatica_watch.core.interrupt import sigint_blocked, stop_on_sigint
+from chromatica_watch.offline.shards import shard_dirs
+from chromatica_watch.storage.indexdir import INDEXING_REPORT
 from tests.conftest import CLI, wait_until
 from tests.test_build import cropped_photos, ended, run_cli, snapshot
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog, Changes, NewImage
-from chromatica_watch.index import (
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.search.query import ColorWeight, color_query_histogram
+from chromatica_watch.search.searcher import Searcher
+from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.index import (
     FLAT,
     INDEX_FILE,
     MANIFEST_FILE,
@@ -27,10 +29,8 @@ from chromatica_watch.index import (
     load_checkpoint,
     read_manifest,
 )
-from chromatica_watch.indexdir import compact, needs_reshape, open_live_index, rebuild_from
-from chromatica_watch.query import ColorWeight, color_query_histogram
-from chromatica_watch.searcher import Searcher
-from chromatica_watch.store import Store
+from chromatica_watch.storage.indexdir import compact, needs_reshape, open_live_index, rebuild_from
+from chromatica_watch.storage.store import Store
 from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms
 
 FP = H.fingerprint(256)

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.api import search
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.catalog import CATALOG_FILE, Catalog, Changes
-from chromatica_watch.config import Config
-from chromatica_watch.errors import CatalogDamaged
-from chromatica_watch.merge import merge
-from chromatica_watch.validate import validate
+from chromatica_watch.access.api import search
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.config import Config
+from chromatica_watch.core.errors import CatalogDamaged
+from chromatica_watch.offline.build import BuildOptions, build
+from chromatica_watch.offline.merge import merge
+from chromatica_watch.offline.validate import validate
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, Changes
 from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
 from tests.test_catalog_damage import BLOCK, FILE_HEADER, new_images, overwrite, storage_facts
 
@@ -214,7 +214,7 @@ def test_an_input_held_by_another_process_is_refused_in_one_line(tmp_path: Path)
     write_rgb(folder / "b.png", solid((0, 0, 250)))
     a, b = build_index(folder, tmp_path / "a", "b.png"), build_index(folder, tmp_path / "b", "a.png")
     holder = subprocess.Popen(  # a writer, as the daemon is: DuckDB lets no other process read then
-        [sys.executable, "-c", "import sys; from chromatica_watch.catalog import Catalog; "
+        [sys.executable, "-c", "import sys; from chromatica_watch.storage.catalog import Catalog; "
          "c = Catalog.open(sys.argv[1], sys.argv[2]); print('open', flush=True); sys.stdin.read(); c.close()",
          str(b), str(manifest(b)["fingerprint"])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

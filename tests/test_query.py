@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.errors import UsageError
-from chromatica_watch.query import (
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import UsageError
+from chromatica_watch.search.query import (
     MAX_COLORS,
     ColorWeight,
     color_query_histogram,
@@ -150,7 +150,7 @@ def test_image_query_equals_the_color_query_of_a_solid_image(tmp_path: Path) -> 
 
 
 def test_image_query_of_a_photo_matches_the_indexed_histogram(tmp_path: Path) -> None:
-    from chromatica_watch import image
+    from chromatica_watch.imaging import image
 
     path = write_rgb(tmp_path / "coffee.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
     h = image_query_histogram(str(path), max_dimension=128)

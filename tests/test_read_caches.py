@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog, Changes, ReadCache
-from chromatica_watch.records import Failure, NewImage
-from chromatica_watch.searcher import RecentResults, Result
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.records import Failure, NewImage
+from chromatica_watch.daemon.read_cache import ReadCache, RecentResults
+from chromatica_watch.search.searcher import Result
+from chromatica_watch.storage.catalog import Catalog, Changes
 
 FP = H.fingerprint(256)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import CATALOG_FILE, Catalog
-from chromatica_watch.validate import validate
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.offline.validate import validate
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog
 from tests.conftest import CLI, write_rgb
 
 FP = H.fingerprint(256)

@@ -11,9 +11,9 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 from skimage import color
 
-from chromatica_watch import histogram as H
-from chromatica_watch import rerank as R
-from chromatica_watch.query import color_query_histogram, image_query_histogram, parse_colors
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.colour import rerank as R
+from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
 from tests.conftest import PHOTO_NAMES, photo, solid, write_rgb
 
 CENTRES = H.bin_centers_lab().astype(np.float64)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chromatica_watch import config as config_mod
-from chromatica_watch.api import Match, search, search_daemon
-from chromatica_watch.errors import UsageError
-from chromatica_watch.query import color_query_histogram, parse_colors
+from chromatica_watch.access.api import Match, search, search_daemon
+from chromatica_watch.core import config as config_mod
+from chromatica_watch.core.errors import UsageError
+from chromatica_watch.search.query import color_query_histogram, parse_colors
 from tests.conftest import photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
 
@@ -102,8 +102,8 @@ def test_bad_queries_exit_2_with_one_line(daemon_env: DaemonEnv, tmp_path: Path)
 CLIENT = """
 import json, sys, time
 from pathlib import Path
-from chromatica_watch.api import search_daemon
-from chromatica_watch.query import color_query_histogram, parse_colors
+from chromatica_watch.access.api import search_daemon
+from chromatica_watch.search.query import color_query_histogram, parse_colors
 sock, out, stop, seed = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 queries = [color_query_histogram(parse_colors([c])) for c in ("#ff00ff", "#00ff00", "#ff00ff:0.7 #0000ff:0.3")]
 deadline = time.monotonic() + 240

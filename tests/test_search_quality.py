@@ -17,14 +17,15 @@ import cv2
 import numpy as np
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch import rerank as R
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.catalog import Catalog, Changes, NewImage
-from chromatica_watch.errors import IndexDirError, UsageError
-from chromatica_watch.index import LiveIndex
-from chromatica_watch.query import color_query_histogram, image_query_histogram, parse_colors
-from chromatica_watch.searcher import Searcher, open_readonly
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.colour import rerank as R
+from chromatica_watch.core.errors import IndexDirError, UsageError
+from chromatica_watch.offline.build import BuildOptions, build
+from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
+from chromatica_watch.search.readonly import open_readonly
+from chromatica_watch.search.searcher import Searcher
+from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.index import LiveIndex
 from tests.conftest import photo, solid, write_rgb
 from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms
 
@@ -211,7 +212,7 @@ def test_rows_tombstoned_after_the_index_answered_are_dropped(
     shutil.copytree(labelled[1], index_dir)
     catalog = Catalog.open(index_dir, H.fingerprint(256))
     try:
-        from chromatica_watch.indexdir import open_live_index
+        from chromatica_watch.storage.indexdir import open_live_index
 
         live, _ = open_live_index(index_dir, catalog, H.fingerprint(256))
         searcher = Searcher(catalog, live)

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from chromatica_watch.client import request
-from chromatica_watch.server import SearchServer
+from chromatica_watch.access.remote import request
+from chromatica_watch.serving.socket_server import SearchServer
 
 
 class _Answers:

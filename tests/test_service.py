@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch import service
-from chromatica_watch.errors import ChromaticaError, UsageError
-from chromatica_watch.service import (
+from chromatica_watch.core.errors import ChromaticaError, UsageError
+from chromatica_watch.daemon import systemd as service
+from chromatica_watch.daemon.systemd import (
     InstallPlan,
     SystemdNotifier,
     exec_line,
@@ -143,7 +143,7 @@ def test_watchdog_interval() -> None:
 
 
 def test_shipped_unit_files_are_what_render_produces() -> None:
-    hint = "regenerate with: .venv/bin/python -m chromatica_watch.service"
+    hint = "regenerate with: .venv/bin/python -m chromatica_watch.daemon.systemd"
     shipped_user = (SYSTEMD_DIR / "chromatica-watch.service").read_text(encoding="utf-8")
     shipped_system = (SYSTEMD_DIR / "chromatica-watch@.service").read_text(encoding="utf-8")
     assert shipped_user == render_user_unit("/usr/bin/chromatica-watch"), hint
@@ -350,7 +350,7 @@ def test_module_has_no_mutable_globals() -> None:
 
 
 def cli_has_install_service() -> bool:
-    from chromatica_watch.cli import build_parser
+    from chromatica_watch.cli.main import build_parser
 
     try:
         build_parser().parse_args(["install-service", "--dry-run"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch.build import BuildOptions, build, in_part
-from chromatica_watch.errors import UsageError
-from chromatica_watch.shards import build_sharded, shard_dirs
+from chromatica_watch.core.errors import UsageError
+from chromatica_watch.offline.build import BuildOptions, build, in_part
+from chromatica_watch.offline.shards import build_sharded, shard_dirs
 from tests.test_dask import catalog_rows, index_ids, run_cli, small_dataset
 
 

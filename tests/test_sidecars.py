@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from chromatica_watch.api import search
-from chromatica_watch.build import BuildOptions, build
-from chromatica_watch.filetypes import group_sidecars, sidecar_key
+from chromatica_watch.access.api import search
+from chromatica_watch.core.filetypes import group_sidecars, sidecar_key
+from chromatica_watch.offline.build import BuildOptions, build
 from tests import format_files as F
 from tests.conftest import CLI
 

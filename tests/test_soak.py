@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import Catalog
-from chromatica_watch.indexdir import open_live_index
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.indexdir import open_live_index
 from tests.conftest import mounted_tmpfs, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv, disk_state
 from tests.test_hardening import _damage_catalog_header, fill_up

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chromatica_watch.status import EXIT_DEGRADED, EXIT_HEALTHY, EXIT_NOT_RUNNING, StatusReporter, judge, stalled_for
+from chromatica_watch.daemon.status import (
+    EXIT_DEGRADED,
+    EXIT_HEALTHY,
+    EXIT_NOT_RUNNING,
+    StatusReporter,
+    judge,
+    stalled_for,
+)
 
 
 class RecordingNotifier:

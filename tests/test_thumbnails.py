@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chromatica_watch.ingest import Indexed, Task, process
-from chromatica_watch.thumbnails import Thumbnailer, file_uri
+from chromatica_watch.imaging.thumbnails import Thumbnailer, file_uri
+from chromatica_watch.ingest.pool import Indexed, Task, process
 from tests.conftest import photo, write_rgb
 
 MAX_PIXELS = 150_000_000
-LOGGER = "chromatica_watch.thumbnails"
+LOGGER = "chromatica_watch.imaging.thumbnails"
 
 
 @pytest.fixture

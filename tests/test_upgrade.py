@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch import histogram as H
-from chromatica_watch.catalog import CATALOG_FILE, Catalog, stored_fingerprint
-from chromatica_watch.index import INDEX_FILE, MANIFEST_FILE
-from chromatica_watch.upgrade import OLD_OUT, PREVIOUS, finish_switch, mark_complete, upgrade_dir
-from chromatica_watch.validate import validate
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.offline.validate import validate
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, stored_fingerprint
+from chromatica_watch.storage.index import INDEX_FILE, MANIFEST_FILE
+from chromatica_watch.storage.upgrade import OLD_OUT, PREVIOUS, finish_switch, mark_complete, upgrade_dir
 from tests.conftest import wait_until
 from tests.daemon_harness import DaemonEnv
 from tests.test_relocate import write_photos

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch.watcher import FsEvent, Watcher, inotify_watches_of
+from chromatica_watch.daemon.watcher import FsEvent, Watcher, inotify_watches_of
 from tests.conftest import solid, wait_until, write_rgb
 
 LEVELS = 20  # 20 folders of 250-byte names: about 5000 bytes, deeper than PATH_MAX (4096 on Linux)
@@ -103,7 +103,7 @@ def test_a_folder_deeper_than_path_max_alone_is_left_to_scans(
     w, events = watcher
     rels = make_deep(root)
     deep, n, path_max = first_too_long(root, rels)
-    with caplog.at_level(logging.INFO, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.INFO, logger="chromatica_watch.daemon.watcher"):
         mode = w.watch(str(root))
     assert mode == "native" and w.modes[str(root)] == "native"
     reason = f"its path is {n} bytes, longer than the system limit of {path_max} bytes"
@@ -136,7 +136,7 @@ def test_theinotify_watches_of_every_natively_watched_root_are_found(
         (r / "sub").mkdir(parents=True)
     elsewhere = tmp_path / "not watched"
     elsewhere.mkdir()
-    with caplog.at_level(logging.INFO, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.INFO, logger="chromatica_watch.daemon.watcher"):
         for r in roots:
             assert w.watch(str(r)) == "native"
             assert w.recheck(str(r)) == []
@@ -157,7 +157,7 @@ def test_recheck_finds_deep_folders_made_later_and_logs_only_changes(
     rels = make_deep(staging)
     os.rename(staging, root / "later")  # moved in whole: watchdog watches what it can of it at once
     deep, _, _ = first_too_long(root, [b"later/" + r for r in rels])
-    with caplog.at_level(logging.INFO, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.INFO, logger="chromatica_watch.daemon.watcher"):
         found = w.recheck(str(root))
         assert [rel for rel, _ in found] == [deep]
         assert w.unwatched[str(root)] == found and w.modes[str(root)] == "native"
@@ -173,7 +173,7 @@ def test_a_deep_folder_the_daemon_never_scans_is_not_reported(
     (root / "@eaDir").mkdir()
     make_deep(root / ".cache")
     make_deep(root / "@eaDir")
-    with caplog.at_level(logging.INFO, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.INFO, logger="chromatica_watch.daemon.watcher"):
         assert w.watch(str(root)) == "native"
     assert w.unwatched == {}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -187,7 +187,7 @@ def test_several_deep_folders_are_named_in_one_line_with_a_count_of_the_rest(
         (root / f"album{i}").mkdir()
         rels = [f"album{i}/".encode() + r for r in make_deep(root / f"album{i}")]
         deep.append(first_too_long(root, rels)[0])
-    with caplog.at_level(logging.ERROR, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.ERROR, logger="chromatica_watch.daemon.watcher"):
         assert w.watch(str(root)) == "native"
     assert [rel for rel, _ in w.unwatched[str(root)]] == sorted(deep)
     assert len(caplog.records) == 1
@@ -202,7 +202,7 @@ def test_a_root_that_is_a_symlink_is_watched_at_its_target(
     w, events = watcher
     link = root.parent / "link"
     link.symlink_to(root)
-    with caplog.at_level(logging.ERROR, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.ERROR, logger="chromatica_watch.daemon.watcher"):
         assert w.watch(str(link)) == "native"
     assert w.unwatched == {} and not caplog.records
     write_rgb(root / "top.png", solid((1, 2, 3)))
@@ -215,7 +215,7 @@ def test_a_root_deeper_than_path_max_falls_back_to_scans_naming_the_cause(
     w, _ = watcher
     deep, n, path_max = first_too_long(root, make_deep(root))
     too_deep = os.path.join(root, os.fsdecode(deep))
-    with caplog.at_level(logging.ERROR, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.ERROR, logger="chromatica_watch.daemon.watcher"):
         assert w.watch(too_deep) == "scan"
     assert too_deep not in w.unwatched
     assert f"its path is {n} bytes, longer than the system limit of {path_max} bytes" in caplog.text
@@ -225,7 +225,7 @@ def test_a_root_deeper_than_path_max_falls_back_to_scans_naming_the_cause(
 def test_a_missing_root_falls_back_to_scans_saying_so(
         tmp_path: Path, watcher: tuple[Watcher, queue.Queue[FsEvent]], caplog: pytest.LogCaptureFixture) -> None:
     w, _ = watcher
-    with caplog.at_level(logging.ERROR, logger="chromatica_watch.watcher"):
+    with caplog.at_level(logging.ERROR, logger="chromatica_watch.daemon.watcher"):
         assert w.watch(str(tmp_path / "gone")) == "scan"
     assert "it does not exist" in caplog.text and "inotify" not in caplog.text
 

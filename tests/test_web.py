@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from chromatica_watch.thumbnails import file_uri, png_text_chunks, thumbnail_name
+from chromatica_watch.imaging.thumbnails import file_uri, png_text_chunks, thumbnail_name
 from tests import format_files as F
 from tests.conftest import CLI, photo, solid, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv

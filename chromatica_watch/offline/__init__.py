@@ -1,0 +1,1 @@
+"""Tools that work on index directories with no daemon: build, diff, merge, shards, validate."""
