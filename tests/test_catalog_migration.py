@@ -22,9 +22,11 @@ import pytest
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import IndexDirError, StorageError
+from chromatica_watch.core.records import Changes, NewImage
+from chromatica_watch.imaging.lab import srgb_to_lab
 from chromatica_watch.offline.merge import merge
-from chromatica_watch.storage import catalog as C
-from chromatica_watch.storage.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog, Changes
+from chromatica_watch.storage.catalog import CATALOG_FILE, MIGRATING_SUFFIX, Catalog
+from chromatica_watch.storage.catalog import migration as C
 from chromatica_watch.storage.index import PCA
 from chromatica_watch.storage.indexdir import compact, open_live_index, rebuild_from
 from tests.conftest import mounted_tmpfs, photo, wait_until
@@ -47,7 +49,7 @@ def real_histograms(n: int, seed: int = 0) -> np.ndarray:
         img = cv2.resize(photo(name), (128, 128), interpolation=cv2.INTER_AREA)
         for _ in range(8):
             y, x = rng.integers(0, 64, 2)
-            base.append(H.lab_histogram(H.srgb_to_lab(img[y:y + 64, x:x + 64])))
+            base.append(H.lab_histogram(srgb_to_lab(img[y:y + 64, x:x + 64])))
     b = np.stack(base)
     pairs = rng.integers(0, len(b), (n, 2))
     w = rng.random((n, 1)).astype(np.float32)
@@ -183,7 +185,7 @@ def test_a_version_1_catalog_is_read_as_it_is_read_only_and_rewritten_read_write
         assert recovery.loaded_checkpoint and recovery.caught_up == 0 and recovery.rebuilt_reason is None
         assert live.ntotal == n - len(dead)
         v2_size = (tmp_path / CATALOG_FILE).stat().st_size
-        new_id = cat.apply(Changes(added=[C.NewImage("/photos", b"new.jpg", 1, 2, "h", 3, 4, hists[0])]))
+        new_id = cat.apply(Changes(added=[NewImage("/photos", b"new.jpg", 1, 2, "h", 3, 4, hists[0])]))
         assert new_id == [n + 1]
     after = snapshot(tmp_path)
     catalog_id = after["meta"].pop("catalog_id")  # given on the first read-write open: a uuid4
@@ -205,7 +207,7 @@ def test_leftovers_of_a_crashed_migration_are_removed_and_confuse_nothing(tmp_pa
     tmp = tmp_path / (CATALOG_FILE + MIGRATING_SUFFIX)
     (tmp_path / "elsewhere").mkdir()
     with Catalog.open(tmp_path / "elsewhere", FP) as other:
-        other.apply(Changes(added=[C.NewImage("/impostor", b"x.jpg", 1, 1, "h", 1, 1, hists[5])]))
+        other.apply(Changes(added=[NewImage("/impostor", b"x.jpg", 1, 1, "h", 1, 1, hists[5])]))
     shutil.copy(tmp_path / "elsewhere" / CATALOG_FILE, tmp)
     (tmp_path / (tmp.name + ".wal")).write_bytes(os.urandom(5000))
 
@@ -312,7 +314,7 @@ def test_a_version_1_index_dir_is_refused_by_merge_until_compact_brings_it_up_to
     make_v1(tmp_path / "old", hists[:50], np.array([0]))
     (tmp_path / "new").mkdir()
     with Catalog.open(tmp_path / "new", FP) as cat:
-        cat.apply(Changes(added=[C.NewImage("/elsewhere", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
+        cat.apply(Changes(added=[NewImage("/elsewhere", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
                                  for i, h in enumerate(hists[50:])]))
     with pytest.raises(IndexDirError, match="written by an older version; run `chromatica-watch compact"):
         merge([tmp_path / "old", tmp_path / "new"], tmp_path / "merged")
@@ -416,7 +418,7 @@ def test_kill_9_during_the_migration_leaves_the_old_or_the_new_catalog_never_nei
 def test_a_version_2_catalog_is_not_rewritten(tmp_path: Path) -> None:
     hists = real_histograms(50, seed=5)
     with Catalog.open(tmp_path, FP) as cat:
-        cat.apply(Changes(added=[C.NewImage("/r", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
+        cat.apply(Changes(added=[NewImage("/r", f"{i}.jpg".encode(), 1, 1, "h", 1, 1, h)
                                  for i, h in enumerate(hists)]))
     stamp = (tmp_path / CATALOG_FILE).stat().st_ino
     with Catalog.open(tmp_path, FP) as cat:
