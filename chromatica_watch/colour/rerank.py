@@ -258,7 +258,7 @@ _WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab (D65) -> sRGB in [0, 1], float64 (N, 3); the inverse of histogram.srgb_to_lab.
+    """CIE Lab (D65) -> sRGB in [0, 1], float64 (N, 3); the inverse of imaging.lab.srgb_to_lab.
 
     Follows `skimage.color.lab2rgb`: a negative Z is clipped to 0, out-of-gamut results are clipped.
     """

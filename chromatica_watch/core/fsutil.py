@@ -8,8 +8,6 @@ import fcntl
 import os
 from pathlib import Path
 
-import xxhash
-
 TMP_SUFFIX = ".tmp"
 
 
@@ -19,20 +17,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def file_checksum(data: bytes | memoryview) -> str:
-    """A checksum that finds a truncated or damaged file (not an attacker's edit): xxh3-128, ~20 GB/s."""
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def file_checksum_of(path: Path, chunk: int = 16 << 20) -> str:
-    """`file_checksum` of a file's content, read in chunks (a file of gigabytes is never held whole)."""
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes | memoryview, *, durable: bool = True, mode: int = 0o644) -> None:

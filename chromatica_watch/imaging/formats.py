@@ -2,7 +2,7 @@
 
 Looked up without importing any decoder plugin (importlib.util.find_spec, and Pillow's own feature
 table for AVIF), so `chromatica-watch formats` and the daemon's start-up check cost nothing and change
-nothing: the decoder (image.py) registers plugins itself, once, when it first meets such a file.
+nothing: the decoders (decoders.py) register plugins themselves, once, when they first meet such a file.
 """
 
 from __future__ import annotations

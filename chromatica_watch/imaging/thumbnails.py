@@ -31,7 +31,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from chromatica_watch.core.errors import ImageError
-from chromatica_watch.imaging.image import Decoded, decode, enable_pillow_for, read_file, shrink
+from chromatica_watch.imaging.decoders import Decoded, decode, enable_pillow_for, shrink
+from chromatica_watch.imaging.reading import read_file
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _make_thumbnail(data: bytes, longest: int, max_pixels: int, source: _Source,
                     suffix: str) -> bytes:
     """The thumbnail PNG of an image file's bytes; ImageError with the reason when it cannot be made.
 
-    The pixels are indexing's own decode (`image.decode`): every format it reads, the pixel limit checked
+    The pixels are indexing's own decode (`decoders.decode`): every format it reads, the pixel limit checked
     from the header before any pixel is decoded, a JPEG decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
     scaling: a 12 MP photo decodes as ~0.2 MP), an area-averaging downscale, and colours in sRGB (a
     Display P3 or Adobe RGB photo is converted, as browsers show untagged PNGs as sRGB). Only the EXIF
