@@ -1,32 +1,46 @@
-"""Talking to a running daemon over its Unix socket."""
+"""The running daemon, reached over its Unix socket: the socket client (`request`, `daemon_available`,
+`ask_status`) and `DaemonIndex`, the `IndexAccess` that asks the daemon.
+
+One JSON request line, one JSON response line; the ops are those `serving.socket_server.handle` answers.
+This side speaks only that protocol: it imports nothing of the daemon.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from chromatica_watch.access.interface import IndexAccess
+from chromatica_watch.access.match import Match
 from chromatica_watch.core.errors import ChromaticaError, DaemonNotRunning, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The daemon makes changes on its indexer thread, after the batch in hand: a rebuild or a relocate of a
+# large index takes minutes, and the client waits for its report.
+LONG_CHANGE_TIMEOUT = 3600.0
 
 
 def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Send one request; raises DaemonNotRunning when nothing answers on the socket."""
+    """Send one request; raises DaemonNotRunning when nothing answers on the socket, ChromaticaError when the
+    daemon does not answer in time or drops the connection."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(str(socket_path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonNotRunning(f"no daemon answers on {socket_path}") from exc
-        s.sendall(json.dumps(payload).encode() + b"\n")
-        chunks = []
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
+        try:
+            chunks = _exchange(s, payload)
+        except TimeoutError as exc:
+            raise ChromaticaError(f"the daemon on {socket_path} did not answer within {timeout:g} s (busy or "
+                                  "stuck: see `chromatica-watch status`)") from exc
+        except OSError as exc:
+            raise ChromaticaError(f"the daemon on {socket_path} dropped the connection "
+                                  f"({exc.strerror or exc})") from exc
     try:
         response = json.loads(b"".join(chunks))
     except ValueError as exc:
@@ -38,7 +52,22 @@ def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -
     return dict(response)
 
 
+def _exchange(s: socket.socket, payload: dict[str, Any]) -> list[bytes]:
+    s.sendall(json.dumps(payload).encode() + b"\n")
+    chunks = []
+    while True:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return chunks
+
+
 def daemon_available(socket_path: Path) -> bool:
+    """Whether a daemon answers a ping within 2 s: one that holds its socket but does not answer counts
+    as none."""
     try:
         request(socket_path, {"op": "ping"}, timeout=2.0)
     except (DaemonNotRunning, OSError, ChromaticaError):
@@ -55,3 +84,38 @@ def ask_status(socket_path: Path, timeout: float = 3.0) -> tuple[dict[str, Any] 
         return None, "no daemon"
     except (OSError, ChromaticaError, KeyError, TypeError):
         return None, "not answering"
+
+
+class DaemonIndex(IndexAccess):
+    """The index the running daemon holds: it answers reads itself and makes every change on its indexer
+    thread, so nothing here opens the catalog (DuckDB allows one writer, or readers, never both).
+    Each call raises DaemonNotRunning when nothing listens on the socket."""
+
+    is_daemon = True
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = Path(socket_path)
+
+    def _ask(self, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        return request(self.socket_path, payload, timeout=timeout)
+
+    def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Match]:
+        response = self._ask({"op": "search", "histogram": query.tolist(), "k": k, "group_sidecars": group_sidecars})
+        return [Match.from_json(r) for r in response["results"]]
+
+    def failures(self) -> list[dict[str, Any]]:
+        return list(self._ask({"op": "failed"})["failures"])
+
+    def retry_failed(self) -> int:
+        return int(self._ask({"op": "retry_failed"})["requeued"])
+
+    def compact(self) -> tuple[int, int]:
+        done = self._ask({"op": "compact"}, timeout=LONG_CHANGE_TIMEOUT)["compacted"]
+        return done["before"], done["after"]
+
+    def roots(self) -> list[dict[str, Any]]:
+        return list(self._ask({"op": "roots"})["roots"])
+
+    def relocate(self, old: str, new: str, *, dry_run: bool, force: bool) -> dict[str, Any]:
+        payload = {"op": "relocate", "old": old, "new": new, "dry_run": dry_run, "force": force}
+        return dict(self._ask(payload, timeout=LONG_CHANGE_TIMEOUT)["relocated"])

@@ -1,0 +1,63 @@
+"""The options several commands share, each declared once as an argparse parent parser (`--config`,
+`--json`, `--index-dir`, `--verbose`), and what they mean: the config file in force, the logging level."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chromatica_watch.core import config as config_mod
+from chromatica_watch.core.config import Config
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # What `add_subparsers` returns, where each command module adds its commands.
+    Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """Parent parsers: a command takes an option by listing its parent in `parents=`."""
+
+    config: argparse.ArgumentParser
+    json: argparse.ArgumentParser
+    index_dir: argparse.ArgumentParser
+    verbose: argparse.ArgumentParser
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)  # the command's own parser adds -h once
+
+
+def shared_options() -> SharedOptions:
+    config = _parent()
+    config.add_argument("--config", help="TOML config file (default: $CHROMATICA_WATCH_CONFIG, else "
+                                         "~/.config/chromatica-watch/config.toml if it exists, else built-in defaults)")
+    json = _parent()
+    json.add_argument("--json", action="store_true", help="the output as JSON")
+    index_dir = _parent()
+    index_dir.add_argument("--index-dir", help="this index directory instead of the configured one "
+                                               "(e.g. one made by build)")
+    verbose = _parent()
+    verbose.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return SharedOptions(config=config, json=json, index_dir=index_dir, verbose=verbose)
+
+
+def config_file(args: argparse.Namespace) -> Path | None:
+    """The config file in force for this command (`--config`, $CHROMATICA_WATCH_CONFIG, the user's)."""
+    found = config_mod.find_config_file(Path(args.config) if getattr(args, "config", None) else None)
+    return found.absolute() if found is not None else None
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return config_mod.load(config_file(args))
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
