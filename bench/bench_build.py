@@ -70,13 +70,16 @@ from bench_common import (
 )
 
 from chromatica_watch.colour import histogram
-from chromatica_watch.imaging import image
+from chromatica_watch.core.hashing import hash_bytes
+from chromatica_watch.imaging.decoders import decode_reduced_only, limit_decoder_threads
+from chromatica_watch.imaging.features import features
+from chromatica_watch.imaging.reading import read_file
 from chromatica_watch.ingest import pool as ingest
 
 if TYPE_CHECKING:
     import psutil
 
-    from chromatica_watch.storage.catalog import NewImage
+    from chromatica_watch.core.records import NewImage
 
 # Spawned worker processes (ours and the benchmark's own) re-run this module's top level, so only what
 # the ingest workers import anyway is imported here; build/catalog (faiss, duckdb, pyarrow) and psutil
@@ -216,13 +219,13 @@ def decode_only(path: str) -> tuple[int, int]:
     """(d): read the bytes, header probe and reduced-scale decode; nothing else."""
     with open(path, "rb") as f:
         data = f.read()
-    return image.decode_reduced_only(data, MAX_DIMENSION)
+    return decode_reduced_only(data, MAX_DIMENSION)
 
 
 def ours_features(path: str) -> np.ndarray:
     """What one ingest worker does per file, without the build around it: read, hash, features."""
-    data = image.read_file(path).data
-    return image.features(data, MAX_DIMENSION, content_hash=image.hash_bytes(data)).histogram
+    data = read_file(path).data
+    return features(data, MAX_DIMENSION, content_hash=hash_bytes(data)).histogram
 
 
 WORK: dict[str, Callable[[str], object]] = {
@@ -240,7 +243,7 @@ def _worker_init(kind: str) -> None:
     if kind != "seed":
         ingest.worker_init()
         return
-    image.limit_decoder_threads()
+    limit_decoder_threads()
     from skimage import color
 
     color.rgb2lab(np.zeros((1, 1, 3), np.uint8))
@@ -519,7 +522,7 @@ def random_histograms(rng: np.random.Generator, count: int, density: float = 1.0
 
 
 def new_images(start: int, hists: np.ndarray) -> list[NewImage]:
-    from chromatica_watch.storage.catalog import NewImage
+    from chromatica_watch.core.records import NewImage
 
     return [NewImage("/bench/root", f"dir/photo_{start + i:06d}.jpg".encode(), 4_000_000 + i,
                      1_700_000_000_000_000_000 + i, f"{start + i:032x}", WIDTH, HEIGHT, h)
@@ -538,7 +541,8 @@ def fresh_catalog(path: Path) -> Path:
 
 def catalog_apply_rate(name: str, folder: Path, hists: np.ndarray, batch: int) -> tuple[Rate, list[float]]:
     """Catalog.apply(Changes(added=...)) per batch into a fresh catalog; also each batch's rows/s."""
-    from chromatica_watch.storage.catalog import Catalog, Changes
+    from chromatica_watch.core.records import Changes
+    from chromatica_watch.storage.catalog import Catalog
 
     batches = [new_images(i, hists[i:i + batch]) for i in range(0, len(hists), batch)]
     catalog = Catalog.open(fresh_catalog(folder), histogram.fingerprint(MAX_DIMENSION))

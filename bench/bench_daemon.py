@@ -106,7 +106,7 @@ import numpy as np
 from chromatica_watch.access.remote import request
 from chromatica_watch.core import config as config_mod
 from chromatica_watch.core.errors import ChromaticaError, DaemonNotRunning
-from chromatica_watch.imaging.image import has_image_extension
+from chromatica_watch.core.filetypes import has_image_extension
 from chromatica_watch.search.query import color_query_histogram, parse_colors
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -350,7 +350,8 @@ class Row:
 
 def write_catalog(index_dir: Path, root: str, rows: Sequence[Row], seed: int) -> float:
     """A fresh catalog of these rows through Catalog.apply, BATCH rows per transaction; its seconds."""
-    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.core.records import Changes, NewImage
+    from chromatica_watch.storage.catalog import Catalog
 
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.mkdir(parents=True)

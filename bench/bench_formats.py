@@ -48,7 +48,8 @@ from bench_common import (
 sys.path.insert(0, str(BENCH_DIR.parent))  # tests.format_files: the writers the tests use
 
 from chromatica_watch.core.defaults import available_cores
-from chromatica_watch.imaging import image
+from chromatica_watch.imaging.decoders import limit_decoder_threads
+from chromatica_watch.imaging.features import features
 from chromatica_watch.offline.build import BuildOptions, build
 
 RAW_SPEEDUP_TARGET = 3.0
@@ -131,12 +132,12 @@ def build_rate(folder: Path, workers: int) -> tuple[float, float]:
 
 
 def decode_ms(paths: Sequence[Path], ext: str) -> float:
-    """Median single-process time of image.features on a file's bytes (in memory), in ms."""
+    """Median single-process time of features() on a file's bytes (in memory), in ms."""
     times = []
     for p in paths:
         data = p.read_bytes()
         started = time.perf_counter()
-        image.features(data, MAX_DIMENSION, suffix=ext)
+        features(data, MAX_DIMENSION, suffix=ext)
         times.append((time.perf_counter() - started) * 1000)
     return float(np.median(times))
 
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.clean:
         shutil.rmtree(out / f"formats-v{FORMATS_VERSION}-corpus-v{CORPUS_VERSION}", ignore_errors=True)
     workers = args.workers or available_cores()
-    image.limit_decoder_threads()  # the one-process decode figures, as a worker decodes (before rawpy loads)
+    limit_decoder_threads()  # the one-process decode figures, as a worker decodes (before rawpy loads)
     import pillow_heif
     import rawpy
 

@@ -130,12 +130,13 @@ def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> f
     """Catalog rows for every link: its stat (the corpus file's inode), the corpus file's hash, a synthetic
     histogram."""
     from chromatica_watch.colour import histogram
-    from chromatica_watch.imaging import image
-    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.core.hashing import hash_bytes
+    from chromatica_watch.core.records import Changes, NewImage
+    from chromatica_watch.storage.catalog import Catalog
 
     started = time.perf_counter()
     stat = [os.stat(p) for p in corpus]
-    hashes = [image.hash_bytes(p.read_bytes()) for p in corpus]
+    hashes = [hash_bytes(p.read_bytes()) for p in corpus]
     root = os.fsdecode(photos.resolve())
     index_dir.mkdir(parents=True)
     with Catalog.open(index_dir, histogram.fingerprint(MAX_DIMENSION)) as catalog:

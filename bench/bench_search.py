@@ -50,11 +50,13 @@ from chromatica_watch.access.api import search_daemon
 from chromatica_watch.access.remote import daemon_available
 from chromatica_watch.colour import histogram, rerank
 from chromatica_watch.core import config as config_mod
+from chromatica_watch.core.records import Changes, NewImage
+from chromatica_watch.imaging.lab import srgb_to_lab
 from chromatica_watch.search.query import ColorWeight, color_query_histogram, parse_colors
 from chromatica_watch.search.readonly import open_readonly
 from chromatica_watch.search.searcher import Searcher
 from chromatica_watch.storage import index
-from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.catalog import Catalog
 
 DATASET_VERSION = 1  # bump when the recipe below changes, so a cached index is not reused
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
@@ -105,7 +107,7 @@ def base_histograms(seed: int = 0) -> np.ndarray:
                 hsv[..., 0] = (hsv[..., 0] + rng.integers(0, 180)) % 180
             hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.6, 1.3), 0, 255)
             crop = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-            out.append(histogram.lab_histogram(histogram.srgb_to_lab(crop)))
+            out.append(histogram.lab_histogram(srgb_to_lab(crop)))
     return np.stack(out)
 
 

@@ -7,7 +7,7 @@ cache and an empty thumbnail cache: `Thumbnailer.get(path, "normal")` (read, hea
 DCT decode, EXIF orientation, 128 px resize, PNG encode, atomic write of the cache file), p50/p95
 (target <= 40 ms); then the same call served from the cache (stat, read and check the cached PNG's
 tEXt chunks), p50/p95 (target <= 3 ms). For scale, the decoder's floor: OpenCV's 1/8-scale decode of
-the same bytes alone (`image.decode_reduced_only`), and the "large" (256 px) first thumbnail.
+the same bytes alone (`decoders.decode_reduced_only`), and the "large" (256 px) first thumbnail.
 
 Prints the figures and writes them to OUT/bench_thumbnails.json. Not a pytest test.
 """
@@ -37,7 +37,7 @@ from bench_common import (
 )
 
 from chromatica_watch.core.defaults import DEFAULT_MAX_PIXELS
-from chromatica_watch.imaging import image
+from chromatica_watch.imaging.decoders import decode_reduced_only
 from chromatica_watch.imaging.thumbnails import Thumbnailer
 
 FIRST_TARGET_MS = 40.0
@@ -80,7 +80,7 @@ def bench(paths: Sequence[Path], cached_repeat: int, summary: Summary) -> None:
             first.append(timed(normal))
             cached += [timed(normal) for _ in range(cached_repeat)]
             large.append(timed(functools.partial(thumbs.get, path, "large")))
-            floor.append(timed(functools.partial(image.decode_reduced_only, p.read_bytes(), 128)))
+            floor.append(timed(functools.partial(decode_reduced_only, p.read_bytes(), 128)))
     report("first thumbnail, normal (128 px)", first, summary, FIRST_TARGET_MS)
     report("cached thumbnail, normal (128 px)", cached, summary, CACHED_TARGET_MS)
     report("first thumbnail, large (256 px)", large, summary)

@@ -170,9 +170,10 @@ def build_dataset(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int)
     from bench_search import base_histograms, dataset_batches
 
     from chromatica_watch.colour import histogram
-    from chromatica_watch.imaging import image
+    from chromatica_watch.core.hashing import hash_bytes
+    from chromatica_watch.core.records import Changes, NewImage
     from chromatica_watch.storage import index
-    from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+    from chromatica_watch.storage.catalog import Catalog
 
     started = time.perf_counter()
     t0 = time.perf_counter()
@@ -183,7 +184,7 @@ def build_dataset(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int)
     t_links = time.perf_counter() - t0
     # One stat and one hash per corpus file: its links share the inode (size, mtime) and the bytes.
     stat = [os.stat(p) for p in corpus]
-    hashes = [image.hash_bytes(p.read_bytes()) for p in corpus]
+    hashes = [hash_bytes(p.read_bytes()) for p in corpus]
     root = os.fsdecode(photos.resolve())
     base = base_histograms()
     fp = histogram.fingerprint(MAX_DIMENSION)

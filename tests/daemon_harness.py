@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from chromatica_watch.colour import histogram as H
-from chromatica_watch.imaging.image import hash_bytes
+from chromatica_watch.core.hashing import hash_bytes
 from chromatica_watch.ingest.scan import scan
 from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.indexdir import open_live_index

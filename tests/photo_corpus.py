@@ -11,7 +11,9 @@ import numpy as np
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.colour import rerank as R
-from chromatica_watch.storage.catalog import Catalog, Changes
+from chromatica_watch.core.records import Changes
+from chromatica_watch.imaging.lab import srgb_to_lab
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import LiveIndex
 from tests.conftest import photo
 
@@ -31,7 +33,7 @@ def photo_histograms(rng: np.random.Generator, names: Sequence[str], per_photo: 
                 hsv[..., 0] = (hsv[..., 0] + rng.integers(0, 180)) % 180
             hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(*brightness), 0, 255)
             crop = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-            out.append(H.lab_histogram(H.srgb_to_lab(crop)))
+            out.append(H.lab_histogram(srgb_to_lab(crop)))
     return np.stack(out)
 
 

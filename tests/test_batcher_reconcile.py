@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from chromatica_watch.core.records import Failure, LiveFile
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.ingest.diff import diff
 from chromatica_watch.ingest.scan import DiskFile, display_path, is_candidate, scan
-from chromatica_watch.storage.catalog import Failure, LiveFile
 
 
 def key(tmp_path: Path, name: str) -> tuple[str, bytes]:

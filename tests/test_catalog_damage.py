@@ -19,8 +19,9 @@ import pytest
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import CatalogDamaged, IndexDirError, StorageError
+from chromatica_watch.core.records import Changes, Failure, NewImage
 from chromatica_watch.offline.validate import validate
-from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, Changes, Failure, NewImage, quarantine
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, quarantine
 from chromatica_watch.storage.indexdir import open_live_index
 from tests.conftest import mounted_tmpfs
 

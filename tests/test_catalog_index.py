@@ -11,7 +11,8 @@ import pytest
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import IndexDirError
-from chromatica_watch.storage.catalog import Catalog, Changes, Failure, Move, NewImage
+from chromatica_watch.core.records import Changes, Failure, Move, NewImage
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint
 from chromatica_watch.storage.indexdir import open_live_index
 

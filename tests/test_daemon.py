@@ -206,7 +206,7 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(d
     import multiprocessing
 
     from chromatica_watch.core import config as config_mod
-    from chromatica_watch.daemon.daemon import POOL_IDLE_S, compose
+    from chromatica_watch.daemon.compose import POOL_IDLE_S, compose
 
     env = daemon_env
     now = [1000.0]
@@ -214,24 +214,24 @@ def test_workers_start_when_files_are_queued_and_stop_when_idle_status_at_once(d
     daemon = compose(cfg, env.config, clock=lambda: now[0])
     daemon.open()
     try:
-        assert daemon.pool is None and not multiprocessing.active_children()
+        assert daemon.ingester.pool is None and not multiprocessing.active_children()
         write_rgb(env.pictures / "a.jpg", photo("coffee"))
         daemon.batcher.note((str(env.pictures), b"a.jpg"), now[0])
-        daemon.step()
-        assert daemon.pool is not None
+        daemon.indexer.step()
+        assert daemon.ingester.pool is not None
         assert len(multiprocessing.active_children()) >= cfg.worker_count  # started before the file settled
         now[0] += cfg.settle_seconds + cfg.max_batch_delay
-        daemon.step()
-        assert daemon.catalog.counts()["live"] == 1
+        daemon.indexer.step()
+        assert daemon.store.catalog.counts()["live"] == 1
         # status.json already shows it: written when the batch committed, not on the next loop turn
         status = json.loads(cfg.status_path.read_text())
         assert status["state"] == "idle" and status["counts"]["indexed"] == 1 and status["counts"]["queued"] == 0
         now[0] += POOL_IDLE_S - 1
-        daemon.step()
-        assert daemon.pool is not None  # still recent work
+        daemon.indexer.step()
+        assert daemon.ingester.pool is not None  # still recent work
         now[0] += 2
-        daemon.step()
-        assert daemon.pool is None
+        daemon.indexer.step()
+        assert daemon.ingester.pool is None
         assert not [p for p in multiprocessing.active_children() if p.name.startswith("SpawnProcess")]
     finally:
         daemon.close()
@@ -243,23 +243,29 @@ def test_restarted_worker_pool_keeps_the_startup_histogram_settings(daemon_env: 
     import dataclasses
 
     from chromatica_watch.core import config as config_mod
-    from chromatica_watch.daemon.daemon import compose
+    from chromatica_watch.daemon.compose import compose
 
     cfg = config_mod.load(daemon_env.config, env={})
     daemon = compose(cfg, daemon_env.config)
-    daemon.cfg = dataclasses.replace(cfg, max_dimension=cfg.max_dimension * 2, workers=cfg.worker_count + 1)
-    pool = daemon.ingest_pool()
+    daemon.open()
     try:
-        assert (pool.max_dimension, pool.workers) == (cfg.max_dimension, cfg.worker_count)
+        daemon.apply_config(dataclasses.replace(cfg, max_dimension=cfg.max_dimension * 2,
+                                                workers=cfg.worker_count + 1))
+        pool = daemon.workers.get()
+        try:
+            assert (pool.max_dimension, pool.workers) == (cfg.max_dimension, cfg.worker_count)
+        finally:
+            pool.close()
     finally:
-        pool.close()
+        daemon.close()
 
 
 def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: DaemonEnv) -> None:
     """In process: with more ready files than batch_size, one loop turn streams several batches through
     the workers (committing each), so the workers do not wait for every commit."""
     from chromatica_watch.core import config as config_mod
-    from chromatica_watch.daemon.daemon import STREAM_BATCHES, compose
+    from chromatica_watch.daemon.compose import compose
+    from chromatica_watch.daemon.ingester import STREAM_BATCHES
 
     env = daemon_env
     env.write_config(batch_size=8)
@@ -270,15 +276,16 @@ def test_many_ready_files_are_streamed_in_several_batches_at_once(daemon_env: Da
     daemon = compose(cfg, env.config, clock=lambda: now[0])
     daemon.open()
     commits: list[int] = []
-    after_commit = daemon.after_commit
-    daemon.after_commit = lambda outcome: (commits.append(outcome.added), after_commit(outcome))  # type: ignore[method-assign]
+    after_commit = daemon.ingester.after_commit
+    daemon.ingester.after_commit = lambda outcome: (  # type: ignore[method-assign]
+        commits.append(outcome.added), after_commit(outcome))
     try:
         for i in range(n):
             write_rgb(env.pictures / f"{i:03d}.png", solid((i, 255 - i, (7 * i) % 256)))
             daemon.batcher.note((str(env.pictures), f"{i:03d}.png".encode()), now[0])
         now[0] += cfg.settle_seconds + cfg.max_batch_delay
-        daemon.step()
-        assert daemon.catalog.counts()["live"] == n  # all in one loop turn
+        daemon.indexer.step()
+        assert daemon.store.catalog.counts()["live"] == n  # all in one loop turn
         # one transaction per batch_size, in order (then the same turn's rescan re-hashes the racy new files)
         assert commits[:4] == [8, 8, 8, 2] and sum(commits) == n
     finally:
@@ -304,7 +311,7 @@ def test_an_idle_loop_reads_the_counts_and_writes_status_json_once_per_status_in
     """In process, with a fake clock: the loop turns every 0.2 s; the catalog's counts (a query) and
     status.json (a file write) must not follow it, only status_interval."""
     from chromatica_watch.core import config as config_mod
-    from chromatica_watch.daemon.daemon import compose
+    from chromatica_watch.daemon.compose import compose
 
     env = daemon_env
     env.write_config(status_interval=5.0)
@@ -313,14 +320,14 @@ def test_an_idle_loop_reads_the_counts_and_writes_status_json_once_per_status_in
     daemon = compose(cfg, env.config, clock=lambda: now[0])
     daemon.open()
     try:
-        daemon.step()  # the first turn's periodic work (the read-back) and its counts
+        daemon.indexer.step()  # the first turn's periodic work (the read-back) and its counts
         written = cfg.status_path.stat().st_mtime_ns
         for _ in range(5):
             now[0] += 0.2
-            daemon.step()
+            daemon.indexer.step()
         assert cfg.status_path.stat().st_mtime_ns == written
         now[0] += cfg.status_interval
-        daemon.step()
+        daemon.indexer.step()
         assert cfg.status_path.stat().st_mtime_ns != written
     finally:
         daemon.close()
@@ -332,13 +339,13 @@ def test_a_stopping_daemon_fails_queued_commands_at_once_instead_of_leaving_them
     once with a line saying why."""
     from chromatica_watch.core import config as config_mod
     from chromatica_watch.core.errors import ChromaticaError
-    from chromatica_watch.daemon.daemon import compose
+    from chromatica_watch.daemon.compose import compose
 
     daemon = compose(config_mod.load(daemon_env.config, env={}), daemon_env.config)
-    queued = daemon.submit_compact()
+    queued = daemon.read_side.submit_compact()
     assert not queued.done()  # the indexer loop is not running: nothing takes it
-    daemon.refuse_commands()
+    daemon.commands.refuse()
     with pytest.raises(ChromaticaError, match="stopped before it could do this"):
         queued.result(timeout=1)
     with pytest.raises(ChromaticaError, match="the daemon is stopping"):
-        daemon.submit_retry_failed().result(timeout=1)
+        daemon.read_side.submit_retry_failed().result(timeout=1)

@@ -23,7 +23,10 @@ import pytest
 from chromatica_watch.access.api import search
 from chromatica_watch.core.errors import ImageError
 from chromatica_watch.core.filetypes import IMAGE_EXTENSIONS, has_image_extension
-from chromatica_watch.imaging import formats, image
+from chromatica_watch.core.hashing import hash_bytes
+from chromatica_watch.imaging import formats, headers
+from chromatica_watch.imaging.decoders import decode
+from chromatica_watch.imaging.features import features
 from chromatica_watch.offline.build import BuildOptions, build
 from tests import format_files as F
 from tests.conftest import CLI, PHOTO_NAMES, photo, wait_until
@@ -58,7 +61,7 @@ def file_of(kind: str, rgb: np.ndarray, second: np.ndarray | None = None) -> tup
 
 
 def histogram_of(data: bytes, suffix: str = "", max_dimension: int = MAXDIM) -> np.ndarray:
-    return image.features(data, max_dimension, suffix=suffix).histogram
+    return features(data, max_dimension, suffix=suffix).histogram
 
 
 def l1(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,14 +75,14 @@ KINDS = sorted(TOLERANCE)
 def test_each_format_decodes_like_the_same_picture_as_png(kind: str) -> None:
     rgb, other = picture(0), picture(6)  # astronaut, and astronaut with red and blue swapped
     ext, data = file_of(kind, rgb, other)
-    feats = image.features(data, MAXDIM, suffix=ext)
+    feats = features(data, MAXDIM, suffix=ext)
     assert (feats.width, feats.height) == (rgb.shape[1], rgb.shape[0])
     expected = histogram_of(F.png(rgb))
     first = l1(feats.histogram, expected)
     assert first < TOLERANCE[kind]
     if kind in F.ANIMATED:  # the first frame, not the second (about 1.0 away)
         assert l1(feats.histogram, histogram_of(F.png(other))) > max(0.5, 5 * first)
-    assert image.features(data, MAXDIM, suffix=ext).content_hash == image.hash_bytes(data)
+    assert features(data, MAXDIM, suffix=ext).content_hash == hash_bytes(data)
 
 
 def test_raw_uses_its_embedded_preview_only_when_it_is_large_enough() -> None:
@@ -100,10 +103,10 @@ def test_raw_sensor_data_compressed_as_most_dngs_are_decodes_alike() -> None:
     packed = F.dng(rgb, preview=False, lossless_jpeg=True)
     plain = F.dng(rgb, preview=False)
     assert len(packed) < 0.8 * len(plain)
-    assert np.array_equal(image.decode(packed, MAXDIM, suffix=".dng").rgb,
-                          image.decode(plain, MAXDIM, suffix=".dng").rgb)
+    assert np.array_equal(decode(packed, MAXDIM, suffix=".dng").rgb,
+                          decode(plain, MAXDIM, suffix=".dng").rgb)
     with pytest.raises(ImageError, match=r"^truncated camera RAW: its image data runs to byte"):
-        image.features(packed[: len(packed) - 100], MAXDIM, suffix=".dng")
+        features(packed[: len(packed) - 100], MAXDIM, suffix=".dng")
 
 
 def test_a_colour_search_finds_each_format_first(tmp_path: Path) -> None:
@@ -211,10 +214,10 @@ def test_a_bomb_in_each_format_is_refused_before_decoding(kind: str) -> None:
     ext, data = file_of(kind, picture(0))
     bomb = BOMBS[kind](data)
     with pytest.raises(ImageError, match=rf"{BOMB}x{BOMB} = {BOMB * BOMB} exceeds the pixel limit"):
-        image.features(bomb, MAXDIM, suffix=ext)
+        features(bomb, MAXDIM, suffix=ext)
     # The limit is the configured one, whatever the format (512 x 512 here).
     with pytest.raises(ImageError, match=r"^too many pixels: 512x512 = 262144 exceeds the pixel limit 1000 "):
-        image.features(data, MAXDIM, max_pixels=1000, suffix=ext)
+        features(data, MAXDIM, max_pixels=1000, suffix=ext)
 
 
 def test_jpeg_xl_size_header_is_read_as_the_decoder_reads_it() -> None:
@@ -224,13 +227,13 @@ def test_jpeg_xl_size_header_is_read_as_the_decoder_reads_it() -> None:
     for w, h in [(37, 23), (64, 64), (96, 80), (120, 90), (90, 60), (160, 90), (80, 64), (128, 64), (513, 9),
                  (8, 4096)]:
         data = F.jxl(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        assert image._jxl_size(data) == (w, h)
-        feats = image.features(data, MAXDIM, suffix=".jxl")
+        assert headers.jxl_size(data) == (w, h)
+        feats = features(data, MAXDIM, suffix=".jxl")
         assert (feats.width, feats.height) == (w, h)
     stream = F.jxl(picture(1))
     box = struct.pack(">I", 8 + len(stream)) + b"jxlc" + stream
     container = b"\x00\x00\x00\x0cJXL \r\n\x87\n" + struct.pack(">I", 20) + b"ftypjxl \x00\x00\x00\x00jxl " + box
-    assert image._jxl_size(container) == (600, 400)
+    assert headers.jxl_size(container) == (600, 400)
     assert l1(histogram_of(container), histogram_of(stream)) < 1e-6
 
 
@@ -254,15 +257,15 @@ def test_a_truncated_file_in_each_format_gets_its_reason(kind: str) -> None:
     ext, data = file_of(kind, picture(0))
     for keep in (len(data) - 7, len(data) // 2):
         with pytest.raises(ImageError, match=TRUNCATED[kind]):
-            image.features(data[:keep], MAXDIM, suffix=ext)
+            features(data[:keep], MAXDIM, suffix=ext)
 
 
 @pytest.mark.parametrize("ext", [".heic", ".avif", ".jxl", ".gif", ".webp", ".dng", ".nef", ".cr3", ".raf"])
 def test_zero_bytes_and_wrong_content_under_each_extension(ext: str) -> None:
     with pytest.raises(ImageError, match=r"^empty file \(0 bytes\)$"):
-        image.features(b"", MAXDIM, suffix=ext)
+        features(b"", MAXDIM, suffix=ext)
     with pytest.raises(ImageError, match=r"^not an image: unrecognized file format$"):
-        image.features(b"a text file, not a photo\n" * 20, MAXDIM, suffix=ext)
+        features(b"a text file, not a photo\n" * 20, MAXDIM, suffix=ext)
     # The content decides: a JPEG or a HEIC under another name is read for what it is.
     jpeg = F.jpeg(picture(2))
     assert np.array_equal(histogram_of(jpeg, ext), histogram_of(jpeg))
@@ -276,8 +279,8 @@ def test_a_tiff_named_like_a_raw_that_libraw_cannot_read_says_so() -> None:
 
     Image.fromarray(picture(3)).save(tiff, "TIFF")
     with pytest.raises(ImageError, match=r"^not a camera RAW file LibRaw can read: "):
-        image.features(tiff.getvalue(), MAXDIM, suffix=".nef")
-    assert image.features(tiff.getvalue(), MAXDIM, suffix=".tif").width == picture(3).shape[1]
+        features(tiff.getvalue(), MAXDIM, suffix=".nef")
+    assert features(tiff.getvalue(), MAXDIM, suffix=".tif").width == picture(3).shape[1]
 
 
 def test_bad_files_of_every_format_are_each_recorded_once_with_their_reason(tmp_path: Path) -> None:
@@ -344,12 +347,14 @@ def test_formats_command_and_missing_libraries(tmp_path: Path) -> None:
     listed = {f["key"]: f for f in json.loads(proc.stdout)}
     assert [k for k, f in listed.items() if not f["available"]] == ["jxl", "raw"]
     script = textwrap.dedent(f"""
-        from chromatica_watch.imaging import formats, image
+        from chromatica_watch.core.errors import ImageError
+        from chromatica_watch.imaging import formats
+        from chromatica_watch.imaging.features import features
         print("\\n".join(formats.missing_format_support()))
         for path in ({str(dng)!r}, {str(jxl)!r}):
             try:
-                image.features(open(path, "rb").read(), 256, suffix=path[-4:])
-            except image.ImageError as exc:
+                features(open(path, "rb").read(), 256, suffix=path[-4:])
+            except ImageError as exc:
                 print("REASON", exc.reason)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
@@ -528,7 +533,7 @@ def tagged(fmt: str, rgb: np.ndarray, icc: bytes) -> tuple[str, bytes]:
 def test_display_p3_colours_come_out_as_their_known_srgb_values() -> None:
     p3 = icc_profile(P3_COLORANTS, "Display P3 (test)")
     ext, data = tagged("png", p3_picture(), p3)
-    got = image.decode(data, MAXDIM, suffix=ext).rgb
+    got = decode(data, MAXDIM, suffix=ext).rgb
     for i, colour in enumerate(P3_PATCHES):
         pixel = got[(i // 2) * 32 + 16, (i % 2) * 32 + 16].astype(float)
         assert np.abs(pixel - p3_to_srgb_known(colour)).max() <= 2.0, (colour, pixel, p3_to_srgb_known(colour))
@@ -549,8 +554,8 @@ def test_an_embedded_p3_profile_is_converted_to_srgb_in_every_format(fmt: str) -
     reference = np.asarray(ImageCms.profileToProfile(Image.fromarray(rgb), ImageCms.ImageCmsProfile(io.BytesIO(p3)),
                                                      ImageCms.createProfile("sRGB")))
     ext, data = tagged(fmt, rgb, p3)
-    decoded = image.decode(data, 64, suffix=ext).rgb
-    got = image.features(data, 64, suffix=ext).histogram
+    decoded = decode(data, 64, suffix=ext).rgb
+    got = features(data, 64, suffix=ext).histogram
     expected, untagged = histogram_of(F.png(reference), max_dimension=64), histogram_of(F.png(rgb), max_dimension=64)
     if fmt in ("png", "tiff", "webp"):
         assert np.array_equal(decoded, reference)
@@ -566,15 +571,15 @@ def test_srgb_and_odd_profiles_leave_the_pixels_as_decoded() -> None:
     from PIL import ImageCms
 
     rgb = p3_picture()
-    plain = image.decode(F.png(rgb), MAXDIM).rgb
+    plain = decode(F.png(rgb), MAXDIM).rgb
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    assert np.array_equal(image.decode(tagged("png", rgb, srgb)[1], MAXDIM).rgb, plain)
+    assert np.array_equal(decode(tagged("png", rgb, srgb)[1], MAXDIM).rgb, plain)
     srgb_named = icc_profile(((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)),
                              "sRGB IEC61966-2.1")
-    assert np.array_equal(image.decode(tagged("jpeg", rgb, srgb_named)[1], MAXDIM).rgb,
-                          image.decode(F.jpeg(rgb, 95), MAXDIM).rgb)
+    assert np.array_equal(decode(tagged("jpeg", rgb, srgb_named)[1], MAXDIM).rgb,
+                          decode(F.jpeg(rgb, 95), MAXDIM).rgb)
     broken = icc_profile(P3_COLORANTS, "Display P3 (test)")[:200]  # cut: does not parse
-    assert np.array_equal(image.decode(tagged("png", rgb, broken)[1], MAXDIM).rgb, plain)
+    assert np.array_equal(decode(tagged("png", rgb, broken)[1], MAXDIM).rgb, plain)
 
 
 def test_a_heic_with_a_large_enough_embedded_thumbnail_is_read_from_it() -> None:
@@ -589,7 +594,7 @@ def test_a_heic_with_a_large_enough_embedded_thumbnail_is_read_from_it() -> None
         best, hist = float("inf"), None
         for _ in range(2):
             started = time.perf_counter()
-            hist = image.features(data, max_dimension).histogram
+            hist = features(data, max_dimension).histogram
             best = min(best, time.perf_counter() - started)
         assert hist is not None
         return best, hist
@@ -600,4 +605,4 @@ def test_a_heic_with_a_large_enough_embedded_thumbnail_is_read_from_it() -> None
     assert fast * 4 < slow, (fast, slow)
     too_small, _ = timed(with_copy, max_dimension=512)  # a 320 px copy cannot give 512 px: the full decode
     assert too_small > 2 * fast, (too_small, fast)
-    assert image.features(with_copy, 256).width == 1200  # the picture's own size is recorded
+    assert features(with_copy, 256).width == 1200  # the picture's own size is recorded

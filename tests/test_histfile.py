@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from chromatica_watch.colour import histogram as H
-from chromatica_watch.ingest.pipeline import Vanished
+from chromatica_watch.core.records import Changes, NewImage
+from chromatica_watch.ingest.pipeline import Committer, Vanished
 from chromatica_watch.ingest.pool import Indexed, Task
 from chromatica_watch.search.searcher import Searcher
-from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile
 from chromatica_watch.storage.index import PCA
 from chromatica_watch.storage.store import Store
@@ -125,7 +126,7 @@ def test_the_daemons_store_keeps_the_file_and_searches_find_the_same_through_it(
         assert files is not None and files.ready.wait(30)
         # Rows committed through the store's committer go to the file as they are indexed.
         results = [Indexed(Task("/root", f"{i}.jpg".encode()), 1, 1, f"h{i}", 1, 1, h) for i, h in enumerate(hists)]
-        outcome = store.committer().commit(results, {}, Vanished())
+        outcome = Committer.of(store).commit(results, {}, Vanished())
         assert outcome.added == 600 and files.count == 600
         store.compact_if_needed(0.1)  # 600 live >= 256: rebuilt in the PCA layout
         assert store.live.layout == PCA

@@ -20,30 +20,36 @@ from PIL import Image, ImageCms, PngImagePlugin
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import ImageError
-from chromatica_watch.imaging import image
+from chromatica_watch.core.filetypes import SYMLINK_NOT_FOLLOWED, special_file_reason
+from chromatica_watch.core.hashing import hash_bytes
+from chromatica_watch.imaging import decoders, headers
+from chromatica_watch.imaging.decoders import decode
+from chromatica_watch.imaging.features import Features, features
+from chromatica_watch.imaging.lab import srgb_to_lab
+from chromatica_watch.imaging.reading import read_file
 from tests.conftest import photo, solid, write_rgb
 
 RED = (255, 0, 0)
 
 
 def dominant_bin(rgb: tuple[int, int, int]) -> int:
-    return int(H.lab_histogram(H.srgb_to_lab(np.array([[rgb]], dtype=np.uint8))).argmax())
+    return int(H.lab_histogram(srgb_to_lab(np.array([[rgb]], dtype=np.uint8))).argmax())
 
 
-def feats(path: Path, max_dimension: int = 256) -> image.Features:
-    return image.features(path.read_bytes(), max_dimension)
+def feats(path: Path, max_dimension: int = 256) -> Features:
+    return features(path.read_bytes(), max_dimension)
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_then_shrunk(tmp_path: Path) -> None:
     big = np.kron(photo("coffee"), np.ones((8, 8, 1), dtype=np.uint8))  # 3200 x 4800
     data = write_rgb(tmp_path / "big.jpg", big, IMWRITE_JPEG_QUALITY=90).read_bytes()
-    decoded = image.decode(data, 256)
+    decoded = decode(data, 256)
     assert (decoded.width, decoded.height) == (4800, 3200)
     assert max(decoded.rgb.shape[:2]) == 256
-    assert image._reduced_jpeg_flag(4800, 3200, 256) == image.cv2.IMREAD_REDUCED_COLOR_8
-    small = image.features(write_rgb(tmp_path / "small.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
+    assert decoders._reduced_jpeg_flag(4800, 3200, 256) == cv2.IMREAD_REDUCED_COLOR_8
+    small = features(write_rgb(tmp_path / "small.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
                            .read_bytes(), 256)
-    big_h = image.features(data, 256).histogram
+    big_h = features(data, 256).histogram
     # Same picture at two scales: nearly the same colours.
     assert 0.5 * np.abs(big_h - small.histogram).sum() < 0.1
 
@@ -102,7 +108,7 @@ def test_truncated_jpeg_is_refused(tmp_path: Path) -> None:
     data = write_rgb(tmp_path / "p.jpg", photo("astronaut"), IMWRITE_JPEG_QUALITY=90).read_bytes()
     for cut in (2, 1000, len(data) // 2):
         with pytest.raises(ImageError, match=r"truncated|could not decode"):
-            image.features(data[:-cut], 256)
+            features(data[:-cut], 256)
 
 
 def test_truncated_or_damaged_png_is_refused_without_a_word_on_stderr(
@@ -112,14 +118,14 @@ def test_truncated_or_damaged_png_is_refused_without_a_word_on_stderr(
     # Cut in the IEND chunk, in the last image data chunk's CRC (all pixels there), deep in the data.
     for cut in (4, 12, 14, 20, 1000, len(data) // 2, len(data) - 20):
         with pytest.raises(ImageError, match=r"^truncated PNG: data ends before the IEND chunk$"):
-            image.features(data[:-cut], 256)
+            features(data[:-cut], 256)
     damaged = bytearray(data)
     damaged[37] ^= 0xFF  # the type of the chunk after IHDR
     with pytest.raises(ImageError, match=r"^corrupt PNG: malformed chunk header at byte 33$"):
-        image.features(bytes(damaged), 256)
+        features(bytes(damaged), 256)
     assert capfd.readouterr().err == ""  # libpng's 'PNG input buffer is incomplete' never printed
-    whole = image.features(data, 256)
-    assert np.array_equal(image.features(data + b"trailing junk", 256).histogram, whole.histogram)
+    whole = features(data, 256)
+    assert np.array_equal(features(data + b"trailing junk", 256).histogram, whole.histogram)
 
 
 def test_truncation_check_skips_an_embedded_thumbnail() -> None:
@@ -130,15 +136,15 @@ def test_truncation_check_skips_an_embedded_thumbnail() -> None:
     Image.new("RGB", (64, 64), (0, 0, 255)).save(main, "JPEG")
     app1 = b"\xff\xe1" + struct.pack(">H", len(thumb.getvalue()) + 2) + thumb.getvalue()
     full = main.getvalue()[:2] + app1 + main.getvalue()[2:]
-    assert image._jpeg_scan_complete(full)
-    assert not image._jpeg_scan_complete(full[:-50])
+    assert headers.jpeg_scan_complete(full)
+    assert not headers.jpeg_scan_complete(full[:-50])
 
 
 def test_empty_and_non_image_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="empty file"):
-        image.features(b"", 256)
+        features(b"", 256)
     with pytest.raises(ImageError, match="not an image"):
-        image.features(b"this is a text file, not a JPEG\n" * 10, 256)
+        features(b"this is a text file, not a JPEG\n" * 10, 256)
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -155,16 +161,16 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     bomb = png_declaring(50000, 50000)
     assert len(bomb) < 200
     with pytest.raises(ImageError, match=r"50000x50000.*pixel limit"):
-        image.features(bomb, 256)
+        features(bomb, 256)
     with pytest.raises(ImageError, match="pixel limit 1000"):
-        image.features(png_declaring(40, 40), 256, max_pixels=1000)
+        features(png_declaring(40, 40), 256, max_pixels=1000)
 
 
 def test_bomb_with_a_huge_text_chunk_is_still_refused_before_decoding() -> None:
     bomb = png_declaring(50000, 50000)
     text = chunk(b"tEXt", b"Comment\0" + b"x" * 9_000_000)
     with pytest.raises(ImageError, match=r"50000x50000.*pixel limit"):
-        image.features(bomb[:33] + text + bomb[33:], 256)
+        features(bomb[:33] + text + bomb[33:], 256)
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:
@@ -203,13 +209,13 @@ def test_png_with_large_or_odd_metadata_decodes_silently_like_the_same_pixels(
     path = tmp_path / f"{kind}.png"
     path.write_bytes(with_metadata(kind, pixels))
     assert path.stat().st_size > 8_000_000 or kind in ("zTXt", "iCCP")
-    expected = image.features(png_of(pixels), 256)
+    expected = features(png_of(pixels), 256)
     capfd.readouterr()
-    got = image.features(image.read_file(str(path)).data, 256)
+    got = features(read_file(str(path)).data, 256)
     assert capfd.readouterr().err == ""  # neither OpenCV's log nor libpng's own warnings
     assert (got.width, got.height) == (600, 400)
     assert np.allclose(got.histogram, expected.histogram, rtol=0, atol=1e-7)
-    assert got.content_hash == image.hash_bytes(path.read_bytes())  # of the file as it is
+    assert got.content_hash == hash_bytes(path.read_bytes())  # of the file as it is
 
 
 def tiff_of(pixels: np.ndarray, mode: str | None = None, **params: object) -> bytes:
@@ -233,9 +239,9 @@ def test_what_opencv_cannot_decode_pillow_does_with_the_same_output(
     capfd.readouterr()
     assert cv2.imdecode(np.frombuffer(zstd, np.uint8), cv2.IMREAD_UNCHANGED) is None, \
         "OpenCV reads ZSTD TIFFs now: this test no longer reaches the Pillow decoder"
-    got = image.decode(zstd, 256)
+    got = decode(zstd, 256)
     assert capfd.readouterr().err == ""  # OpenCV's libtiff errors are not logged
-    expected = image.decode(tiff_of(pixels), 256)  # uncompressed: OpenCV decodes it
+    expected = decode(tiff_of(pixels), 256)  # uncompressed: OpenCV decodes it
     assert (got.width, got.height) == (expected.width, expected.height) == (512, 512)
     assert got.rgb.dtype == expected.rgb.dtype and got.rgb.shape == expected.rgb.shape
     assert (got.weights is None) == (expected.weights is None) == (kind != "rgba")
@@ -244,29 +250,29 @@ def test_what_opencv_cannot_decode_pillow_does_with_the_same_output(
         assert np.array_equal(got.weights, expected.weights) and 0 < got.weights.mean() < 1
         counted = got.weights > 0  # OpenCV blackens fully transparent TIFF pixels; they do not count
     assert np.allclose(got.rgb[counted], expected.rgb[counted], rtol=0, atol=1e-6)
-    assert np.allclose(image.features(zstd, 256).histogram, image.features(tiff_of(pixels), 256).histogram,
+    assert np.allclose(features(zstd, 256).histogram, features(tiff_of(pixels), 256).histogram,
                        rtol=0, atol=1e-7)
 
 
 def test_pillow_decoding_keeps_the_pixel_limit_and_reports_what_it_cannot_decode() -> None:
     zstd = tiff_of(photo("coffee"), compression="zstd")
     with pytest.raises(ImageError, match=r"600x400 = 240000 exceeds the pixel limit 1000"):
-        image.features(zstd, 256, max_pixels=1000)
+        features(zstd, 256, max_pixels=1000)
     half = len(zstd) // 2
     damaged = zstd[:8] + bytes(half) + zstd[8 + half:]  # image data zeroed, the directory intact
     with pytest.raises(ImageError, match=r"^could not decode TIFF data \(corrupt, truncated or unsupported\): \S"):
-        image.features(damaged, 256)
+        features(damaged, 256)
 
 
 def test_read_file_reports_unreadable_and_missing(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="cannot open"):
-        image.read_file(str(tmp_path / "missing.jpg"))
+        read_file(str(tmp_path / "missing.jpg"))
     loop = tmp_path / "loop.jpg"
     loop.symlink_to(tmp_path / "loop.jpg")
     with pytest.raises(ImageError, match="symlink loop"):
-        image.read_file(str(loop))
+        read_file(str(loop))
     with pytest.raises(ImageError, match="not a regular file"):
-        image.read_file(str(tmp_path))
+        read_file(str(tmp_path))
 
 
 def run_bounded(read: Callable[[], object], fifo: Path | None = None, timeout: float = 5.0) -> object:
@@ -293,7 +299,7 @@ def run_bounded(read: Callable[[], object], fifo: Path | None = None, timeout: f
 
 def refusal(path: Path, *, follow_symlinks: bool = True) -> str:
     with pytest.raises(ImageError) as info:
-        image.read_file(str(path), follow_symlinks=follow_symlinks)
+        read_file(str(path), follow_symlinks=follow_symlinks)
     return info.value.reason
 
 
@@ -301,7 +307,7 @@ def test_fifo_named_like_a_photo_is_refused_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "x.jpg"
     os.mkfifo(fifo)
     for follow in (True, False):
-        outcome = run_bounded(functools.partial(image.read_file, str(fifo), follow_symlinks=follow), fifo)
+        outcome = run_bounded(functools.partial(read_file, str(fifo), follow_symlinks=follow), fifo)
         assert isinstance(outcome, ImageError), outcome
         assert outcome.reason == "not a regular file: a named pipe (FIFO)"
 
@@ -326,16 +332,16 @@ def test_device_folder_and_symlinks_are_refused_with_what_they_are(tmp_path: Pat
     (tmp_path / "loop.png").symlink_to("loop.png")
     (tmp_path / "dangling.png").symlink_to("gone.png")
     # Followed (a query image): the link reads its target; loops and dangling links say so.
-    assert image.read_file(str(tmp_path / "link.png")).data == photo_file.read_bytes()
+    assert read_file(str(tmp_path / "link.png")).data == photo_file.read_bytes()
     assert refusal(tmp_path / "loop.png") == "symlink loop"
     assert refusal(tmp_path / "dangling.png") == "broken symlink"
     # Not followed (inside a watched folder).
-    assert refusal(tmp_path / "link.png", follow_symlinks=False) == image.SYMLINK_NOT_FOLLOWED
-    assert "symbolic link not followed" in image.SYMLINK_NOT_FOLLOWED
-    assert refusal(tmp_path / "null.jpg", follow_symlinks=False) == image.SYMLINK_NOT_FOLLOWED
+    assert refusal(tmp_path / "link.png", follow_symlinks=False) == SYMLINK_NOT_FOLLOWED
+    assert "symbolic link not followed" in SYMLINK_NOT_FOLLOWED
+    assert refusal(tmp_path / "null.jpg", follow_symlinks=False) == SYMLINK_NOT_FOLLOWED
     assert refusal(tmp_path / "loop.png", follow_symlinks=False) == "symlink loop"
     assert refusal(tmp_path / "dangling.png", follow_symlinks=False) == "broken symlink"
-    assert image.read_file(str(photo_file), follow_symlinks=False).data == photo_file.read_bytes()
+    assert read_file(str(photo_file), follow_symlinks=False).data == photo_file.read_bytes()
 
 
 def test_special_file_reason_names_every_kind(tmp_path: Path) -> None:
@@ -344,24 +350,24 @@ def test_special_file_reason_names_every_kind(tmp_path: Path) -> None:
                 stat.S_IFCHR: "not a regular file: a character device",
                 stat.S_IFBLK: "not a regular file: a block device",
                 stat.S_IFDIR: "not a regular file: a folder",
-                stat.S_IFLNK: image.SYMLINK_NOT_FOLLOWED}
+                stat.S_IFLNK: SYMLINK_NOT_FOLLOWED}
     for kind, reason in expected.items():
-        assert image.special_file_reason(kind | 0o644) == reason
-    assert image.special_file_reason(stat.S_IFREG | 0o644) is None
-    assert image.special_file_reason(os.stat(write_rgb(tmp_path / "p.png", solid(RED))).st_mode) is None
-    assert image.special_file_reason(os.stat("/dev/null").st_mode) == expected[stat.S_IFCHR]
+        assert special_file_reason(kind | 0o644) == reason
+    assert special_file_reason(stat.S_IFREG | 0o644) is None
+    assert special_file_reason(os.stat(write_rgb(tmp_path / "p.png", solid(RED))).st_mode) is None
+    assert special_file_reason(os.stat("/dev/null").st_mode) == expected[stat.S_IFCHR]
 
 
 def test_read_file_reads_every_byte_of_a_large_file(tmp_path: Path) -> None:
     payload = np.random.default_rng(1).integers(0, 256, 9_000_000, dtype=np.uint8).tobytes()
     (tmp_path / "big.tif").write_bytes(payload)
     for follow in (True, False):
-        read = image.read_file(str(tmp_path / "big.tif"), follow_symlinks=follow)
+        read = read_file(str(tmp_path / "big.tif"), follow_symlinks=follow)
         assert read.data == payload and read.size == len(payload)
 
 
 def test_content_hash_is_of_the_bytes() -> None:
-    assert image.hash_bytes(b"abc") == image.hash_bytes(b"abc") != image.hash_bytes(b"abd")
+    assert hash_bytes(b"abc") == hash_bytes(b"abc") != hash_bytes(b"abd")
 
 
 def test_jpeg_header_walk_agrees_with_pillow(tmp_path: Path) -> None:
@@ -374,9 +380,9 @@ def test_jpeg_header_walk_agrees_with_pillow(tmp_path: Path) -> None:
     for data in (baseline, baseline[:2] + app1 + baseline[2:], progressive.getvalue(),
                  baseline + baseline):  # a second image after the first, as in camera MPO files
         with Image.open(io.BytesIO(data)) as im:
-            assert image._jpeg_dimensions(data) == im.size
+            assert headers.jpeg_dimensions(data) == im.size
     for other in (b"", b"\xff\xd8\xff", png_declaring(10, 10), b"not a jpeg" * 10, baseline[:300]):
-        assert image._jpeg_dimensions(other) is None  # left to Pillow to judge
+        assert headers.jpeg_dimensions(other) is None  # left to Pillow to judge
 
 
 def test_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -384,7 +390,7 @@ def test_jpeg_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Pat
     sof = data.find(b"\xff\xc0")
     data[sof + 5: sof + 9] = struct.pack(">HH", 60000, 60000)
     with pytest.raises(ImageError, match=r"60000x60000.*pixel limit"):
-        image.features(bytes(data), 256)
+        features(bytes(data), 256)
 
 
 def test_what_a_decoder_prints_goes_into_the_reason_not_onto_stderr(capfd: pytest.CaptureFixture[str]) -> None:
@@ -397,6 +403,6 @@ def test_what_a_decoder_prints_goes_into_the_reason_not_onto_stderr(capfd: pytes
     data[start:start + 40] = bytes(b ^ 0x5A for b in data[start:start + 40])
     capfd.readouterr()
     with pytest.raises(ImageError) as caught:
-        image.features(bytes(data), 256)
+        features(bytes(data), 256)
     assert "the decoder said: libpng error" in caught.value.reason and "CRC" in caught.value.reason
     assert capfd.readouterr().err == ""

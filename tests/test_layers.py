@@ -121,8 +121,7 @@ def test_each_outside_library_has_one_owner() -> None:
             if owner is not None and not (rel.startswith(owner) if owner.endswith("/") else rel == owner):
                 wrong.append(f"{rel} imports {lib}, which {owner} owns")
     assert not wrong, "\n".join(wrong)
-    present = {lib for rel, tree in modules().items() for lib in imported(rel, tree)[1]}
-    assert set(OWNERS) - present == {"xxhash"} - present  # every owner listed is still in use
+    assert [owner for owner in OWNERS.values() if not (PACKAGE / owner).exists()] == []  # owners named exist
 
 
 def test_sizes() -> None:

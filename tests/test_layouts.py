@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.records import Changes, NewImage
+from chromatica_watch.ingest.pipeline import Committer
 from chromatica_watch.search.query import ColorWeight, color_query_histogram
 from chromatica_watch.search.searcher import Searcher
-from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import (
     FLAT,
     INDEX_FILE,
@@ -216,7 +218,7 @@ def test_a_flat_index_grows_into_the_pca_layout_and_reopens_in_it(tmp_path: Path
             return new
 
         ids = np.concatenate([grow(100) for _ in range(3)])
-        store.commit(Changes(tombstoned=ids[:60].tolist()))  # 300 vectors, 240 live: still below 256
+        Committer.of(store).apply(Changes(tombstoned=ids[:60].tolist()))  # 300 vectors, 240 live: still below 256
         assert not needs_reshape(store.live, PCA_FROM)
         assert not store.compact_if_needed(0.5) and store.live.layout == FLAT and store.live.ntotal == 300
         ids = np.concatenate([ids, grow(40)])  # 280 live

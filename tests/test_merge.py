@@ -18,10 +18,11 @@ from chromatica_watch.access.api import search
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.config import Config
 from chromatica_watch.core.errors import CatalogDamaged
+from chromatica_watch.core.records import Changes
 from chromatica_watch.offline.build import BuildOptions, build
 from chromatica_watch.offline.merge import merge
 from chromatica_watch.offline.validate import validate
-from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog, Changes
+from chromatica_watch.storage.catalog import CATALOG_FILE, Catalog
 from tests.conftest import CLI, PHOTO_NAMES, photo, solid, wait_until, write_rgb
 from tests.test_catalog_damage import BLOCK, FILE_HEADER, new_images, overwrite, storage_facts
 

@@ -12,6 +12,7 @@ import pytest
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import UsageError
+from chromatica_watch.imaging.lab import srgb_to_lab
 from chromatica_watch.search.query import (
     MAX_COLORS,
     ColorWeight,
@@ -113,7 +114,7 @@ def test_several_specs_in_one_argument() -> None:
 
 def expected_peak(rgb: tuple[int, int, int]) -> int:
     """The bin whose centre is nearest on every axis (the heaviest of the 8 tri-linear corners)."""
-    lab = H.srgb_to_lab(np.array([rgb], dtype=np.uint8))[0]
+    lab = srgb_to_lab(np.array([rgb], dtype=np.uint8))[0]
     index = []
     for value, (lo, hi), n in zip(lab, (H.L_RANGE, H.A_RANGE, H.B_RANGE), (H.L_BINS, H.A_BINS, H.B_BINS),
                                   strict=True):
@@ -130,7 +131,7 @@ def test_color_histogram_peaks_at_the_bin_of_the_color(rgb: tuple[int, int, int]
     assert float(h.sum()) == pytest.approx(1.0, abs=1e-5)
     assert int(h.argmax()) == expected_peak(rgb)
     # The same soft binning as a pixel of that colour in an indexed image.
-    pixel = H.lab_histogram(H.srgb_to_lab(np.array([[rgb]], dtype=np.uint8)))
+    pixel = H.lab_histogram(srgb_to_lab(np.array([[rgb]], dtype=np.uint8)))
     assert np.allclose(h, pixel, atol=1e-6)
 
 
@@ -150,11 +151,11 @@ def test_image_query_equals_the_color_query_of_a_solid_image(tmp_path: Path) -> 
 
 
 def test_image_query_of_a_photo_matches_the_indexed_histogram(tmp_path: Path) -> None:
-    from chromatica_watch.imaging import image
+    from chromatica_watch.imaging.features import features
 
     path = write_rgb(tmp_path / "coffee.jpg", photo("coffee"), IMWRITE_JPEG_QUALITY=90)
     h = image_query_histogram(str(path), max_dimension=128)
-    assert np.array_equal(h, image.features(path.read_bytes(), 128).histogram)
+    assert np.array_equal(h, features(path.read_bytes(), 128).histogram)
 
 
 def test_bad_query_images_are_usage_errors_naming_the_file(tmp_path: Path) -> None:

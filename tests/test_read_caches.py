@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from chromatica_watch.colour import histogram as H
-from chromatica_watch.core.records import Failure, NewImage
+from chromatica_watch.core.records import Changes, Failure, NewImage
 from chromatica_watch.daemon.read_cache import ReadCache, RecentResults
 from chromatica_watch.search.searcher import Result
-from chromatica_watch.storage.catalog import Catalog, Changes
+from chromatica_watch.storage.catalog import Catalog
 
 FP = H.fingerprint(256)
 

@@ -13,6 +13,7 @@ from skimage import color
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.colour import rerank as R
+from chromatica_watch.imaging.lab import srgb_to_lab
 from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
 from tests.conftest import PHOTO_NAMES, photo, solid, write_rgb
 
@@ -59,7 +60,7 @@ def crops() -> list[np.ndarray]:
         for _ in range(3):
             y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
             crop = img[y:y + h // 3, x:x + w // 3]
-            hists.append(H.lab_histogram(H.srgb_to_lab(crop)))
+            hists.append(H.lab_histogram(srgb_to_lab(crop)))
     return hists
 
 
@@ -153,7 +154,7 @@ def test_lab_to_srgb_matches_skimage() -> None:
         ref = color.lab2rgb(lab[None])[0]
     assert np.abs(R.lab_to_srgb(lab) - ref).max() < 1e-6
     rgb = photo("coffee")
-    back = R.lab_to_srgb(H.srgb_to_lab(rgb)) * 255
+    back = R.lab_to_srgb(srgb_to_lab(rgb)) * 255
     assert np.abs(back - rgb.reshape(-1, 3)).max() < 0.5
 
 
@@ -184,7 +185,7 @@ def test_dominant_colors_of_stripes_and_weighted_queries(tmp_path: Path) -> None
 
 def test_dominant_colors_of_photos_are_few_and_sum_to_at_most_one() -> None:
     for name in PHOTO_NAMES:
-        colors = R.dominant_colors(H.lab_histogram(H.srgb_to_lab(photo(name))), top=5)
+        colors = R.dominant_colors(H.lab_histogram(srgb_to_lab(photo(name))), top=5)
         assert 1 <= len(colors) <= 5
         shares = [s for _, s in colors]
         assert shares == sorted(shares, reverse=True)

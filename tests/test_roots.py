@@ -9,11 +9,11 @@ import numpy as np
 
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.paths import DiskFile
-from chromatica_watch.core.records import LiveFile, Move, RootRecord
+from chromatica_watch.core.records import Changes, Failure, LiveFile, Move, NewImage, RootRecord
 from chromatica_watch.ingest.diff import diff
 from chromatica_watch.ingest.pipeline import adopted_view, plan_from_delta
 from chromatica_watch.ingest.roots import DAY_S, expired_roots, relocation_source, root_views
-from chromatica_watch.storage.catalog import Catalog, Changes, Failure, NewImage
+from chromatica_watch.storage.catalog import Catalog
 
 NOW_NS = 10**18  # the scan time: every stat below is far older, so none is racy
 OLD = 10**15

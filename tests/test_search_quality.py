@@ -20,11 +20,12 @@ import pytest
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.colour import rerank as R
 from chromatica_watch.core.errors import IndexDirError, UsageError
+from chromatica_watch.core.records import Changes, NewImage
 from chromatica_watch.offline.build import BuildOptions, build
 from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
 from chromatica_watch.search.readonly import open_readonly
 from chromatica_watch.search.searcher import Searcher
-from chromatica_watch.storage.catalog import Catalog, Changes, NewImage
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import LiveIndex
 from tests.conftest import photo, solid, write_rgb
 from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms

@@ -32,3 +32,20 @@ def test_connections_are_answered_on_kept_threads_and_none_is_left_after_stop(tm
         server.stop()
     assert threads[0] in before
     assert not [t for t in threading.enumerate() if t.name.startswith("api-")]
+
+
+def test_a_daemon_that_takes_the_connection_but_never_answers_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A stuck daemon still holds its socket: the client gives up after its timeout with a line saying so."""
+    import socket
+
+    import pytest
+
+    from chromatica_watch.core.errors import ChromaticaError
+
+    path = tmp_path / "stuck.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)  # accepted by the kernel, never read, never answered
+        with pytest.raises(ChromaticaError, match=r"did not answer within 0\.3 s") as caught:
+            request(path, {"op": "search", "histogram": [0.0], "k": 1}, timeout=0.3)
+    assert "\n" not in str(caught.value)

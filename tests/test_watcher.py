@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chromatica_watch.daemon.watcher import FsEvent, Watcher, inotify_watches_of
+from chromatica_watch.daemon.watcher import FsEvent, Watcher
+from chromatica_watch.daemon.watches import inotify_watches_of
 from tests.conftest import solid, wait_until, write_rgb
 
 LEVELS = 20  # 20 folders of 250-byte names: about 5000 bytes, deeper than PATH_MAX (4096 on Linux)

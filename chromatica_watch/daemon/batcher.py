@@ -40,6 +40,10 @@ class Batcher:
         self._ready: dict[Key, Stat] = {}
         self._first_ready_at: float | None = None
 
+    def reconfigure(self, settle_seconds: float, batch_size: int, max_batch_delay: float) -> None:
+        """A config reload: files noted from now on settle and flush by the new numbers."""
+        self.settle_seconds, self.batch_size, self.max_batch_delay = settle_seconds, batch_size, max_batch_delay
+
     def __len__(self) -> int:
         return len(self._pending) + len(self._ready)
 

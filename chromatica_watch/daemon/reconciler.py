@@ -12,12 +12,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_key, is_under, stat_file
 from chromatica_watch.core.records import Changes, Failure
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.events import Facts, FsEvent, needs, same_stat, stats_needed
-from chromatica_watch.ingest.pipeline import Outcome, Replaced, Vanished, plan_delta
+from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, plan_delta
 from chromatica_watch.ingest.pool import Task
 from chromatica_watch.ingest.roots import relocation_source
 from chromatica_watch.ingest.scan import ScanProblem, scan
@@ -25,7 +26,18 @@ from chromatica_watch.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
-Ingest = Callable[[list[Task], dict[Key, Replaced], Vanished], Outcome]
+class Ingest(Protocol):
+    """How the reconciler reads files and writes: the daemon's one way (see ingester.py)."""
+
+    def ingest(self, tasks: list[Task], replaced: dict[Key, Replaced], vanished: Vanished) -> Outcome: ...
+
+    def committer(self) -> Committer: ...
+
+
+class Relocations(Protocol):
+    def relocation_candidates(self) -> list[str]:
+        """Roots whose rows a new folder may take over: those that went missing or left the config."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -41,17 +53,21 @@ class Reconciled:
 
 
 class Reconciler:
-    def __init__(self, store: Store, batcher: Batcher, ingest: Ingest, clock: Callable[[], float],
-                 should_stop: Callable[[], bool], excludes: Sequence[str], settle_seconds: float,
-                 relocation_candidates: Callable[[], Sequence[str]] = tuple) -> None:
+    def __init__(self, store: Store, batcher: Batcher, ingester: Ingest, relocations: Relocations,
+                 clock: Callable[[], float], should_stop: Callable[[], bool], excludes: Sequence[str],
+                 settle_seconds: float) -> None:
         self.store = store
         self.batcher = batcher
-        self.ingest = ingest
+        self.ingester = ingester
+        self.relocations = relocations
         self.clock = clock
         self.should_stop = should_stop
-        self.excludes = excludes  # both follow config reloads
+        self.excludes = excludes
         self.settle_seconds = settle_seconds
-        self.relocation_candidates = relocation_candidates  # roots that went missing or left the config
+
+    def reconfigure(self, excludes: Sequence[str], settle_seconds: float) -> None:
+        """A config reload: what the next walk skips, and how long a new file settles."""
+        self.excludes, self.settle_seconds = excludes, settle_seconds
 
     def reconcile(self, root: str, under: bytes = b"") -> Reconciled:
         """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference:
@@ -63,7 +79,8 @@ class Reconciler:
         source = self.adoptable(root, disk) if not under else None
         plan = plan_delta(self.store.catalog, root, disk, time.time_ns(), under, adopt=source)
         delta = plan.delta
-        adopted_rows = self.store.committer().rewrite(plan)  # rows that follow their files, before any read
+        committer = self.ingester.committer()
+        adopted_rows = committer.rewrite(plan)  # rows that follow their files, before any read
         if source is not None:
             self.store.refresh_hidden()
             logger.warning("%s holds the photos of %s (same names, sizes and times): its %d rows now point "
@@ -79,12 +96,12 @@ class Reconciler:
         if tasks:
             logger.info("%s: %d files to read (%d new, %d changed), %d gone", root, len(tasks), len(delta.new),
                         len(delta.changed), len(delta.vanished))
-        outcome = self.ingest(tasks, plan.replaced, plan.vanished) if tasks else Outcome()
+        outcome = self.ingester.ingest(tasks, plan.replaced, plan.vanished) if tasks else Outcome()
         if not self.should_stop():
             # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
             problem_paths = {p.path for p in problems}
             stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
-            self.store.commit(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
+            self.ingester.committer().apply(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
         self.record_problems(root, problems, plan.failures)
         if not under and not self.should_stop():
             self.store.catalog.note_scan(root, time.time(), len(disk))
@@ -100,7 +117,7 @@ class Reconciler:
         """A root the catalog holds nothing of yet, whose files are those of a root that went missing or left
         the config (same relative paths, sizes and mtimes): that root, to relocate instead of reading all."""
         catalog = self.store.catalog
-        others = [r for r in self.relocation_candidates() if r != root]
+        others = [r for r in self.relocations.relocation_candidates() if r != root]
         if not others or not disk or catalog.holds(root):
             return None
         candidates = {r: catalog.live_files(r) for r in others}
@@ -132,7 +149,7 @@ class Reconciler:
         if new:
             for f in new:
                 logger.warning("cannot index %s: %s", display_key((root, f.path)), f.reason)
-            self.store.catalog.apply(Changes(failed=new))
+            self.ingester.committer().apply(Changes(failed=new))
 
     def facts(self, events: list[FsEvent]) -> Facts:
         """What the event rules need to know about these events: catalog rows, stats, roots present."""

@@ -2,7 +2,7 @@
 
 Stdlib only. The unit templates live here and nowhere else: the reference files under `systemd/` in
 the source tree are exactly what `render_user_unit` / `render_system_unit` produce for
-ExecStart=/usr/bin/chromatica-watch (a test compares them; `python -m chromatica_watch.daemon.systemd DIR`
+ExecStart=/usr/bin/chromatica-watch (a test compares them; `python tools/write_units.py`
 rewrites them).
 """
 
@@ -392,8 +392,3 @@ def write_reference_units(directory: Path) -> list[Path]:
         out.append(path)
     return out
 
-
-if __name__ == "__main__":  # python -m chromatica_watch.daemon.systemd [DIR]: refresh systemd/*.service
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "systemd"
-    for written in write_reference_units(target):
-        print(written)

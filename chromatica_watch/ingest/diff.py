@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from chromatica_watch.core.paths import DiskFile
-from chromatica_watch.storage.catalog import Failure, LiveFile
+from chromatica_watch.core.records import Failure, LiveFile
 
 RACY_WINDOW_NS = 2_000_000_000
 MatchBy = Literal["path", "name"]

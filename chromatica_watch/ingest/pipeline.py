@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_path, is_under
-from chromatica_watch.core.records import LiveFile
+from chromatica_watch.core.records import Changes, Failure, LiveFile, Move, NewImage
 from chromatica_watch.ingest.diff import Diff, MatchBy, diff
 from chromatica_watch.ingest.pool import Failed, Indexed, Known, Result, ResultSource, Task, Unstable
-from chromatica_watch.storage.catalog import Catalog, Changes, Failure, Move, NewImage
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.histfile import HistogramFile
 from chromatica_watch.storage.index import LiveIndex
+from chromatica_watch.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,25 @@ class Replaced:
 
 
 class Committer:
+    """The one door through which ingest writes: a batch of results, path rewrites before any read, and
+    changes that need no read; each a catalog transaction first, then the live index."""
+
     def __init__(self, catalog: Catalog, index: LiveIndex, histograms: HistogramFile | None = None) -> None:
         self.catalog = catalog
         self.index = index
         self.histograms = histograms  # kept with each commit's new rows, when the owner has one
+
+    @classmethod
+    def of(cls, store: Store) -> Committer:
+        """The committer of the store's pair as it is now (a compaction or a replaced catalog swaps it)."""
+        catalog = store.catalog
+        return cls(catalog, store.live, store.histograms_of(catalog))
+
+    def apply(self, changes: Changes) -> None:
+        """Changes that need no file read (deletes, moves, failure records): catalog, then index."""
+        self.catalog.apply(changes)
+        if changes.tombstoned:
+            self.index.mark_deleted(changes.tombstoned)
 
     def commit(self, results: Iterable[Result], replaced: Mapping[Key, Replaced],
                vanished: Vanished, extra_tombstones: Iterable[int] = ()) -> Outcome:

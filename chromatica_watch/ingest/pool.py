@@ -32,6 +32,7 @@ import pebble
 
 from chromatica_watch.core.errors import ImageError
 from chromatica_watch.core.filetypes import extension
+from chromatica_watch.core.hashing import hash_bytes
 from chromatica_watch.core.interrupt import sigint_blocked
 from chromatica_watch.core.paths import absolute_key, absolute_path, display_key, stat_file
 
@@ -93,22 +94,22 @@ Result = Indexed | Known | Failed | Unstable
 
 
 def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbnailer | None = None) -> Result:
-    from chromatica_watch.imaging import image
+    from chromatica_watch.imaging import decoders, features, reading
 
     path = absolute_path((task.root, task.path))
     try:
-        read = image.read_file(path, follow_symlinks=False)  # links are not followed (see scan.walk)
+        read = reading.read_file(path, follow_symlinks=False)  # links are not followed (see scan.walk)
     except ImageError as exc:
         st = stat_file(path)
         if st is None and not os.path.islink(path):
             return Unstable(task, "vanished before it could be read")
         return Failed(task, st.size if st else 0, st.mtime_ns if st else 0, exc.reason)
-    digest = image.hash_bytes(read.data)
+    digest = hash_bytes(read.data)
     if digest in task.skip_hashes:
         return Known(task, read.size, read.mtime_ns, digest)
     try:
-        decoded = image.decode(read.data, max_dimension, max_pixels, suffix=extension(task.path))
-        feats = image.features_of(decoded, digest)
+        decoded = decoders.decode(read.data, max_dimension, max_pixels, suffix=extension(task.path))
+        feats = features.features_of(decoded, digest)
     except ImageError as exc:
         after = stat_file(path)
         if after is None or (after.size, after.mtime_ns) != (read.size, read.mtime_ns):
@@ -156,9 +157,9 @@ def _keep_freed_memory() -> None:
 def worker_init(ready_dir: str | None = None) -> None:
     """Set up a worker process: one decoder thread, and an allocator that reuses memory; then say it is
     up (a file named by its pid in `ready_dir`): see IngestPool._join."""
-    from chromatica_watch.imaging import image
+    from chromatica_watch.imaging.decoders import limit_decoder_threads
 
-    image.limit_decoder_threads()
+    limit_decoder_threads()
     _keep_freed_memory()
     if ready_dir is not None:
         with contextlib.suppress(OSError):
@@ -183,7 +184,8 @@ Work = Callable[[list[Task], int, int], list[Result]]
 StartMethod = Literal["spawn", "forkserver"]
 # What the fork server imports before it forks anything: the main module too, or every worker would
 # import it again (multiprocessing re-runs a script's main module in each child).
-_SERVER_PRELOAD = ("__main__", "chromatica_watch.ingest.pool", "chromatica_watch.imaging.image")
+_SERVER_PRELOAD = ("__main__", "chromatica_watch.ingest.pool", "chromatica_watch.imaging.reading",
+                   "chromatica_watch.imaging.decoders", "chromatica_watch.imaging.features")
 
 
 def worker_context(method: StartMethod) -> BaseContext:

@@ -126,7 +126,8 @@ class RelocationCheck:
 
 
 def same_content(path: str, content_hash: str) -> bool:
-    from chromatica_watch.imaging.image import hash_bytes, read_file
+    from chromatica_watch.core.hashing import hash_bytes
+    from chromatica_watch.imaging.reading import read_file
 
     try:
         return hash_bytes(read_file(path).data) == content_hash

@@ -25,11 +25,12 @@ from chromatica_watch.core.errors import DatasetError
 from chromatica_watch.core.fsutil import atomic_write
 from chromatica_watch.core.interrupt import never
 from chromatica_watch.core.paths import Key, absolute_key, display_path
+from chromatica_watch.core.records import Changes, Failure
 from chromatica_watch.ingest.diff import MatchBy
 from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks
 from chromatica_watch.ingest.pool import IngestPool, ResultSource, Task
 from chromatica_watch.offline.delta import dataset_plan, scan_dataset
-from chromatica_watch.storage.catalog import Catalog, Changes, Failure
+from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.decoder_stamp import check_decoders
 from chromatica_watch.storage.indexdir import (
     FAILED_REPORT,

@@ -1,6 +1,6 @@
 """Search queries: weighted colours (`#ff8800:0.7 #0044ff:0.3`) or an example image, as a histogram.
 
-A query histogram is built exactly like an indexed one: sRGB -> Lab with `histogram.srgb_to_lab`, then
+A query histogram is built exactly like an indexed one: sRGB -> Lab with `lab.srgb_to_lab`, then
 the same tri-linear soft binning (`histogram.lab_histogram`), so a colour query and an image of that
 colour land in the same bins. Every bad query is a `UsageError` (exit code 2) naming what was wrong.
 """
@@ -21,7 +21,9 @@ from chromatica_watch.core.defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PI
 from chromatica_watch.core.errors import ImageError, UsageError
 from chromatica_watch.core.filetypes import extension
 from chromatica_watch.core.paths import display_path
-from chromatica_watch.imaging import image
+from chromatica_watch.imaging.features import features
+from chromatica_watch.imaging.lab import srgb_to_lab
+from chromatica_watch.imaging.reading import read_file
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def color_query_histogram(colors: Sequence[ColorWeight]) -> np.ndarray:
     rgb = np.array([c.rgb for c in colors], dtype=np.uint8)
     weights = np.array([c.weight for c in colors], dtype=np.float32)
     try:
-        return histogram.lab_histogram(histogram.srgb_to_lab(rgb), weights)
+        return histogram.lab_histogram(srgb_to_lab(rgb), weights)
     except ValueError:
         raise UsageError("bad weights: all weights are zero") from None
 
@@ -141,7 +143,7 @@ def image_query_histogram(path: str, max_dimension: int = DEFAULT_MAX_DIMENSION,
     device named like a photo is refused at once with what it is, never waited on.
     """
     try:
-        data = image.read_file(path, follow_symlinks=True)
+        data = read_file(path, follow_symlinks=True)
     except ImageError as exc:
         raise UsageError(f"cannot use {display_path(path)} as a query image: {exc.reason}") from None
     return image_bytes_query_histogram(data.data, display_path(path), max_dimension, max_pixels)
@@ -151,6 +153,6 @@ def image_bytes_query_histogram(data: bytes, name: str, max_dimension: int = DEF
                                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The histogram of an example image's bytes (an upload, say); `name` is how errors call it."""
     try:
-        return image.features(data, max_dimension, max_pixels, content_hash="", suffix=extension(name)).histogram
+        return features(data, max_dimension, max_pixels, content_hash="", suffix=extension(name)).histogram
     except ImageError as exc:
         raise UsageError(f"cannot use {name} as a query image: {exc.reason}") from None

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from chromatica_watch.core.errors import ImageError
 from chromatica_watch.core.filetypes import IMAGE_EXTENSIONS
+from chromatica_watch.core.hashing import hash_bytes
+from chromatica_watch.imaging.decoders import decode
 from chromatica_watch.imaging.formats import support
-from chromatica_watch.imaging.image import ImageError, decode, hash_bytes
 
 if TYPE_CHECKING:
     from chromatica_watch.storage.catalog import Catalog

@@ -26,7 +26,8 @@ import numpy as np
 
 from chromatica_watch.colour.histogram import TOTAL_BINS, hellinger
 from chromatica_watch.core.defaults import available_cores
-from chromatica_watch.core.fsutil import atomic_write, file_checksum, file_checksum_of, remove_stale_temps
+from chromatica_watch.core.fsutil import atomic_write, remove_stale_temps
+from chromatica_watch.core.hashing import file_checksum, file_checksum_of
 
 logger = logging.getLogger(__name__)
 

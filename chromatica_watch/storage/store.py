@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chromatica_watch.core.errors import CatalogDamaged, ChromaticaError
-from chromatica_watch.core.records import Changes, Relocated
-from chromatica_watch.ingest.pipeline import Committer
+from chromatica_watch.core.records import Relocated
 from chromatica_watch.storage.catalog import Catalog, quarantine
 from chromatica_watch.storage.decoder_stamp import check_decoders
 from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile, discard
@@ -108,15 +107,6 @@ class Store:
                    "indexed again")
         logger.error("%s", message)
         return message
-
-    def committer(self) -> Committer:
-        return Committer(self.catalog, self.live, self._histograms)
-
-    def commit(self, changes: Changes) -> None:
-        """Commit changes that need no file read (deletes, moves, failure records): catalog, then index."""
-        self.catalog.apply(changes)
-        if changes.tombstoned:
-            self.live.mark_deleted(changes.tombstoned)
 
     def compact_if_needed(self, tombstone_ratio: float) -> bool:
         """Rebuild the live index from the catalog once tombstones pass the ratio, or once a flat index has

@@ -1,0 +1,88 @@
+"""The one way the daemon reads files and commits what they hold, for files the batcher found ready and for
+reconciles alike: through the worker processes, one transaction per `batch_size` results, in task order;
+and the one door for writes that need no read. Used on the indexer thread only."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from chromatica_watch.core.paths import Key, display_key
+from chromatica_watch.core.records import Changes
+from chromatica_watch.daemon.batcher import Batcher
+from chromatica_watch.daemon.publisher import StatusPublisher
+from chromatica_watch.daemon.status import StatusReporter
+from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
+from chromatica_watch.ingest.pool import IngestPool, PoolManager, Task
+from chromatica_watch.storage.store import Store
+
+logger = logging.getLogger(__name__)
+
+STREAM_BATCHES = 4  # ready files taken at once, in batches: workers keep busy while a batch commits
+STREAM_CHUNK = 2  # files per worker task when streaming: no worker idles long at the end of a take
+
+
+class Ingester:
+    def __init__(self, store: Store, workers: PoolManager, batcher: Batcher, reporter: StatusReporter,
+                 publisher: StatusPublisher, stop: threading.Event, clock: Callable[[], float],
+                 batch_size: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.workers = workers
+        self.batcher = batcher
+        self.reporter = reporter
+        self.publisher = publisher
+        self.stop = stop
+        self.batch_size = batch_size  # follows config reloads
+        self.in_flight = 0  # files handed to the workers and not committed yet
+
+    def reconfigure(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+    @property
+    def pool(self) -> IngestPool | None:
+        """The running worker pool, if any (none while idle)."""
+        return self.workers.current
+
+    def committer(self) -> Committer:
+        return Committer.of(self.store)
+
+    def apply(self, changes: Changes) -> None:
+        """Deletes, moves and failure records: no file to read."""
+        self.committer().apply(changes)
+
+    def ingest_keys(self, keys: list[Key]) -> Outcome:
+        """Files the batcher found ready."""
+        replaced, tasks = plan_keys(keys, self.store.catalog.lookup(keys))
+        return self.ingest(tasks, replaced, Vanished())
+
+    def ingest(self, tasks: list[Task], replaced: dict[Key, Replaced], vanished: Vanished) -> Outcome:
+        pool = self.workers.get()
+        # A batch is spread evenly over the workers; more is streamed in small chunks so the workers
+        # keep busy while each batch commits and none idles long at the end.
+        many = len(tasks) > self.batch_size
+        chunk = STREAM_CHUNK if many else max(1, -(-len(tasks) // pool.workers))
+        self.in_flight = len(tasks)
+        try:
+            return ingest_tasks(pool, tasks, self.committer(), replaced, vanished, self.batch_size,
+                                chunk_size=chunk, should_stop=self.stop.is_set, on_result=self._progress,
+                                on_batch=self.after_commit)
+        finally:
+            self.in_flight = 0
+            self.workers.used()
+
+    def _progress(self, _done: int) -> None:
+        self.reporter.beat()
+
+    def after_commit(self, outcome: Outcome) -> None:
+        self.reporter.note_indexed(outcome.added)
+        for f in outcome.failed:
+            self.reporter.note_failure(display_key((f.root, f.path)), f.reason)
+        now = self.clock()
+        for u in outcome.unstable:
+            self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
+        if outcome.added or outcome.moved or outcome.failed:
+            logger.info("indexed %d new image(s); %d moved, %d removed, %d could not be indexed",
+                        outcome.added, outcome.moved, outcome.tombstoned, len(outcome.failed))
+        self.publisher.publish_counts()

@@ -1,0 +1,152 @@
+"""The daemon as the socket's and the web app's threads see it, and the only part of it they get: searches,
+stored rows, failures, roots and status, read with caches that a write voids; anything that writes is
+handed to the indexer thread as a command."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from chromatica_watch.core.errors import CatalogDamaged, ChromaticaError
+from chromatica_watch.core.records import Failure, StoredImage
+from chromatica_watch.daemon.commands import CommandQueue
+from chromatica_watch.daemon.read_cache import ReadCache, RecentResults
+from chromatica_watch.daemon.roots import RootKeeper
+from chromatica_watch.daemon.status import StatusReporter
+from chromatica_watch.daemon.upgrades import Upgrades
+from chromatica_watch.ingest.roots import RootView
+from chromatica_watch.search.searcher import Result, Searcher
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.index import LiveIndex, configure_threads
+from chromatica_watch.storage.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class ReadSide:
+    def __init__(self, store: Store, upgrades: Upgrades, roots: RootKeeper, reporter: StatusReporter,
+                 commands: CommandQueue, reads: ReadCache, search_candidates: int) -> None:
+        self.store = store
+        self.upgrades = upgrades
+        self.roots_keeper = roots
+        self.reporter = reporter
+        self.commands = commands
+        self.reads = reads
+        self.search_candidates = search_candidates
+        self.recent = RecentResults()  # where the files of the latest results are, for thumbnails
+        self.reported_damage: CatalogDamaged | None = None  # found by a read; the indexer replaces it
+        # The indexer thread's handlers for the commands (set by compose): retry, compact, relocate.
+        self.on_retry: Callable[[], int] = lambda: 0
+        self.on_compact: Callable[[], dict[str, int]] = dict
+        self.on_relocate: Callable[[str, str, bool, bool], dict[str, Any]] = lambda *_: {}
+        self._searcher: Searcher | None = None  # of the pair searched last: made again when it changes
+        self._searcher_lock = threading.Lock()
+
+    def reconfigure(self, search_candidates: int) -> None:
+        self.search_candidates = search_candidates  # the next search makes its searcher with it
+
+    # -- reads -----------------------------------------------------------------------------------
+    def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]:
+        """The live index's own lock keeps this search and the indexer's adds apart (HNSW add during a
+        search crashes); each holds it for milliseconds."""
+        # OpenMP builds a thread team per calling thread: for one query that costs ~12 ms per search at
+        # 100k images and buys nothing. One thread, no team.
+        configure_threads(1)
+        catalog, live = self.search_pair()
+        source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
+        with self.noting_damage():
+            results = self._searcher_of(catalog, live).search(query, k, group_sidecars=group_sidecars)
+        self.recent.remember(source, results)
+        return results
+
+    def _searcher_of(self, catalog: Catalog, live: LiveIndex) -> Searcher:
+        with self._searcher_lock:
+            s = self._searcher
+            histograms = self.store.histograms_of(catalog)
+            if (s is None or s.catalog is not catalog or s.live_index is not live or s.histograms is not histograms
+                    or s.k_candidates != self.search_candidates):
+                s = self._searcher = Searcher(catalog, live, self.search_candidates, histograms=histograms)
+            return s
+
+    def search_pair(self) -> tuple[Catalog, LiveIndex]:
+        """What searches read: the index, or during an upgrade the previous one (complete, read-only)."""
+        previous = self.upgrades.previous
+        if previous is not None:
+            return previous
+        if not self.store.is_open:
+            raise ChromaticaError("the daemon is starting: its index is not open yet; try again shortly")
+        return self.store.pair()
+
+    def located(self, image_id: int) -> tuple[str, bytes, bool] | None:
+        """Where one catalog row's file is, for the web app's thumbnails."""
+        catalog, _ = self.search_pair()
+        recent = self.recent.get((catalog, catalog.generation), image_id)
+        if recent is not None:
+            return recent
+        with self.noting_damage():
+            return catalog.describe([image_id]).get(image_id)
+
+    def stored(self, image_id: int) -> StoredImage | None:
+        """One catalog row, for the web app; None when there is no such id."""
+        catalog, _ = self.search_pair()
+        with self.noting_damage():
+            return catalog.rows([image_id]).get(image_id)
+
+    def failures(self) -> list[Failure]:
+        catalog = self.store.catalog
+        with self.noting_damage():
+            return self.reads.get(catalog, "failures", lambda: list(catalog.failed_files().values()))
+
+    def roots(self) -> list[RootView]:
+        return self.roots_keeper.views()
+
+    def status(self) -> dict[str, Any]:
+        return self.reporter.snapshot()
+
+    @contextmanager
+    def noting_damage(self) -> Iterator[None]:
+        """A damaged catalog found by a read is handed to the indexer thread, which replaces it (the only
+        thread that may); the caller hears what is happening."""
+        try:
+            yield
+        except CatalogDamaged as exc:
+            self.reported_damage = exc
+            raise ChromaticaError(f"the catalog turned out damaged ({exc.reason}); the daemon is setting it "
+                                  "aside and indexing the folder again: try again in a moment") from exc
+
+    def take_reported_damage(self) -> CatalogDamaged | None:
+        """On the indexer thread: the damage a read found, once."""
+        damage, self.reported_damage = self.reported_damage, None
+        return damage
+
+    # -- writes, on the indexer thread -----------------------------------------------------------
+    def submit_retry_failed(self) -> Future[int]:
+        return self.commands.call(lambda: self.on_retry())
+
+    def submit_compact(self) -> Future[dict[str, int]]:
+        return self.commands.call(lambda: self.on_compact())
+
+    def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
+        """A second relocate while the first is waiting or running is refused."""
+        lock = self.roots_keeper.relocating
+        if not lock.acquire(blocking=False):
+            raise ChromaticaError("another relocate is running; try again when it has finished")
+        logger.info("relocate of %s to %s requested: it runs when the work in hand is done", old, new)
+
+        def relocate() -> dict[str, Any]:
+            try:
+                return self.on_relocate(old, new, dry_run, force)
+            finally:
+                lock.release()
+
+        try:
+            return self.commands.call(relocate)
+        except BaseException:
+            lock.release()
+            raise
