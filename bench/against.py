@@ -63,11 +63,12 @@ def main() -> int:
     ap.add_argument("ref", help="the earlier commit")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keys", default="", help="show only numbers whose path contains this")
-    ap.add_argument("bench", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS]: a script of bench/ and its arguments")
-    args = ap.parse_args()
-    bench = args.bench[1:] if args.bench[:1] == ["--"] else args.bench
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    bench = argv[cut + 1:]  # -- SCRIPT [ARGS]: a script of bench/ and its arguments
     if not bench:
-        ap.error("name the benchmark after --")
+        ap.error("name the benchmark after --: -- SCRIPT [ARGS]")
     src, ref_python = prepare(args.ref)
     sides = {"ref": (ref_python, src / "bench" / bench[0]), "new": (Path(sys.executable), ROOT / "bench" / bench[0])}
     results: dict[str, list[dict[str, float]]] = {"ref": [], "new": []}

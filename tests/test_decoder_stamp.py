@@ -16,6 +16,8 @@ from chromatica_watch.core.filetypes import IMAGE_EXTENSIONS
 from chromatica_watch.offline.build import BuildOptions, build
 from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.decoder_stamp import (
+    LOCKED_DIGESTS,
+    LOCKED_VERSIONS,
     META_KEY,
     UNSTAMPED_DIGESTS,
     DecoderStamp,
@@ -28,14 +30,13 @@ from chromatica_watch.storage.decoder_stamp import (
 from tests import format_files as F
 from tests.conftest import photo
 
-# What this lock's decoders (constraints.txt) turn data/probes/ into. A lock refresh that changes one of
-# these changes how that format decodes: every install upgrading to it reads those files again (say so in
-# the commit), and this table is updated with the new digests.
-LOCKED_DIGESTS = {"avif": "f0cb40d16ffea702", "basic": "0ead55e70edb19ba", "heif": "bf5dca6891ea8784",
-                  "icc": "b6d1f603bdf4b834", "jxl": "aacadd56e259fe48", "raw": "1693db71674b3e42"}
-
 
 def test_this_lock_decodes_the_references_as_recorded() -> None:
+    """What this lock's decoders (constraints.txt) are and turn data/probes/ into, as the package records it
+    (a new catalog is stamped from the record, decoding nothing). A lock refresh that changes a digest
+    changes how that format decodes: every install upgrading to it reads those files again (say so in the
+    commit); record the new versions and digests in storage/decoder_stamp.py."""
+    assert decoder_versions() == LOCKED_VERSIONS
     assert decoder_digests() == LOCKED_DIGESTS
     # the set before the lock decoded JPEG XL otherwise, and only that
     assert {k for k, v in UNSTAMPED_DIGESTS.items() if LOCKED_DIGESTS[k] != v} == {"jxl"}
@@ -116,3 +117,20 @@ def test_a_merged_catalog_is_stamped_mixed_where_its_inputs_disagree() -> None:
     assert mixed.versions == {} and mixed.digests == {"basic": "b1", "jxl": "mixed"}
     # a catalog from before stamps counts as the set before the lock
     assert DecoderStamp.from_json(merged_stamp([None])).digests == UNSTAMPED_DIGESTS
+
+
+def test_the_build_driver_and_a_new_catalogs_stamp_load_no_decoder(tmp_path: Path) -> None:
+    """`build`'s driver leaves the decoders to its fork server (start-up, docs/architecture.md): stamping
+    the new catalog it makes must not load OpenCV or Pillow in it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from chromatica_watch.offline import build; "
+            "from chromatica_watch.storage.catalog import Catalog; "
+            "from chromatica_watch.storage.decoder_stamp import check_decoders; "
+            f"c = Catalog.open(Path({str(tmp_path)!r}), 'fp'); check_decoders(c); c.close(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cv2', 'PIL', 'rawpy', 'pillow_heif')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert _stamp(tmp_path).digests == LOCKED_DIGESTS  # stamped from the record
