@@ -47,6 +47,14 @@ class ReadSide:
         self.on_relocate: Callable[[str, str, bool, bool], dict[str, Any]] = lambda *_: {}
         self._searcher: Searcher | None = None  # of the pair searched last: made again when it changes
         self._searcher_lock = threading.Lock()
+        self._omp = threading.local()
+
+    def _one_omp_thread(self) -> None:
+        """OpenMP builds a thread team per calling thread: for one query that costs ~12 ms per search at 100k
+        images and buys nothing. The socket's and the web app's threads search with one thread, no team."""
+        if not getattr(self._omp, "set", False):
+            configure_threads(1)
+            self._omp.set = True
 
     def reconfigure(self, search_candidates: int) -> None:
         self.search_candidates = search_candidates  # the next search makes its searcher with it
@@ -55,9 +63,7 @@ class ReadSide:
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]:
         """The live index's own lock keeps this search and the indexer's adds apart (HNSW add during a
         search crashes); each holds it for milliseconds."""
-        # OpenMP builds a thread team per calling thread: for one query that costs ~12 ms per search at
-        # 100k images and buys nothing. One thread, no team.
-        configure_threads(1)
+        self._one_omp_thread()
         catalog, live = self.search_pair()
         source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
         with self.noting_damage():

@@ -22,7 +22,6 @@ from chromatica_watch.core.errors import ChromaticaError
 from chromatica_watch.core.records import Failure
 from chromatica_watch.ingest.roots import RootView
 from chromatica_watch.search.searcher import DEFAULT_K, Result
-from chromatica_watch.storage.index import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +118,6 @@ class _Handler(socketserver.StreamRequestHandler):
     timeout = CONNECTION_TIMEOUT_S  # set on the connection's socket by StreamRequestHandler.setup
 
     def handle(self) -> None:
-        # OpenMP builds a thread team per calling thread: for one query that costs ~12 ms per search at
-        # 100k images and buys nothing. One thread, no team.
-        configure_threads(1)
         line = self.rfile.readline(MAX_REQUEST)
         try:
             request = json.loads(line)

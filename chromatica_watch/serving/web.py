@@ -47,7 +47,6 @@ from chromatica_watch.core.paths import absolute_key
 from chromatica_watch.core.records import Failure, StoredImage
 from chromatica_watch.search.query import color_query_histogram, image_bytes_query_histogram, parse_colors
 from chromatica_watch.search.searcher import DEFAULT_K, DOMINANT_COLORS, Result
-from chromatica_watch.storage.index import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +182,6 @@ class WebApp:
         self.max_dimension = max_dimension
         self.max_pixels = max_pixels
         self.max_upload = max_upload
-        self._omp = threading.local()
 
     def routes(self) -> list[Route]:
         return [
@@ -197,13 +195,6 @@ class WebApp:
             Route("/api/retry-failed", self.retry_failed, methods=["POST"]),
             Route("/thumbnails/{image_id:int}", self.thumbnail),
         ]
-
-    # Each request thread (Starlette's pool) searches with one OpenMP thread, as the socket does:
-    # a thread team per caller costs more than it gains for one query.
-    def _one_omp_thread(self) -> None:
-        if not getattr(self._omp, "set", False):
-            configure_threads(1)
-            self._omp.set = True
 
     def index(self, request: Request) -> Response:
         # Cached like the scripts it loads: a reopened tab shows at once (the page holds no data, and no
@@ -280,7 +271,6 @@ class WebApp:
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
 
     def _search(self, query: np.ndarray, request: Request) -> list[dict[str, Any]]:
-        self._one_omp_thread()
         k = _k(request)
         group = request.query_params.get("group_sidecars", "0") not in ("0", "false", "")
         return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, group)]
