@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "constraints.txt"
-COMPILE = ["pip", "compile", "--all-extras", "--universal", "--fork-strategy", "fewest",
-           "--python-version", "3.11", "--upgrade", "--no-header", "--quiet"]
+COMPILE = ["pip", "compile", "--universal", "--fork-strategy", "fewest", "--python-version", "3.11", "--upgrade",
+           "--no-header", "--quiet"]
 HEADER = """\
 # The tested set: both README commands install through this file (pip install -c constraints.txt ...).
 # Made by `python3 tools/refresh_lock.py` (uv pip compile of pyproject.toml, every extra, Python >= 3.11),
@@ -47,29 +47,39 @@ def pins(text: str) -> dict[str, str]:
     return out
 
 
-def direct_names() -> list[str]:
-    """Every package pyproject.toml names, with no version range (the project's own extras left out)."""
+def upper_bounds() -> dict[str, str]:
+    """Each package pyproject.toml names (the project's own extras left out) -> its upper bound ("" if none)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         reqs += extra
-    names = {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower() for r in reqs}
-    names.discard(project["name"])
-    return sorted(names)
+    bounds = {}
+    for req in reqs:
+        name = re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0].lower()
+        if name != project["name"]:
+            bound = re.search(r"<\s*([0-9][^,;\s]*)", req)
+            bounds[name] = bound.group(1) if bound else ""
+    return bounds
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version.split("+")[0])[:4])
 
 
 def held_back(uv: str, scratch: Path, locked: dict[str, str]) -> list[str]:
     """Direct dependencies whose newest release pyproject.toml's upper bounds keep out of the lock."""
+    bounds = upper_bounds()
     unbounded = scratch / "unbounded.in"
-    unbounded.write_text("\n".join(direct_names()) + "\n")
+    unbounded.write_text("\n".join(sorted(bounds)) + "\n")
     out = scratch / "unbounded.txt"
     try:
-        run([uv, *COMPILE, str(unbounded), "-o", str(out)])
+        run([uv, *COMPILE, str(unbounded), "-o", str(out)])  # a plain list: no extras to ask for
     except subprocess.CalledProcessError:
         return ["(could not resolve the newest releases of all dependencies together)"]
     newest = pins(out.read_text())
-    return [f"{name}: lock {locked[name]}, newest {newest[name]}" for name in direct_names()
-            if name in locked and name in newest and newest[name] != locked[name]]
+    return [f"{name}: lock {locked.get(name, '-')}, newest {newest[name]} (pyproject.toml: <{bound})"
+            for name, bound in sorted(bounds.items())
+            if bound and name in newest and _numbers(newest[name]) >= _numbers(bound)]
 
 
 def main() -> int:
@@ -85,7 +95,7 @@ def main() -> int:
         run([str(bin_dir / "pip"), "install", "--quiet", "uv"])
         uv = str(bin_dir / "uv")
         new_lock = scratch / "constraints.txt"
-        run([uv, *COMPILE, "pyproject.toml", "-o", str(new_lock)])
+        run([uv, *COMPILE, "--all-extras", "pyproject.toml", "-o", str(new_lock)])
         new_lock.write_text(HEADER + new_lock.read_text())
         old, new = pins(LOCK.read_text()) if LOCK.exists() else {}, pins(new_lock.read_text())
         changed = [f"{n}: {old.get(n, '-')} -> {v}" for n, v in sorted(new.items()) if old.get(n) != v]
