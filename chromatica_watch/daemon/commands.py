@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from chromatica_watch.core.errors import ChromaticaError
+from chromatica_watch.core.errors import CatalogDamaged, ChromaticaError
 
 T = TypeVar("T")
 
@@ -57,3 +57,19 @@ class CommandQueue:
                 future.set_result(fn())
             except Exception as exc:
                 future.set_exception(exc)
+
+
+class DamageReports:
+    """A damaged catalog found by a read on another thread, handed to the indexer thread, the only one that
+    may replace it. A later report replaces an earlier one not taken yet: either names the same catalog."""
+
+    def __init__(self) -> None:
+        self._found: CatalogDamaged | None = None
+
+    def report(self, damage: CatalogDamaged) -> None:
+        self._found = damage
+
+    def take(self) -> CatalogDamaged | None:
+        """On the indexer thread: the damage reported, once."""
+        damage, self._found = self._found, None
+        return damage

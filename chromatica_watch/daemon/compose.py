@@ -12,7 +12,7 @@ from chromatica_watch import __version__
 from chromatica_watch.colour import histogram
 from chromatica_watch.core.config import Config
 from chromatica_watch.daemon.batcher import Batcher
-from chromatica_watch.daemon.commands import CommandQueue
+from chromatica_watch.daemon.commands import CommandQueue, DamageReports
 from chromatica_watch.daemon.daemon import Daemon, Parts
 from chromatica_watch.daemon.events import FsEvent
 from chromatica_watch.daemon.guard import StorageGuard
@@ -71,23 +71,22 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     reads = ReadCache()  # counts, roots and failures: read again only after a write
     roots = RootKeeper(cfg, store, batcher, reads, make_watcher, clock)
     guard = StorageGuard(clock, stop, reporter.beat)
-    publisher = StatusPublisher(reporter, store, roots, guard, reads, clock, cfg.status_interval)
     upgrades = Upgrades(store, reporter)
+    publisher = StatusPublisher(reporter, store, roots, guard, reads, upgrades.progress, clock, cfg.status_interval)
     ingester = Ingester(store, workers, batcher, reporter, publisher, stop, clock, cfg.batch_size)
+    # the ingester publishes after each commit, and the publisher counts what the ingester holds
     publisher.queued = lambda: len(batcher) + ingester.in_flight
-    publisher.upgrade = upgrades.progress
     reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds)
     scans = Scans(cfg, reconciler, roots, publisher, guard, reporter, clock, stop)
     commands = CommandQueue()
-    read_side = ReadSide(store, upgrades, roots, reporter, commands, reads, cfg.search_candidates)
+    damage = DamageReports()
     indexer = Indexer(cfg, clock=clock, stop=stop, events=events, batcher=batcher, workers=workers, store=store,
                       ingester=ingester, reconciler=reconciler, scans=scans, roots=roots, upgrades=upgrades,
-                      publisher=publisher, guard=guard, reporter=reporter, commands=commands, read_side=read_side)
+                      publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage)
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
-    read_side.on_retry, read_side.on_compact, read_side.on_relocate = (
-        requests.retry_failed, requests.compact, requests.relocate)
+    read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
     return Daemon(cfg, config_path, Parts(
-        notifier=notifier, reporter=reporter, store=store, batcher=batcher, workers=workers, roots=roots,
+        stop=stop, notifier=notifier, reporter=reporter, store=store, batcher=batcher, workers=workers, roots=roots,
         upgrades=upgrades, publisher=publisher, guard=guard, ingester=ingester, reconciler=reconciler, scans=scans,
         commands=commands, read_side=read_side, indexer=indexer, requests=requests, make_server=make_server,
         make_web=make_web))

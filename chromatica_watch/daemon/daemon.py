@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ FIXED_AT_START = ("index_dir", "state_dir", "runtime_dir", "max_dimension", "wor
 class Parts:
     """Everything the daemon is made of, built and wired by `compose`."""
 
+    stop: threading.Event  # set by SIGTERM/SIGINT; every loop and wait checks it
     notifier: SystemdNotifier
     reporter: StatusReporter
     store: Store
@@ -83,7 +85,7 @@ class Daemon:
         self.upgrades, self.publisher, self.guard = parts.upgrades, parts.publisher, parts.guard
         self.ingester, self.scans, self.commands = parts.ingester, parts.scans, parts.commands
         self.read_side, self.indexer = parts.read_side, parts.indexer
-        self.stop_event = parts.guard.stop
+        self.stop_event = parts.stop
         self.indexer.reload = self.reload
         self._locks: list[int] = []
         self._server: SearchServer | None = None

@@ -17,7 +17,7 @@ from chromatica_watch.core.config import Config
 from chromatica_watch.core.errors import CatalogDamaged, StorageError
 from chromatica_watch.core.fsutil import is_storage_error
 from chromatica_watch.daemon.batcher import Batcher
-from chromatica_watch.daemon.commands import CommandQueue
+from chromatica_watch.daemon.commands import CommandQueue, DamageReports
 from chromatica_watch.daemon.events import (
     EventKind,
     Forget,
@@ -32,7 +32,6 @@ from chromatica_watch.daemon.events import (
 from chromatica_watch.daemon.guard import StorageGuard
 from chromatica_watch.daemon.ingester import STREAM_BATCHES, Ingester
 from chromatica_watch.daemon.publisher import StatusPublisher
-from chromatica_watch.daemon.read_side import ReadSide
 from chromatica_watch.daemon.reconciler import Reconciler
 from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.scans import Scans
@@ -52,7 +51,7 @@ class Indexer:
                  events: queue.Queue[FsEvent], batcher: Batcher, workers: PoolManager, store: Store,
                  ingester: Ingester, reconciler: Reconciler, scans: Scans, roots: RootKeeper, upgrades: Upgrades,
                  publisher: StatusPublisher, guard: StorageGuard, reporter: StatusReporter,
-                 commands: CommandQueue, read_side: ReadSide) -> None:
+                 commands: CommandQueue, damage: DamageReports) -> None:
         self.cfg = cfg
         self.clock = clock
         self.stop = stop
@@ -69,7 +68,7 @@ class Indexer:
         self.guard = guard
         self.reporter = reporter
         self.commands = commands
-        self.read_side = read_side
+        self.damage = damage
         self.reload: Callable[[], None] = lambda: None  # SIGHUP's work, run between turns (set by the daemon)
         self.reload_requested = threading.Event()
         self._next_verify = 0.0  # the first turn after the start reads the catalog back
@@ -81,7 +80,7 @@ class Indexer:
     # -- the loop --------------------------------------------------------------------------------
     def step(self) -> None:
         self.reporter.beat()
-        if (damage := self.read_side.take_reported_damage()) is not None:
+        if (damage := self.damage.take()) is not None:
             self.replace_damaged(damage)
         if self.guard.failing:
             self.paused_step()

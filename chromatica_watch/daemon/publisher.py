@@ -21,7 +21,8 @@ Clock = Callable[[], float]
 
 class StatusPublisher:
     def __init__(self, reporter: StatusReporter, store: Store, roots: RootKeeper, guard: StorageGuard,
-                 reads: ReadCache, clock: Clock, interval: float) -> None:
+                 reads: ReadCache, upgrade: Callable[[int], dict[str, Any] | None], clock: Clock,
+                 interval: float) -> None:
         self.reporter = reporter
         self.store = store
         self.roots = roots
@@ -30,7 +31,7 @@ class StatusPublisher:
         self.clock = clock
         self.interval = interval
         self.queued: Callable[[], int] = lambda: 0  # files waiting: the batcher's and those being read
-        self.upgrade: Callable[[int], dict[str, Any] | None] = lambda _done: None  # progress of an upgrade
+        self.upgrade = upgrade  # an upgrade's progress, given how many photos are indexed (None: none)
         self._counts_at = -float("inf")  # when the catalog's counts were last handed to the reporter
 
     def reconfigure(self, interval: float) -> None:

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from chromatica_watch.core.errors import CatalogDamaged, ChromaticaError
 from chromatica_watch.core.records import Failure, StoredImage
-from chromatica_watch.daemon.commands import CommandQueue
+from chromatica_watch.daemon.commands import CommandQueue, DamageReports
 from chromatica_watch.daemon.read_cache import ReadCache, RecentResults
 from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.status import StatusReporter
@@ -29,9 +29,20 @@ from chromatica_watch.storage.store import Store
 logger = logging.getLogger(__name__)
 
 
+class Writes(Protocol):
+    """What the read side's callers may ask to change: carried out on the indexer thread (requests.py)."""
+
+    def retry_failed(self) -> int: ...
+
+    def compact(self) -> dict[str, int]: ...
+
+    def relocate(self, old: str, new: str, dry_run: bool, force: bool) -> dict[str, Any]: ...
+
+
 class ReadSide:
     def __init__(self, store: Store, upgrades: Upgrades, roots: RootKeeper, reporter: StatusReporter,
-                 commands: CommandQueue, reads: ReadCache, search_candidates: int) -> None:
+                 commands: CommandQueue, writes: Writes, damage: DamageReports, reads: ReadCache,
+                 search_candidates: int) -> None:
         self.store = store
         self.upgrades = upgrades
         self.roots_keeper = roots
@@ -40,11 +51,8 @@ class ReadSide:
         self.reads = reads
         self.search_candidates = search_candidates
         self.recent = RecentResults()  # where the files of the latest results are, for thumbnails
-        self.reported_damage: CatalogDamaged | None = None  # found by a read; the indexer replaces it
-        # The indexer thread's handlers for the commands (set by compose): retry, compact, relocate.
-        self.on_retry: Callable[[], int] = lambda: 0
-        self.on_compact: Callable[[], dict[str, int]] = dict
-        self.on_relocate: Callable[[str, str, bool, bool], dict[str, Any]] = lambda *_: {}
+        self.writes = writes
+        self.damage = damage  # a damaged catalog found by a read: the indexer replaces it
         self._searcher: Searcher | None = None  # of the pair searched last: made again when it changes
         self._searcher_lock = threading.Lock()
         self._omp = threading.local()
@@ -122,21 +130,16 @@ class ReadSide:
         try:
             yield
         except CatalogDamaged as exc:
-            self.reported_damage = exc
+            self.damage.report(exc)
             raise ChromaticaError(f"the catalog turned out damaged ({exc.reason}); the daemon is setting it "
                                   "aside and indexing the folder again: try again in a moment") from exc
 
-    def take_reported_damage(self) -> CatalogDamaged | None:
-        """On the indexer thread: the damage a read found, once."""
-        damage, self.reported_damage = self.reported_damage, None
-        return damage
-
     # -- writes, on the indexer thread -----------------------------------------------------------
     def submit_retry_failed(self) -> Future[int]:
-        return self.commands.call(lambda: self.on_retry())
+        return self.commands.call(self.writes.retry_failed)
 
     def submit_compact(self) -> Future[dict[str, int]]:
-        return self.commands.call(lambda: self.on_compact())
+        return self.commands.call(self.writes.compact)
 
     def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
         """A second relocate while the first is waiting or running is refused."""
@@ -147,7 +150,7 @@ class ReadSide:
 
         def relocate() -> dict[str, Any]:
             try:
-                return self.on_relocate(old, new, dry_run, force)
+                return self.writes.relocate(old, new, dry_run, force)
             finally:
                 lock.release()
 

@@ -40,10 +40,6 @@ class RootKeeper:
         self.last_check = 0.0
         self.relocating = threading.Lock()  # one relocate at a time, refused rather than queued
 
-    @property
-    def configured(self) -> tuple[str, ...]:
-        return self.cfg.roots
-
     def is_online(self, root: str) -> bool:
         return bool(self.online.get(root))
 

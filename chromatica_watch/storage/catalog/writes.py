@@ -107,8 +107,12 @@ class CatalogWrites(CatalogBase):
     @_mapped
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction() as con:
-            con.execute("DELETE FROM meta WHERE key = ?", [key])
-            con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+            self._put_meta(con, key, value)
+
+    @staticmethod
+    def _put_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        con.execute("DELETE FROM meta WHERE key = ?", [key])
+        con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
 
     @_mapped
     def mark_stale(self, suffixes: list[str], key: str, value: str) -> int:
@@ -116,8 +120,7 @@ class CatalogWrites(CatalogBase):
         empty hash), so that the next comparison with the folder decodes them again (a file whose bytes hash
         to a stored row is otherwise not decoded), and set a meta value, in one transaction."""
         with self._transaction() as con:
-            con.execute("DELETE FROM meta WHERE key = ?", [key])
-            con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+            self._put_meta(con, key, value)
             if not suffixes:
                 return 0
             # a path is raw bytes: cast to text its non-UTF-8 bytes come out escaped, its extension intact
