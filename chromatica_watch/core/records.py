@@ -6,10 +6,22 @@ No I/O here: the event rules, the ingest plan and the catalog all speak these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
 from chromatica_watch.core.paths import display_key
+
+
+@dataclass(frozen=True)
+class PhotoDetails:
+    """What a photo's headers say, read at indexing without decoding a pixel: when it was taken and how
+    that is known, the camera, and its orientation as shown (after the EXIF rotation)."""
+
+    taken: datetime | None  # the wall-clock time as the camera wrote it (naive), else the file's mtime
+    taken_source: str  # where `taken` comes from: "exif", "xmp", "png", or "mtime"
+    camera: str | None  # "Make Model" as the camera wrote them (the make not repeated), None if unknown
+    orientation: str | None  # "landscape", "portrait" or "square"; None if the size is unknown
 
 
 @dataclass(frozen=True)
