@@ -34,6 +34,7 @@ class NewImage:
     width: int
     height: int
     histogram: np.ndarray
+    details: PhotoDetails | None = None  # None: read later by the daemon's details pass
 
 
 @dataclass(frozen=True)

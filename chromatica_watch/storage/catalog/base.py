@@ -21,6 +21,7 @@ from chromatica_watch.storage.catalog.schema import (
     _SCHEMA,
     CATALOG_FILE,
     SCHEMA_VERSION,
+    _add_detail_columns,
     _checked_meta,
     _connect,
     _schema_version,
@@ -70,6 +71,7 @@ class CatalogBase:
             try:
                 if not read_only:
                     con.execute(_SCHEMA)
+                    _add_detail_columns(con)
                 catalog = cls(con, path, read_only)
                 catalog._check_meta(fingerprint)
             except BaseException:

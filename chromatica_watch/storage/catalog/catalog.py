@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from chromatica_watch.storage.catalog.details import CatalogDetails
 from chromatica_watch.storage.catalog.reads import CatalogReads
 from chromatica_watch.storage.catalog.roots import CatalogRoots
 from chromatica_watch.storage.catalog.schema import CATALOG_FILE
@@ -15,7 +16,7 @@ from chromatica_watch.storage.catalog.writes import CatalogWrites
 logger = logging.getLogger(__name__)
 
 
-class Catalog(CatalogWrites, CatalogReads, CatalogRoots, CatalogVerify):
+class Catalog(CatalogWrites, CatalogReads, CatalogRoots, CatalogVerify, CatalogDetails):
     """One DuckDB connection. Writers serialize on `lock`; readers from other threads use cursors.
 
     After a fatal DuckDB error (a checkpoint that failed on a full disk) DuckDB refuses the database until it

@@ -25,8 +25,11 @@ logger = logging.getLogger(__name__)
 CATALOG_FILE = "chromatica_metadata.db"
 # 2: histograms stored sparse in float16 (histogram.pack), 0.5 KB instead of 4.6 KB a photo. A version-1
 # catalog (dense FLOAT[1152]) is read as it is, and rewritten in version 2 when opened for writing.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = ("1", "2")
+# 3: what searches filter on (date taken, camera, orientation, tone, the coarse colour table); a version-2
+# catalog gains the columns (empty, filled by the daemon's details pass) when it is opened for writing.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = ("1", "2", "3")
+DETAILS_VERSION = 1  # `details` of a row whose detail columns are filled; NULL: not read yet
 # DuckDB's cache of the blocks it read, per process (its default is 80% of the machine's memory): the
 # daemon's searches read a few hundred histograms each, scattered over the whole table.
 MEMORY_LIMIT = "256MB"
@@ -45,7 +48,15 @@ CREATE TABLE IF NOT EXISTS images (
     histogram BLOB NOT NULL,
     indexed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    deleted_at TIMESTAMPTZ
+    deleted_at TIMESTAMPTZ,
+    taken TIMESTAMP,
+    taken_source VARCHAR,
+    camera VARCHAR,
+    orientation VARCHAR,
+    colourfulness REAL,
+    monochrome BOOLEAN,
+    palette BLOB,
+    details SMALLINT
 );
 CREATE TABLE IF NOT EXISTS failures (
     root VARCHAR NOT NULL,
@@ -64,6 +75,16 @@ CREATE TABLE IF NOT EXISTS roots (
     last_scan_files BIGINT
 );
 """
+
+# The columns version 3 added, for a version-2 catalog opened for writing (no rewrite: DuckDB adds them empty).
+_DETAIL_COLUMNS = (("taken", "TIMESTAMP"), ("taken_source", "VARCHAR"), ("camera", "VARCHAR"),
+                   ("orientation", "VARCHAR"), ("colourfulness", "REAL"), ("monochrome", "BOOLEAN"),
+                   ("palette", "BLOB"), ("details", "SMALLINT"))
+
+
+def _add_detail_columns(con: duckdb.DuckDBPyConnection) -> None:
+    for name, kind in _DETAIL_COLUMNS:
+        con.execute(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {name} {kind}")
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -92,6 +113,10 @@ def _checked_meta(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool,
                     [str(SCHEMA_VERSION), fingerprint, uuid.uuid4().hex])
         return SCHEMA_VERSION, _meta_id(con)
     schema_version = int(meta.get("schema_version", 0))  # a version-1 catalog opened read-only is 1
+    if not read_only and meta.get("schema_version") == "2":  # its detail columns were just added
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        schema_version = SCHEMA_VERSION
+        meta["schema_version"] = str(SCHEMA_VERSION)
     if meta.get("schema_version") not in (READABLE_VERSIONS if read_only else (str(SCHEMA_VERSION),)):
         raise IndexDirError(f"catalog {path} has schema version {meta.get('schema_version')}, "
                             f"this program reads version {SCHEMA_VERSION}")

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from chromatica_watch.core.records import Changes, Failure, NewImage
 from chromatica_watch.storage.catalog.base import CatalogBase
+from chromatica_watch.storage.catalog.details import colour_columns, detail_columns
 from chromatica_watch.storage.catalog.errors import _mapped
 from chromatica_watch.storage.catalog.schema import _histogram_column, _next_id
 
@@ -51,7 +52,10 @@ class CatalogWrites(CatalogBase):
             return []
         first = _next_id(con)
         ids = list(range(first, first + len(added)))
+        hists = np.stack([a.histogram for a in added])
         table = pa.table({
+            **colour_columns(hists),
+            **detail_columns([a.details for a in added]),
             "id": pa.array(ids, pa.int64()),
             "root": pa.array([a.root for a in added], pa.string()),
             "path": pa.array([a.path for a in added], pa.binary()),
@@ -60,13 +64,12 @@ class CatalogWrites(CatalogBase):
             "content_hash": pa.array([a.content_hash for a in added], pa.string()),
             "width": pa.array([a.width for a in added], pa.int32()),
             "height": pa.array([a.height for a in added], pa.int32()),
-            "histogram": _histogram_column(np.stack([a.histogram for a in added])),
+            "histogram": _histogram_column(hists),
         })
         con.register("_new_images", table)
         try:
-            con.execute(
-                "INSERT INTO images (id, root, path, size, mtime_ns, content_hash, width, height, histogram) "
-                "SELECT id, root, path, size, mtime_ns, content_hash, width, height, histogram FROM _new_images")
+            columns = ", ".join(table.column_names)
+            con.execute(f"INSERT INTO images ({columns}) SELECT {columns} FROM _new_images")
         finally:
             con.unregister("_new_images")
         return ids

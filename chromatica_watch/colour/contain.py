@@ -1,0 +1,177 @@
+"""How much of a photo *is* a colour, and whether it has colour at all: pure functions on histograms.
+
+A whole-palette query asks "are these photos' colours, all of them, like this?" (rerank's EMD). People
+mostly ask another question: "does this photo *have* orange in it, about a quarter of it?". That is the
+share of the photo's colour mass near the asked colour, whatever the rest of the photo is:
+
+    held(photo, c) = sum over bins b of  h[b] * K(|centre_b - c|)
+
+with K a kernel on the distance (CIE76 delta E) from the bin's Lab centre to the colour: 1 up to
+`NEAR`, falling linearly to 0 at `FAR`. Soft binning spreads one colour over the eight corners of its
+bin cell, each at most ~13 delta E from it, so a photo a quarter of which is exactly the colour holds
+~0.25 of it; a rust or a gold photo (33 and 48 delta E from orange) hold next to nothing. A second,
+sharper kernel measures how much is the very shade, to order photos that all hold enough.
+
+It is linear in the histogram, so an upper bound over coarse cells (2 x 2 x 2 bins each, the most a
+cell's bins are worth) is cheap to scan for a million photos: `coarse` is what the search table keeps
+per photo, `held_upper` the bound. The exact value needs the histogram (`held`).
+
+Tone: a photo without colour (greyscale, or toned monochrome such as sepia or cyanotype) has all its
+chroma on one ray from the neutral axis (its tone), and little of it. `tone` measures both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from chromatica_watch.colour.histogram import A_BINS, B_BINS, L_BINS, TOTAL_BINS, bin_centers_lab
+
+NEAR, FAR = 12.0, 28.0  # held: full weight up to NEAR delta E from the colour's centre, none past FAR
+SHARP_NEAR, SHARP_FAR = 4.0, 16.0  # the very shade
+SHADE_WEIGHT = 0.25  # how much the very shade counts next to holding the colour at all
+SLIGHT = 0.05  # "--not red": more than this share of red excludes a photo
+
+_CENTRES = bin_centers_lab().astype(np.float64)
+_CENTRES.setflags(write=False)
+_CELL = (2, 2, 2)  # fine bins per coarse cell, per axis
+_COARSE_SHAPE = (L_BINS // _CELL[0], A_BINS // _CELL[1], B_BINS // _CELL[2])
+COARSE_CELLS = int(np.prod(_COARSE_SHAPE))  # 144
+
+
+def _cell_of_bins() -> np.ndarray:
+    l, a, b = np.unravel_index(np.arange(TOTAL_BINS), (L_BINS, A_BINS, B_BINS))
+    return np.ravel_multi_index((l // _CELL[0], a // _CELL[1], b // _CELL[2]), _COARSE_SHAPE).astype(np.intp)
+
+
+_CELL_OF_BIN = _cell_of_bins()
+_CELL_OF_BIN.setflags(write=False)
+
+
+def distances(lab: Sequence[float] | np.ndarray) -> np.ndarray:
+    """float64[1152]: delta E (CIE76) from a Lab colour to each bin's centre."""
+    return np.sqrt(((_CENTRES - np.asarray(lab, dtype=np.float64).reshape(1, 3)) ** 2).sum(axis=1))
+
+
+def kernel(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32[1152]: how much each bin counts as the colour (1 up to `near` delta E, 0 past `far`)."""
+    return np.clip((far - distances(lab)) / (far - near), 0.0, 1.0).astype(np.float32)
+
+
+def held(hists: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32[n]: the share of each photo (rows of (n, 1152) histograms) that is the colour."""
+    hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
+    return np.asarray(hists @ kernel(lab, near, far), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A colour asked for, in Lab, with the share of the photo it should hold (None: as much as can be)."""
+
+    lab: tuple[float, float, float]
+    share: float | None
+
+
+def containment_score(hists: np.ndarray, wanted: Sequence[Wanted]) -> tuple[np.ndarray, np.ndarray]:
+    """(score, held) of each photo for colours it should contain: score in [0, 1 + SHADE_WEIGHT], lower is
+    better; held (n, len(wanted)) the share of each colour each photo holds.
+
+    A lone colour without a share ranks by how much of it a photo holds. Colours with shares (summing below
+    1: the rest of the photo is free) rank by coverage, the part of the asked shares a photo holds (a photo
+    holding at least its share of every colour covers 1), then by how much of that is the very shade.
+    """
+    hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
+    if not wanted:
+        raise ValueError("no colour to contain")
+    shares = np.stack([held(hists, w.lab) for w in wanted], axis=1)
+    sharp = np.stack([held(hists, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
+    return score_of(shares, sharp, wanted), shares
+
+
+def score_of(shares: np.ndarray, sharp: np.ndarray, wanted: Sequence[Wanted]) -> np.ndarray:
+    """The score `containment_score` gives, from the held shares (n, c) under both kernels."""
+    targets = _targets(wanted)
+    total = float(targets.sum())
+    coverage = np.minimum(shares, targets).sum(axis=1) / total
+    shade = np.minimum(sharp, targets).sum(axis=1) / total
+    return np.asarray((1.0 - coverage) + SHADE_WEIGHT * (1.0 - shade), dtype=np.float64)
+
+
+def _targets(wanted: Sequence[Wanted]) -> np.ndarray:
+    """The share each colour should reach: its own, or for a lone colour the whole photo (the more, the
+    better)."""
+    return np.array([1.0 if w.share is None else w.share for w in wanted], dtype=np.float64)
+
+
+# -- the coarse table -----------------------------------------------------------------------------
+def coarse(hists: np.ndarray) -> np.ndarray:
+    """uint8 (n, 144): each photo's share in each coarse cell, in 1/255ths rounded up (so a bound computed
+    from it is never below the true value)."""
+    hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
+    cells = np.zeros((len(hists), COARSE_CELLS), np.float32)
+    np.add.at(cells.T, _CELL_OF_BIN, hists.T)  # (cells, n) += (bins, n), grouped by cell
+    return np.minimum(np.ceil(cells * 255.0 - 1e-4), 255).astype(np.uint8)
+
+
+def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach)."""
+    out = np.zeros(COARSE_CELLS, np.float32)
+    np.maximum.at(out, _CELL_OF_BIN, kernel(lab, near, far))
+    return out
+
+
+def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR,
+               far: float = FAR) -> np.ndarray:
+    """float32[n]: an upper bound of `held` for each photo from its coarse cells (`table`: uint8 (144, n),
+    cell-major, as the search table keeps it). Only the cells within reach of the colour are read."""
+    weights = cell_weights(lab, near, far)
+    n = table.shape[1]
+    acc = np.zeros(n, np.float32)
+    for cell in np.flatnonzero(weights).tolist():
+        acc += table[cell].astype(np.float32) * np.float32(weights[cell] / 255.0)
+    return np.minimum(acc, np.float32(1.0))
+
+
+def score_lower(table: np.ndarray, wanted: Sequence[Wanted]) -> np.ndarray:
+    """float64[n]: a lower bound of `containment_score` for each photo of the coarse table."""
+    shares = np.stack([held_upper(table, w.lab) for w in wanted], axis=1)
+    sharp = np.stack([held_upper(table, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
+    return score_of(shares, sharp, wanted)
+
+
+# -- tone -----------------------------------------------------------------------------------------
+# A toned monochrome photo (sepia, cyanotype, selenium) maps each lightness to one chroma: within a slice of
+# lightness its colours barely spread (soft binning alone gives ~7 delta E; toned photos 7-11, colour photos
+# 13 and up), and its tone stays muted (a slice's mean chroma at most ~40; a red apple on white has the first
+# property too, at a chroma of 80). Measured on scikit-image's photos, greyscale, sepia and cyan-toned.
+MONOCHROME_SPREAD = 12.0  # delta E: RMS spread of chroma within slices of equal lightness
+MONOCHROME_CHROMA = 42.0  # delta E: the largest mean chroma of a slice holding 2% of the photo
+COLORFUL = 30.0  # RMS chroma (delta E) from which a photo counts as vivid
+_SLICE_MASS = 0.02
+
+
+def tone(hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(colourfulness, monochrome) of each photo: its RMS chroma (delta E from the neutral axis), and
+    whether it has no colour of its own (greyscale, or toned monochrome such as sepia or cyanotype)."""
+    hists = np.asarray(hists, dtype=np.float64).reshape(-1, TOTAL_BINS)
+    mass = hists.sum(axis=1, keepdims=True)
+    weights = hists / np.where(mass > 0, mass, 1.0)
+    ab = _CENTRES[:, 1:]
+    ab2 = (ab ** 2).sum(axis=1)
+    colourfulness = np.sqrt(weights @ ab2)
+    spread2 = np.zeros(len(weights))
+    largest = np.zeros(len(weights))
+    per_slice = A_BINS * B_BINS
+    for lightness in range(L_BINS):
+        cols = slice(lightness * per_slice, (lightness + 1) * per_slice)
+        w = weights[:, cols]
+        m = w.sum(axis=1)
+        first = w @ ab[cols]
+        safe = np.where(m > 0, m, 1.0)
+        spread2 += np.maximum(w @ ab2[cols] - (first ** 2).sum(axis=1) / safe, 0.0)
+        chroma = np.linalg.norm(first, axis=1) / safe
+        largest = np.maximum(largest, np.where(m >= _SLICE_MASS, chroma, 0.0))
+    monochrome = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= MONOCHROME_CHROMA)
+    return colourfulness.astype(np.float32), monochrome

@@ -1,0 +1,143 @@
+"""What searches filter on, per photo: its colour fields (the coarse colour table, colourfulness, whether it is
+monochrome), derived from its histogram when the row is written; and its header details (date taken and
+where that date comes from, camera, orientation), read by the ingest workers from the file's headers.
+
+A row written before these columns existed, or without details (a copy, a merge), has `details` NULL: the
+daemon's details pass reads its headers (never decoding it again) and fills them, a chunk at a time.
+The search table (storage/table.py) reads them all at once, then what is new.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from chromatica_watch.colour import contain
+from chromatica_watch.core.records import PhotoDetails
+from chromatica_watch.storage.catalog.base import CatalogBase
+from chromatica_watch.storage.catalog.errors import _mapped
+from chromatica_watch.storage.catalog.schema import DETAILS_VERSION, _histograms_of
+
+logger = logging.getLogger(__name__)
+
+FACET_COLUMNS = ("id, root, path, deleted_at IS NULL AS live, palette, epoch(taken)::BIGINT AS taken, taken_source, "
+                 "camera, orientation, monochrome, colourfulness, details IS NOT NULL AS detailed")
+
+
+def colour_columns(hists: np.ndarray) -> dict[str, pa.Array]:
+    """The colour fields of rows with these histograms, as Arrow columns."""
+    colourfulness, monochrome = contain.tone(hists)
+    palettes = contain.coarse(hists)
+    return {"palette": pa.array([row.tobytes() for row in palettes], pa.binary()),
+            "colourfulness": pa.array(colourfulness, pa.float32()),
+            "monochrome": pa.array(monochrome, pa.bool_())}
+
+
+def detail_columns(details: Sequence[PhotoDetails | None]) -> dict[str, pa.Array]:
+    """The header fields of rows (None: not read yet), as Arrow columns."""
+    return {"taken": pa.array([d.taken if d else None for d in details], pa.timestamp("us")),
+            "taken_source": pa.array([d.taken_source if d else None for d in details], pa.string()),
+            "camera": pa.array([d.camera if d else None for d in details], pa.string()),
+            "orientation": pa.array([d.orientation if d else None for d in details], pa.string()),
+            "details": pa.array([DETAILS_VERSION if d else None for d in details], pa.int16())}
+
+
+@dataclass(frozen=True)
+class Undetailed:
+    """A live row whose details are not read yet."""
+
+    image_id: int
+    root: str
+    path: bytes
+    mtime_ns: int
+    width: int
+    height: int
+
+
+class CatalogDetails(CatalogBase):
+    """Reads and writes of the detail columns."""
+
+    @_mapped
+    def undetailed(self, limit: int) -> list[Undetailed]:
+        """Up to `limit` live rows whose details are not read yet, oldest first."""
+        rows = self._reader().execute(
+            "SELECT id, root, path, mtime_ns, width, height FROM images WHERE details IS NULL AND deleted_at IS NULL "
+            "ORDER BY id LIMIT ?", [int(limit)]).fetchall()
+        return [Undetailed(int(i), r, bytes(p), int(m), int(w), int(h)) for i, r, p, m, w, h in rows]
+
+    @_mapped
+    def count_undetailed(self) -> int:
+        return int(self._reader().execute(
+            "SELECT count(*) FROM images WHERE details IS NULL AND deleted_at IS NULL").fetchall()[0][0])
+
+    @_mapped
+    def set_details(self, ids: Sequence[int], details: Sequence[PhotoDetails]) -> None:
+        """Fill the detail columns of these rows (their colour fields too, from their stored histograms)."""
+        if not ids:
+            return
+        with self._transaction() as con:
+            stored = con.sql("SELECT id, histogram FROM images WHERE id IN (SELECT unnest(?::BIGINT[])) ORDER BY id",
+                             params=[[int(i) for i in ids]]).to_arrow_table()
+            by_id = {int(i): n for n, i in enumerate(stored.column(0).to_pylist())}
+            keep = [n for n, i in enumerate(ids) if int(i) in by_id]
+            if not keep:
+                return
+            hists = _histograms_of(stored.column(1))[[by_id[int(ids[n])] for n in keep]]
+            table = pa.table({"id": pa.array([int(ids[n]) for n in keep], pa.int64()),
+                              **colour_columns(hists), **detail_columns([details[n] for n in keep])})
+            con.register("_details", table)
+            try:
+                sets = ", ".join([f"{c} = d.{c}" for c in table.column_names if c != "id"] + ["updated_at = now()"])
+                con.execute(f"UPDATE images SET {sets} FROM _details d WHERE images.id = d.id")
+            finally:
+                con.unregister("_details")
+
+    @_mapped
+    def facet_rows(self, after_id: int, updated_since: float | None = None) -> pa.Table:
+        """What the search table keeps, of the rows past `after_id` (and of those updated since then: moved,
+        given details); a catalog older than version 3 has none of the detail columns (all NULL)."""
+        columns = FACET_COLUMNS if self.schema_version >= 3 else (
+            "id, root, path, deleted_at IS NULL AS live, NULL::BLOB AS palette, NULL::BIGINT AS taken, "
+            "NULL::VARCHAR AS taken_source, NULL::VARCHAR AS camera, NULL::VARCHAR AS orientation, "
+            "NULL::BOOLEAN AS monochrome, NULL::REAL AS colourfulness, false AS detailed")
+        where, params = "id > ?", [int(after_id)]
+        if updated_since is not None:
+            where, params = "id > ? OR epoch(updated_at) >= ?", [int(after_id), float(updated_since)]
+        cur = self._reader()
+        try:
+            return cur.sql(f"SELECT {columns} FROM images WHERE {where} ORDER BY id", params=params).to_arrow_table()
+        finally:
+            cur.close()
+
+    @_mapped
+    def latest_update(self) -> float:
+        """The latest `updated_at` of any row, epoch seconds (0 for none)."""
+        rows = self._reader().execute("SELECT coalesce(epoch(max(updated_at)), 0) FROM images").fetchall()
+        return float(rows[0][0])
+
+    @_mapped
+    def uncoloured(self, limit: int) -> np.ndarray:
+        """Ids of up to `limit` live rows without colour fields (written before they existed, or merged)."""
+        rows = self._reader().execute("SELECT id FROM images WHERE palette IS NULL AND deleted_at IS NULL "
+                                      "ORDER BY id LIMIT ?", [int(limit)]).fetchall()
+        return np.array([r[0] for r in rows], np.int64)
+
+    @_mapped
+    def set_colours(self, ids: np.ndarray) -> None:
+        """Fill the colour fields of these rows from their stored histograms."""
+        with self._transaction() as con:
+            stored = con.sql("SELECT id, histogram FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                             params=[[int(i) for i in ids]]).to_arrow_table()
+            if not stored.num_rows:
+                return
+            table = pa.table({"id": stored.column(0), **colour_columns(_histograms_of(stored.column(1)))})
+            con.register("_colours", table)
+            try:
+                con.execute("UPDATE images SET palette = c.palette, colourfulness = c.colourfulness, "
+                            "monochrome = c.monochrome, updated_at = now() FROM _colours c WHERE images.id = c.id")
+            finally:
+                con.unregister("_colours")

@@ -1,0 +1,201 @@
+"""The search table: what containment and filtered searches scan, one row per photo, in memory.
+
+A question such as "at least a quarter orange, taken last summer, in this folder" cannot come from an ANN
+index built for whole palettes: it is answered by scanning, vectorized, a compact table of every photo
+(its coarse colour cells, 144 bytes, and its filter columns), then scoring the best candidates exactly on
+their histograms. At a million photos the table is ~170 MB and a scan of it a few milliseconds.
+
+It is derived from the catalog, never the only copy of anything: loaded whole at the first search that
+needs it, then brought up to date before a search when the catalog changed (rows past the last id read,
+rows updated since: moved, given details; tombstones by the catalog's deleted ids). Columns grow in place
+by appending, so a search holds a `TableView` (arrays cut to the rows it saw) while the next refresh adds
+more; a row's liveness or folder may change under a view (a search checks its results against the catalog
+anyway: `Searcher` drops rows deleted meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from chromatica_watch.colour.contain import COARSE_CELLS
+
+if TYPE_CHECKING:
+    from chromatica_watch.storage.catalog import Catalog
+
+logger = logging.getLogger(__name__)
+
+NO_DATE = np.iinfo(np.int64).min
+ORIENTATIONS = ("", "landscape", "portrait", "square")  # code 0: not known
+SOURCES = ("", "exif", "xmp", "png", "mtime")
+_UPDATE_MARGIN = 120.0  # seconds: a transaction's updated_at is its start, which may precede our last look
+
+
+@dataclass(frozen=True)
+class TableView:
+    """The table as one search sees it: `n` rows, by ascending id."""
+
+    n: int
+    ids: np.ndarray
+    live: np.ndarray
+    root: np.ndarray  # index into roots
+    roots: tuple[str, ...]
+    folder: np.ndarray  # index into folders
+    folders: tuple[tuple[int, bytes], ...]  # (root index, folder path relative to the root: b"" for the root)
+    palette: np.ndarray  # uint8 (144, n): coarse colour cells, cell-major (a cell's column is contiguous)
+    coloured: np.ndarray  # has colour fields
+    taken: np.ndarray  # epoch seconds of the wall-clock time taken; NO_DATE
+    source: np.ndarray  # index into SOURCES
+    camera: np.ndarray  # index into cameras; -1: none
+    cameras: tuple[str, ...]
+    orientation: np.ndarray  # index into ORIENTATIONS
+    monochrome: np.ndarray
+    colourfulness: np.ndarray
+    detailed: np.ndarray  # its header details were read
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Row positions of these ids (each must be in the view)."""
+        return np.searchsorted(self.ids, ids)
+
+
+class _Codes:
+    """Strings to small integer codes, in order of first sight (roots, folders, cameras)."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+        self._code: dict[object, int] = {}
+
+    def code(self, value: object) -> int:
+        found = self._code.get(value)
+        if found is None:
+            found = self._code[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+
+class SearchTable:
+    """The table of one catalog; `view()` brings it up to date (under its lock) and returns a snapshot."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._generation = -1  # the catalog's generation when last brought up to date
+        self._last_id = 0
+        self._updated = 0.0  # the latest updated_at seen (epoch seconds)
+        self._deleted = 0  # tombstones applied
+        self._n = 0
+        self._roots, self._folders, self._cameras = _Codes(), _Codes(), _Codes()
+        self._cols: dict[str, np.ndarray] = {}
+        self._palette = np.zeros((COARSE_CELLS, 0), np.uint8)
+        self._view: TableView | None = None
+
+    def view(self) -> TableView:
+        with self._lock:
+            if self._view is None or self.catalog.generation != self._generation:
+                generation = self.catalog.generation  # read first: a write meanwhile is seen next time
+                self._refresh()
+                self._generation = generation
+            assert self._view is not None
+            return self._view
+
+    # -- bringing it up to date ------------------------------------------------------------------
+    def _refresh(self) -> None:
+        first = self._view is None
+        since = None if first else self._updated - _UPDATE_MARGIN
+        latest = self.catalog.latest_update()
+        rows = self.catalog.facet_rows(self._last_id, since)
+        self._apply(rows)
+        self._updated = max(self._updated, latest)
+        self._apply_tombstones()
+        self._view = self._snapshot()
+        if first:
+            logger.info("search table: %d photos", self._n)
+
+    def _apply(self, rows: pa.Table) -> None:
+        if not rows.num_rows:
+            return
+        ids = rows.column("id").to_numpy().astype(np.int64)
+        fresh = ids > self._last_id  # the rest were read before (every id up to the last one read is here)
+        added = int(fresh.sum())
+        self._grow(added)
+        positions = np.empty(len(ids), np.intp)
+        positions[fresh] = np.arange(self._n, self._n + added)
+        positions[~fresh] = np.searchsorted(self._cols["ids"][:self._n], ids[~fresh])
+        self._write(rows, ids, positions)
+        self._n += added
+        if fresh.any():
+            self._last_id = int(ids[fresh].max())
+
+    def _grow(self, more: int) -> None:
+        need = self._n + more
+        capacity = len(self._cols["ids"]) if self._cols else 0
+        if need <= capacity:
+            return
+        capacity = max(need, int(capacity * 1.5), 1024)
+        kinds = {"ids": np.int64, "live": bool, "root": np.int32, "folder": np.int32, "coloured": bool,
+                 "taken": np.int64, "source": np.int8, "camera": np.int32, "orientation": np.int8,
+                 "monochrome": bool, "colourfulness": np.float32, "detailed": bool}
+        for name, kind in kinds.items():
+            grown = np.zeros(capacity, kind)
+            if name in self._cols:
+                grown[:self._n] = self._cols[name][:self._n]
+            self._cols[name] = grown
+        palette = np.zeros((COARSE_CELLS, capacity), np.uint8)
+        palette[:, :self._n] = self._palette[:, :self._n]
+        self._palette = palette
+
+    def _write(self, rows: pa.Table, ids: np.ndarray, at: np.ndarray) -> None:
+        c = self._cols
+        c["ids"][at] = ids
+        c["live"][at] = rows.column("live").to_numpy(zero_copy_only=False)
+        roots = rows.column("root").to_pylist()
+        paths = rows.column("path").to_pylist()
+        c["root"][at] = [self._roots.code(r) for r in roots]
+        c["folder"][at] = [self._folders.code((self._roots.code(r), p.rpartition(b"/")[0]))
+                           for r, p in zip(roots, paths, strict=True)]
+        palettes = rows.column("palette")
+        present = palettes.is_valid().to_numpy(zero_copy_only=False)
+        c["coloured"][at] = present
+        if present.any():
+            blob = b"".join(palettes.filter(palettes.is_valid()).to_pylist())
+            self._palette[:, at[present]] = np.frombuffer(blob, np.uint8).reshape(-1, COARSE_CELLS).T
+        taken = rows.column("taken")
+        c["taken"][at] = np.where(taken.is_valid().to_numpy(zero_copy_only=False),
+                                  taken.fill_null(0).to_numpy(zero_copy_only=False), NO_DATE)
+        c["source"][at] = [SOURCES.index(s) if s in SOURCES else 0 for s in rows.column("taken_source").to_pylist()]
+        c["camera"][at] = [-1 if s is None else self._cameras.code(s) for s in rows.column("camera").to_pylist()]
+        c["orientation"][at] = [ORIENTATIONS.index(o) if o in ORIENTATIONS else 0
+                                for o in rows.column("orientation").to_pylist()]
+        c["monochrome"][at] = rows.column("monochrome").fill_null(False).to_numpy(zero_copy_only=False)
+        c["colourfulness"][at] = rows.column("colourfulness").fill_null(0.0).to_numpy(zero_copy_only=False)
+        c["detailed"][at] = rows.column("detailed").to_numpy(zero_copy_only=False)
+
+    def _apply_tombstones(self) -> None:
+        """Rows deleted since: the catalog's tombstones are few next to its rows, and only grow."""
+        deleted = self.catalog.deleted_ids()
+        if len(deleted) == self._deleted or not self._n:
+            return
+        ids = self._cols["ids"][:self._n]
+        at = np.searchsorted(ids, deleted)
+        ok = at < self._n
+        ok[ok] = ids[at[ok]] == deleted[ok]
+        self._cols["live"][at[ok]] = False
+        self._deleted = len(deleted)
+
+    def _snapshot(self) -> TableView:
+        n, c = self._n, self._cols
+        if not c:
+            self._grow(0)
+            c = self._cols
+        return TableView(
+            n=n, ids=c["ids"][:n], live=c["live"][:n], root=c["root"][:n], roots=tuple(map(str, self._roots.values)),
+            folder=c["folder"][:n], folders=tuple(self._folders.values),  # type: ignore[arg-type]
+            palette=self._palette[:, :n], coloured=c["coloured"][:n], taken=c["taken"][:n], source=c["source"][:n],
+            camera=c["camera"][:n], cameras=tuple(map(str, self._cameras.values)),
+            orientation=c["orientation"][:n], monochrome=c["monochrome"][:n],
+            colourfulness=c["colourfulness"][:n], detailed=c["detailed"][:n])
