@@ -1,15 +1,13 @@
-"""What a photo's headers say about it (when it was taken, the camera, its orientation as shown), read from
-the bytes already in memory without decoding a pixel, so that indexing can record it at almost no cost.
+"""What a photo's headers say (when it was taken, the camera, its orientation as shown), read from the bytes
+already in memory without decoding a pixel, so that indexing records it at almost no cost.
 
-Each format's metadata is found where it lives: a JPEG's APP1 segments (EXIF, XMP) and a PNG's chunks
-(eXIf, text; also those after the image data, which Pillow only reads by decoding) by walking the headers
-here; TIFF files and TIFF-based camera RAWs (DNG, NEF, CR2, ARW, PEF, SRW; ORF and RW2 with their own magic)
-by Pillow's EXIF reader on the file itself; a JPEG XL container's Exif and xml boxes here (its plugin decodes
-the whole image when it opens it); WebP, HEIF, AVIF and the rest by Pillow's lazy `Image.open`. The date
-taken comes from EXIF, else XMP, else a PNG "Creation Time", else the file's mtime; a date that does not
-parse or cannot be real falls through to the next source. XMP is read with a narrow pattern match for the
-three date properties, not an XML parser: defusedxml is not installed, and the standard library's parsers
-are not safe against hostile XML. Nothing here raises: damaged metadata counts as missing.
+Metadata is found where each format keeps it: a JPEG's APP1 segments (EXIF, XMP), a PNG's chunks (eXIf, text,
+also after the image data, which Pillow reads only by decoding) and a JPEG XL container's Exif and xml boxes
+(its plugin decodes as it opens) are walked here; TIFF and TIFF-based RAW files (DNG, NEF, CR2, ARW, PEF, ORF,
+RW2...) go to Pillow's EXIF reader as they are; WebP, HEIF, AVIF and the rest to Pillow's lazy `Image.open`.
+The date taken is EXIF's, else XMP's, else a PNG "Creation Time", else the mtime; a date that does not parse or
+cannot be real falls through. XMP is read by a narrow pattern for three properties, not by an XML parser:
+defusedxml is not installed and the standard library's are not safe against hostile XML. Nothing raises.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import struct
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import TypeVar
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from chromatica_watch.core.records import PhotoDetails
 from chromatica_watch.imaging.decoders import enable_pillow_for
@@ -35,7 +32,6 @@ from chromatica_watch.imaging.headers import PNG_SIGNATURE, jpeg_dimensions, jpe
 from chromatica_watch.imaging.headers import sniff as sniff_kind
 
 logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 _EXIF_IFD = 0x8769
@@ -43,11 +39,11 @@ _EXIF_IFD = 0x8769
 # IFD0 as TIFF/EP RAW files put them), then IFD0's DateTime (the last edit, as a last resort).
 _DATE_TAGS = ((_EXIF_IFD, 36867), (0, 36867), (_EXIF_IFD, 36868), (0, 36868), (0, 306))
 _MAKE, _MODEL, _ORIENTATION, _XMP_PACKET = 271, 272, 274, 700
-_TURNED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _EARLIEST_YEAR = 1800  # no photograph is older: an earlier date is a camera's placeholder
 _JPEG_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
-_TIFF_LIKE = {b"II*\x00": b"", b"MM\x00*": b"", b"IIRO": b"II*\x00", b"IIRS": b"II*\x00",  # the TIFF header an
-              b"IIU\x00": b"II*\x00", b"MMOR": b"MM\x00*"}  # Olympus (ORF) or Panasonic (RW2) magic stands for
+_II, _MM = b"II*\x00", b"MM\x00*"
+_TIFF_MAGIC = (_II, _MM, b"IIRO", b"IIRS", b"MMOR", b"IIU\x00")  # TIFF's, and Olympus ORF's and Panasonic RW2's
 _XMP_LIMIT = 1 << 20  # bytes of an XMP packet searched, and of a PNG text chunk inflated
 # The date properties, as an attribute (`exif:DateTimeOriginal="..."`) or an element's text, best first.
 _XMP_DATES = tuple(
@@ -74,9 +70,10 @@ def photo_details(data: bytes, suffix: str, mtime_ns: int, width: int | None = N
     from the headers of the file's bytes. `width`/`height`: the stored (not rotated) pixel size when known,
     else it is read from the header. Never raises: what cannot be read is unknown, the date the mtime."""
     found = _safely("headers", lambda: _read(data, suffix)) or _Found()
-    taken, source = _taken(found) or (_safely("mtime", lambda: _mtime(mtime_ns)), "mtime")
-    size = (width, height) if width and height and width > 0 and height > 0 else found.size
-    camera = _safely("camera", lambda: _camera(found.exif))
+    dated = _safely("date", partial(_taken, found))
+    taken, source = dated if dated else (_safely("mtime", partial(_mtime, mtime_ns)), "mtime")
+    size = (width, height) if width and height and min(width, height) > 0 else found.size
+    camera = _safely("camera", partial(_camera, found.exif)) if found.exif else None
     orientation = _safely("orientation", lambda: _orientation(size, found.exif if found.turns else None))
     return PhotoDetails(taken=taken, taken_source=source, camera=camera, orientation=orientation)
 
@@ -92,33 +89,30 @@ def _safely(what: str, read: Callable[[], T]) -> T | None:
         return None
 
 
-# --- The readers, one a format -------------------------------------------------------------------------------
-
 def _read(data: bytes, suffix: str) -> _Found:
     if data.startswith(b"\xff\xd8\xff"):
         return _jpeg(data)
     if data.startswith(PNG_SIGNATURE):
         return _png(data)
-    if data[:4] in _TIFF_LIKE:
+    if data[:4] in _TIFF_MAGIC:
         return _tiff(data)
     kind = sniff_kind(data, suffix)
-    if kind == "jxl":
-        return _jxl(data)
     if kind == "raw":  # CR3, RAF...: not TIFF-based
         return _Found()
-    return _pillow(data, kind)
+    return _jxl(data) if kind == "jxl" else _pillow(data, kind)
 
 
 def _exif(tiff: bytes) -> Image.Exif | None:
-    """EXIF from a TIFF header and what follows (with or without a leading "Exif\\0\\0"); None if damaged."""
+    """EXIF from a TIFF header (or a RAW's own magic) and what follows; None if there is none or it is damaged."""
+    tiff = tiff.removeprefix(b"Exif\x00\x00")
+    return _safely("EXIF", partial(_loaded, tiff)) if tiff[:4] in _TIFF_MAGIC else None
+
+
+def _loaded(tiff: bytes) -> Image.Exif:
+    """IFD0 read where the header points, whatever its magic, without copying (the Exif IFD is read when asked)."""
     exif = Image.Exif()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exif.load(tiff)
-    except Exception as exc:  # not a TIFF header, IFD0 cut short or garbled: no EXIF
-        logger.debug("unreadable EXIF: %r", exc)
-        return None
+    exif.endian = "<" if tiff[:2] == b"II" else ">"
+    exif.load_from_fp(io.BytesIO(tiff), int.from_bytes(tiff[4:8], "little" if exif.endian == "<" else "big"))
     return exif
 
 
@@ -140,8 +134,8 @@ def _png(data: bytes) -> _Found:
     found = _Found()
     for start, end, kind in png_chunks(data):
         if kind == b"IHDR" and end - start >= 20:
-            width, height = struct.unpack_from(">II", data, start + 8)
-            found.size = (width, height)
+            found.size = (int.from_bytes(data[start + 8:start + 12], "big"),
+                          int.from_bytes(data[start + 12:start + 16], "big"))
         elif kind == b"eXIf" and found.exif is None:
             found.exif = _exif(data[start + 8:end - 4])
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
@@ -156,22 +150,17 @@ def _png(data: bytes) -> _Found:
 def _png_text(kind: bytes, body: bytes) -> tuple[bytes, bytes]:
     """(keyword, text) of a tEXt, zTXt or iTXt chunk, the text inflated (at most _XMP_LIMIT bytes)."""
     keyword, _, rest = body.partition(b"\x00")
-    compressed = kind == b"zTXt"
-    if kind == b"zTXt":
-        rest = rest[1:]
-    elif kind == b"iTXt":
-        compressed, rest = rest[:1] == b"\x01", rest[2:]
-        rest = rest.split(b"\x00", 2)[-1]  # after the language tag and the translated keyword
+    compressed = kind == b"zTXt" or (kind == b"iTXt" and rest[:1] == b"\x01")
+    if kind != b"tEXt":  # past the compression method; in iTXt its flag, language tag and translated keyword
+        rest = rest[1:] if kind == b"zTXt" else rest[2:].split(b"\x00", 2)[-1]
     if compressed:
         rest = zlib.decompressobj().decompress(rest, _XMP_LIMIT)
     return keyword, rest
 
 
 def _tiff(data: bytes) -> _Found:
-    """A TIFF or TIFF-based RAW: its IFD0 and Exif IFD; the size is IFD0's image's (a RAW's preview or
-    thumbnail there has the picture's proportions)."""
-    header = _TIFF_LIKE[data[:4]]
-    exif = _exif(header + data[4:] if header else data)
+    """A TIFF or TIFF-based RAW; the size is IFD0's image's (in a RAW, a preview with the picture's proportions)."""
+    exif = _exif(data)
     if exif is None:
         return _Found()
     width, height, xmp = exif.get(256), exif.get(257), exif.get(_XMP_PACKET)
@@ -180,8 +169,7 @@ def _tiff(data: bytes) -> _Found:
 
 
 def _boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, body end) of each top-level box of an ISOBMFF-style container, the last one cut
-    to the data's end."""
+    """(type, body start, body end) of each top-level box of a JPEG XL container, the last one cut short."""
     pos = 0
     while pos + 8 <= len(data):
         size, kind, head = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8], 8
@@ -196,12 +184,13 @@ def _boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
 
 
 def _jxl(data: bytes) -> _Found:
-    """A JPEG XL container's Exif box (a 4-byte offset to the TIFF header first) and xml box (XMP); a bare
-    codestream has neither."""
+    """A JPEG XL container's Exif box (a 4-byte offset to the TIFF header first, which pillow-jxl-plugin
+    leaves out) and xml box (XMP); a bare codestream has neither."""
     found = _Found(size=_safely("JPEG XL size", lambda: jxl_size(data)), turns=False)
     for kind, body, end in _boxes(data):
         if kind == b"Exif" and found.exif is None and end - body > 4:
-            found.exif = _exif(data[body + 4 + int.from_bytes(data[body:body + 4], "big"):end])
+            skip = 0 if data[body:body + 4] in (_II, _MM) else 4 + int.from_bytes(data[body:body + 4], "big")
+            found.exif = _exif(data[body + skip:end])
         elif kind == b"xml " and found.xmp is None:
             found.xmp = data[body:end]
     return found
@@ -216,33 +205,34 @@ def _pillow(data: bytes, kind: str) -> _Found:
         return _Found(exif=im.getexif(), xmp=xmp if isinstance(xmp, bytes) else None, size=im.size)
 
 
-# --- What the metadata says ----------------------------------------------------------------------------------
-
 def _taken(found: _Found) -> tuple[datetime, str] | None:
-    exif, xmp, png_time = found.exif, found.xmp, found.png_time
-    sources: tuple[tuple[str, Callable[[], datetime | None]], ...] = (
-        ("exif", lambda: _exif_date(exif) if exif is not None else None),
-        ("xmp", lambda: _xmp_date(xmp) if xmp else None),
-        ("png", lambda: _date(png_time.decode("latin-1")) if png_time else None))
-    for source, read in sources:
-        taken = _safely(source, read)
-        if taken is not None:
-            return taken, source
+    """The date taken and its source: the first of EXIF, XMP and a PNG's Creation Time to give a real one."""
+    if found.exif is not None and (taken := _exif_date(found.exif)):
+        return taken, "exif"
+    if found.xmp and (taken := _safely("XMP", partial(_xmp_date, found.xmp))):
+        return taken, "xmp"
+    if found.png_time and (taken := _date(found.png_time.decode("latin-1"))):
+        return taken, "png"
     return None
 
 
 def _exif_date(exif: Image.Exif) -> datetime | None:
-    ifds = {0: exif, _EXIF_IFD: _safely("Exif IFD", lambda: exif.get_ifd(_EXIF_IFD)) or {}}
+    ifds = {0: exif, _EXIF_IFD: _safely("Exif IFD", partial(_exif_ifd, exif)) or {}}
     for ifd, tag in _DATE_TAGS:
-        taken = _safely("EXIF date", partial(_tag_date, ifds[ifd], tag))
-        if taken is not None:
+        text = _text(_safely("EXIF date", partial(ifds[ifd].get, tag)))
+        if text and (taken := _date(text)):
             return taken
     return None
 
 
-def _tag_date(ifd: Mapping[int, object], tag: int) -> datetime | None:
-    text = _text(ifd.get(tag))
-    return _date(text) if text else None
+def _exif_ifd(exif: Image.Exif) -> Mapping[int, object]:
+    """The Exif IFD, a value unpacked only when asked for (`get_ifd` unpacks them all: twice the time)."""
+    if _EXIF_IFD not in exif:
+        return {}
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(exif.head, group=_EXIF_IFD)
+    exif.fp.seek(exif[_EXIF_IFD])
+    ifd.load(exif.fp)
+    return ifd
 
 
 def _xmp_date(xmp: bytes) -> datetime | None:
@@ -250,8 +240,7 @@ def _xmp_date(xmp: bytes) -> datetime | None:
     for pattern in _XMP_DATES:
         for match in pattern.finditer(packet):
             value = next(group for group in match.groups() if group is not None)
-            taken = _date(value.decode("utf-8", "replace"))
-            if taken is not None:
+            if taken := _date(value.decode("utf-8", "replace")):
                 return taken
     return None
 
@@ -279,26 +268,21 @@ def _mtime(mtime_ns: int) -> datetime:
 
 def _text(value: object) -> str | None:
     """An EXIF ASCII value up to its first NUL, stripped; None when empty or not text."""
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
+    value = value.decode("latin-1") if isinstance(value, bytes) else value
     if not isinstance(value, str):
         return None
     return value.split("\x00", 1)[0].strip() or None
 
 
-def _camera(exif: Image.Exif | None) -> str | None:
+def _camera(exif: Image.Exif) -> str | None:
     """"Make Model", the make left out when the model already starts with it or with its first word
-    ("Canon" + "Canon EOS R5", "NIKON CORPORATION" + "NIKON D850")."""
-    if exif is None:
-        return None
+    ("Canon" + "Canon EOS R5", "NIKON CORPORATION" + "NIKON D850"; not "LG" + "LGE Nexus 5")."""
     make, model = _text(exif.get(_MAKE)), _text(exif.get(_MODEL))
     if not make or not model:
         return model or make
-    first = make.split()[0]
-    folded = model.casefold()
-    if folded.startswith(make.casefold()) or (folded.startswith(first.casefold())
-                                              and model[len(first):][:1] in ("", " ")):
-        return model
+    for prefix in (make, make.split()[0]):
+        if model.casefold().startswith(prefix.casefold()) and not model[len(prefix):][:1].isalnum():
+            return model
     return f"{make} {model}"
 
 
