@@ -7,6 +7,9 @@
 
     search(image="beach.jpg")                      # photos whose colours look like this one's
     search(colors="#0a8", index_dir="./my-index")  # an index made by `chromatica-watch build`
+    search(colors="#f58214:0.25")                  # at least a quarter of the photo is this orange
+    search(colors="orange", avoid=["red"], tone="colorful", folders=["~/Pictures/2024"],
+           taken_after="2024-06", taken_before="2024-09", camera="pixel", orientation="landscape")
 
 While the daemon runs, the query goes to it over its Unix socket: DuckDB lets one process write or
 several read, never both, and the daemon is the writer. With no daemon, the index directory is
@@ -32,6 +35,7 @@ from chromatica_watch.core import config as config_mod
 from chromatica_watch.core.config import Config
 from chromatica_watch.core.defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from chromatica_watch.core.errors import UsageError
+from chromatica_watch.search.ask import Ask, parse_ask
 from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
 from chromatica_watch.search.searcher import DEFAULT_K, DEFAULT_K_CANDIDATES
 
@@ -62,20 +66,53 @@ def search_daemon(socket_path: Path, query: np.ndarray, k: int = DEFAULT_K,
 
 
 def search(colors: Sequence[str] | str | None = None, image: str | Path | None = None, *, k: int = DEFAULT_K,
-           config: Config | None = None, index_dir: str | Path | None = None,
-           group_sidecars: bool = False) -> list[Match]:
+           config: Config | None = None, index_dir: str | Path | None = None, group_sidecars: bool = False,
+           avoid: Sequence[str] = (), folders: Sequence[str] = (), taken_after: str | None = None,
+           taken_before: str | None = None, camera: str | None = None, orientation: str | None = None,
+           tone: str | None = None) -> list[Match]:
     """The k photos whose colours best match the query, best first.
+
+    `colors` with weights summing below 1 ('#f58214:0.25'), or a lone colour without a weight: photos that
+    contain that much of each (the rest of the photo is free); otherwise the whole palette is matched.
+    `avoid`: colours a photo may hold at most a little of ('red', or 'red:0.2' for 20%). The filters:
+    `folders` (under a root, or globs), `taken_after`/`taken_before` ('2024', '2024-06', '2024-06-01'),
+    `camera` (part of make and model), `orientation` ('landscape', 'portrait', 'square'), `tone`
+    ('monochrome' or 'colorful'). `find` also says how many photos the filters could not judge yet.
 
     `config` defaults to the one the daemon would read (CHROMATICA_WATCH_CONFIG, environment, built-in
     defaults). `index_dir` searches that directory read-only instead of the daemon's index.
     `group_sidecars`: a camera's RAW and the JPEG beside it are one result (the other in `sidecars`).
     """
     cfg = config if config is not None else config_mod.load()
+    if avoid or folders or taken_after or taken_before or camera or orientation or tone or \
+            (colors is not None and image is None and _contains(colors)):
+        histogram = None if image is None else image_query_histogram(str(image), cfg.max_dimension, cfg.max_pixels)
+        ask = parse_ask([colors] if isinstance(colors, str) else list(colors or []), histogram=histogram,
+                        avoid=avoid, folders=folders, taken_after=taken_after, taken_before=taken_before,
+                        camera=camera, orientation=orientation, tone=tone)
+        return find(ask, k, cfg, index_dir, group_sidecars=group_sidecars)[0]
     query = query_histogram(colors, image, max_dimension=cfg.max_dimension, max_pixels=cfg.max_pixels)
     if index_dir is not None:  # asked for by name: read-only here, even if it is the daemon's
         return search_index_dir(Path(index_dir), query, k, max_dimension=cfg.max_dimension,
                                 candidates=cfg.search_candidates, group_sidecars=group_sidecars)
     return search_configured(cfg, query, k, group_sidecars=group_sidecars)
+
+
+def _contains(colors: Sequence[str] | str) -> bool:
+    from chromatica_watch.search.ask import read_colours
+
+    return bool(read_colours([colors] if isinstance(colors, str) else list(colors))[0])
+
+
+def find(ask: Ask, k: int = DEFAULT_K, config: Config | None = None, index_dir: str | Path | None = None, *,
+         group_sidecars: bool = False) -> tuple[list[Match], int]:
+    """Any search, as an `Ask` (`search.ask.parse_ask` makes one from what people type): the k best matches,
+    and how many photos the filters could not judge yet (their headers not read yet)."""
+    cfg = config if config is not None else config_mod.load()
+    if index_dir is not None:
+        local = LocalIndex(Path(index_dir), max_dimension=cfg.max_dimension, candidates=cfg.search_candidates)
+        return local.find(ask, k, group_sidecars)
+    return use_index(cfg, lambda index: index.find(ask, k, group_sidecars), ask_first=True)
 
 
 def search_configured(cfg: Config, query: np.ndarray, k: int, clock: Callable[[], float] = time.monotonic,

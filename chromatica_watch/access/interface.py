@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # only for the annotations: reaching the daemon must not load
     import numpy as np
 
     from chromatica_watch.access.match import Match
+    from chromatica_watch.search.ask import Ask
 
 
 class IndexAccess(ABC):
@@ -28,6 +29,11 @@ class IndexAccess(ABC):
     @abstractmethod
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Match]:
         """The k photos closest to a query histogram (1152 bins), best first."""
+
+    @abstractmethod
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
+        """Any search (colours to contain or avoid, filters, a whole palette): the k best, and how many photos
+        the filters could not judge yet (their headers or colours not read)."""
 
     @abstractmethod
     def failures(self) -> list[dict[str, Any]]:

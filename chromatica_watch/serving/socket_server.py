@@ -21,6 +21,8 @@ import numpy as np
 from chromatica_watch.core.errors import ChromaticaError
 from chromatica_watch.core.records import Failure
 from chromatica_watch.ingest.roots import RootView
+from chromatica_watch.search.ask import Ask
+from chromatica_watch.search.finder import Found
 from chromatica_watch.search.searcher import DEFAULT_K, Result
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class Service(Protocol):
     """What the socket answers from: the daemon, seen from a connection's thread."""
 
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]: ...
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -96,10 +100,14 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         return {"failures": _failures(service)}
     if op == "search":
         started = time.perf_counter()
-        results = [r.to_json() for r in service.search(_query_histogram(request), _k(request),
-                                                        _flag(request, "group_sidecars"))]
+        if "ask" in request:
+            found = service.find(Ask.from_json(request["ask"]), _k(request), _flag(request, "group_sidecars"))
+            answer = found.to_json()
+        else:
+            answer = {"results": [r.to_json() for r in service.search(_query_histogram(request), _k(request),
+                                                                       _flag(request, "group_sidecars"))]}
         logger.debug("search answered in %.1f ms", (time.perf_counter() - started) * 1000)
-        return {"results": results}
+        return answer
     if op == "retry_failed":
         return {"requeued": service.submit_retry_failed().result(timeout=60)}
     if op == "compact":

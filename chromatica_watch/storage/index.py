@@ -222,14 +222,18 @@ class LiveIndex:
             position = int(np.nonzero(faiss.vector_to_array(self._idmap.id_map) == int(image_id))[0][0])
             return np.asarray(self._hnsw.reconstruct(position))
 
-    def _search_params(self, k: int) -> Any:
+    def _search_params(self, k: int, selector: Any = None, ef_search: int = EF_SEARCH) -> Any:
+        if selector is not None:
+            return self._wrapped(faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef_search, k)))  # type: ignore[attr-defined]
         if self._selector is None and (self._deleted or len(self._hidden)):
             deleted = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
             batch = faiss.IDSelectorBatch(np.concatenate([deleted, self._hidden]))
             self._selector = faiss.IDSelectorNot(batch)
             self._selector_parts = batch  # keep the wrapped selector alive as long as the wrapper
         hnsw: Any = faiss.SearchParametersHNSW  # type: ignore[attr-defined]
-        params = hnsw(sel=self._selector, efSearch=max(EF_SEARCH, k))
+        return self._wrapped(hnsw(sel=self._selector, efSearch=max(EF_SEARCH, k)))
+
+    def _wrapped(self, params: Any) -> Any:
         if self.layout == FLAT:
             return params
         outer: Any = faiss.SearchParametersPreTransform
@@ -247,6 +251,28 @@ class LiveIndex:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             params = self._search_params(k)
             distances, ids = self._index.search(query, k, params=params)
+        keep = ids[0] >= 0
+        return ids[0][keep].astype(np.int64), distances[0][keep]
+
+    def search_among(self, histogram: np.ndarray, k: int, allowed: np.ndarray,
+                     ef_search: int) -> tuple[np.ndarray, np.ndarray]:
+        """As `search`, among the `allowed` ids only (a filter's rows: live and searchable already), exploring
+        `ef_search` nodes: a filter keeping a fraction f of the photos needs about 1/f times the usual."""
+        allowed = np.asarray(allowed, dtype=np.int64)
+        if not len(allowed):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        bits = np.zeros(int(allowed.max()) + 1, bool)
+        bits[allowed] = True
+        bitmap = np.packbits(bits, bitorder="little")
+        selector: Any = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bitmap))
+        query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
+        with self._lock:
+            k = min(k, self.ntotal)
+            if k <= 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            params = self._search_params(k, selector, ef_search)
+            distances, ids = self._index.search(query, k, params=params)
+        del bitmap  # held until the search is done: the selector only points at it
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), distances[0][keep]
 

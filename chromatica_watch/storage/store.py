@@ -22,6 +22,7 @@ from chromatica_watch.storage.decoder_stamp import check_decoders
 from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile, discard
 from chromatica_watch.storage.index import PCA_FROM, LiveIndex
 from chromatica_watch.storage.indexdir import discard_checkpoint, needs_reshape, open_live_index, rebuild_from
+from chromatica_watch.storage.table import SearchTable
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Store:
         self._live: LiveIndex | None = None
         self._histograms: HistogramFile | None = None  # the catalog's histograms, for searches to read fast
         self._searchable: tuple[str, ...] | None = None  # the configured roots; None: every root
+        self._table: SearchTable | None = None  # what containment and filtered searches scan
+        self._other_table: SearchTable | None = None  # of an upgrade's previous catalog
 
     @property
     def is_open(self) -> bool:
@@ -85,7 +88,30 @@ class Store:
         self.refresh_hidden()
         self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id)
         self._histograms.start(catalog.live_ids, catalog.histogram_rows)
+        self._table = SearchTable(catalog)
+        threading.Thread(target=self._warm_table, args=(self._table,), name="search-table", daemon=True).start()
         return recovery.rebuilt_reason is not None
+
+    @staticmethod
+    def _warm_table(table: SearchTable) -> None:
+        """Load the search table before the first search needs it (seconds at a million photos)."""
+        try:
+            table.view()
+        except ChromaticaError as exc:  # a damaged or closed catalog: the next search says so, or retries
+            logger.debug("search table not loaded: %s", exc)
+
+    def table_of(self, catalog: Catalog) -> SearchTable:
+        """The search table of this catalog (the one open here, or an upgrade's previous one)."""
+        if catalog is self._catalog and self._table is not None:
+            return self._table
+        other = self._other_table
+        if other is None or other.catalog is not catalog:
+            other = self._other_table = SearchTable(catalog)
+        return other
+
+    @property
+    def searchable(self) -> tuple[str, ...] | None:
+        return self._searchable
 
     def histograms_of(self, catalog: Catalog) -> HistogramFile | None:
         """The histogram file of this catalog, when it is the one open here (an upgrade's previous catalog
@@ -99,6 +125,7 @@ class Store:
             except ChromaticaError:
                 pass  # it is damaged: closing it may fail too
         self._catalog = self._live = None
+        self._table = None
         self._close_histograms()
         kept = quarantine(self.index_dir, datetime.datetime.now())
         discard_checkpoint(self.index_dir)  # its ids belonged to the damaged catalog

@@ -15,6 +15,7 @@ from chromatica_watch.core.errors import UsageError
 if TYPE_CHECKING:
     from chromatica_watch.access.match import Match
     from chromatica_watch.cli.options import Subparsers
+    from chromatica_watch.core.config import Config
 
 # Three "#rrggbb 100%" cells two spaces apart.
 COLORS_WIDTH = 3 * len("#rrggbb 100%") + 2 * 2
@@ -27,7 +28,24 @@ def add_search(sub: Subparsers, shared: SharedOptions) -> None:
                        parents=[shared.json, shared.index_dir, shared.config])
     p.add_argument("--color", "-c", action="append", default=[], metavar="COLOR[:WEIGHT]",
                    help="a color like '#ff8800', '#f80' or 'teal', optionally weighted ('#ff8800:0.7'); repeatable, "
-                        "up to 8")
+                        "up to 8. Weights summing below 1 ('#ff8800:0.25'), or one color alone: photos that contain "
+                        "that much of it, the rest of the photo anything; otherwise the whole palette is matched")
+    p.add_argument("--not", dest="avoid", action="append", default=[], metavar="COLOR[:SHARE]",
+                   help="leave out photos holding more than a little (5%%) of this color, or more than SHARE "
+                        "('red:0.2'); repeatable")
+    tone = p.add_mutually_exclusive_group()
+    tone.add_argument("--black-and-white", dest="tone", action="store_const", const="monochrome",
+                      help="only photos without color: greyscale, and toned ones such as sepia or cyanotype")
+    tone.add_argument("--colorful", dest="tone", action="store_const", const="colorful",
+                      help="only vivid photos")
+    p.add_argument("--in", dest="folders", action="append", default=[], metavar="FOLDER",
+                   help="only photos in this folder (under a watched root) or below it, or in folders matching "
+                        "a glob ('*/2024/*'); repeatable")
+    p.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--taken-before", metavar="DATE", help="taken before DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--camera", metavar="TEXT", help="taken with a camera whose make or model contains TEXT")
+    p.add_argument("--orientation", choices=("landscape", "portrait", "square"),
+                   help="only photos of this orientation (as shown, after the EXIF rotation)")
     p.add_argument("--image", "-i", metavar="PATH", help="find photos colored like this one")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--group-sidecars", action="store_true",
@@ -38,10 +56,17 @@ def add_search(sub: Subparsers, shared: SharedOptions) -> None:
 def _check_query_args(args: argparse.Namespace) -> None:
     if args.color and args.image:
         raise UsageError("search by --color or by --image, not both")
-    if not args.color and not args.image:
-        raise UsageError("nothing to search for: give --color '#ff8800[:weight]' (repeatable) or --image PATH")
+    if not (args.color or args.image or _asks_more(args)):
+        raise UsageError("nothing to search for: give --color '#ff8800[:weight]' (repeatable), --image PATH, "
+                         "--not COLOR, or a filter (--in, --taken-after, --camera, --black-and-white...)")
     if args.k < 1:
         raise UsageError(f"-k must be at least 1, got {args.k}")
+
+
+def _asks_more(args: argparse.Namespace) -> bool:
+    """Whether the search asks more than a whole palette: colours to avoid, or a filter."""
+    return bool(args.avoid or args.folders or args.taken_after or args.taken_before or args.camera
+                or args.orientation or args.tone)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -49,18 +74,44 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     _check_query_args(args)
-    matches = search(args.color or None, args.image, k=args.k, config=cfg, index_dir=args.index_dir,
-                     group_sidecars=args.group_sidecars)
+    pending = 0
+    contains = bool(args.color) and not args.image and _contains(args.color)
+    if contains or _asks_more(args):
+        matches, pending = _find(args, cfg)
+    else:
+        matches = search(args.color or None, args.image, k=args.k, config=cfg, index_dir=args.index_dir,
+                         group_sidecars=args.group_sidecars)
+    if pending:
+        say(f"note: {pending} photo(s) not read yet could not be judged by these filters; they are read in the "
+            "background (see status)")
     if args.json:
         print_json([m.to_json() for m in matches])
         return 0
     if not matches:
-        say("no matches: the index is empty")
+        say("no matches" if contains or _asks_more(args) else "no matches: the index is empty")
         return 0
     swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     for line in format_matches(matches, swatches):
         print(line)
     return 0
+
+
+def _contains(colors: list[str]) -> bool:
+    from chromatica_watch.search.ask import read_colours
+
+    return bool(read_colours(colors)[0])
+
+
+def _find(args: argparse.Namespace, cfg: Config) -> tuple[list[Match], int]:
+    from chromatica_watch.access.api import find
+    from chromatica_watch.search.ask import parse_ask
+    from chromatica_watch.search.query import image_query_histogram
+
+    histogram = None if not args.image else image_query_histogram(args.image, cfg.max_dimension, cfg.max_pixels)
+    ask = parse_ask(args.color, histogram=histogram, avoid=args.avoid, folders=args.folders,
+                    taken_after=args.taken_after, taken_before=args.taken_before, camera=args.camera,
+                    orientation=args.orientation, tone=args.tone)
+    return find(ask, args.k, cfg, args.index_dir, group_sidecars=args.group_sidecars)
 
 
 def _swatch(hex_color: str) -> str:
@@ -80,5 +131,9 @@ def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str
         where = f"{m.path}  (offline: {m.root} is not reachable)" if m.offline else m.path
         if m.sidecars:
             where += f"  (+ {', '.join(os.path.basename(p) for p in m.sidecars)})"
+        if m.shares:
+            where += "  (" + ", ".join(f"{h} {s:.0%}" for h, s in m.shares) + ")"
+        if m.taken:
+            where += f"  taken {m.taken[:10]}" + (" (file date)" if m.taken_source == "mtime" else "")
         lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{COLORS_WIDTH}}  {where}")
     return lines

@@ -104,7 +104,8 @@ class CatalogDetails(CatalogBase):
             "id, root, path, deleted_at IS NULL AS live, NULL::BLOB AS palette, NULL::BIGINT AS taken, "
             "NULL::VARCHAR AS taken_source, NULL::VARCHAR AS camera, NULL::VARCHAR AS orientation, "
             "NULL::BOOLEAN AS monochrome, NULL::REAL AS colourfulness, false AS detailed")
-        where, params = "id > ?", [int(after_id)]
+        where: str = "id > ?"
+        params: list[object] = [int(after_id)]
         if updated_since is not None:
             where, params = "id > ? OR epoch(updated_at) >= ?", [int(after_id), float(updated_since)]
         cur = self._reader()

@@ -1,0 +1,154 @@
+"""Every kind of search, from an `Ask`: the whole-palette search of the live index alone (`Searcher`), or the
+search table's scan for colours to contain, colours to avoid and filters (`scan`), then results that carry
+what the filters used (date taken and its source, camera, orientation, tone) and the share of each asked
+colour a photo holds.
+
+A whole palette with filters: a filter keeping at least a tenth of the photos searches the live index among
+its rows only (HNSW with an id bitmap, exploring more of the graph the fewer it keeps); a narrower one
+ranks its rows by their coarse colour cells (Hellinger on the 144 cells), reads the best of them, and ranks
+those by their exact Hellinger distance, so a filter keeping 100 photos of a million never walks the graph.
+Both then rerank by EMD as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from chromatica_watch.colour import contain, histogram
+from chromatica_watch.core.errors import UsageError
+from chromatica_watch.search.ask import Ask, Colour
+from chromatica_watch.search.scan import Scored, TableSearch, scope
+from chromatica_watch.search.searcher import MAX_K, Result, Searcher
+from chromatica_watch.storage.table import NO_DATE, ORIENTATIONS, SOURCES, TableView
+
+logger = logging.getLogger(__name__)
+
+WIDE = 0.1  # a filter keeping at least this share of the photos searches the live index among them
+MAX_EF = 4096
+PROXY_READ = 1000  # a narrow filter's rows read for their exact Hellinger distance, at least
+_SQRT = np.sqrt(np.arange(256, dtype=np.float32) / 255.0)
+
+
+@dataclass(frozen=True)
+class Found:
+    results: list[Result]
+    pending: int  # photos in scope the filters could not judge yet (headers or colours not read)
+
+    def to_json(self) -> dict[str, object]:
+        return {"results": [r.to_json() for r in self.results], "pending": self.pending}
+
+
+class Finder:
+    """One search over a searcher (catalog, live index, histograms) and a view of the search table."""
+
+    def __init__(self, searcher: Searcher, view: TableView, searchable: tuple[str, ...] | None) -> None:
+        self.searcher = searcher
+        self.view = view
+        self.searchable = searchable
+        self.table = TableSearch(view, searcher.histogram_rows)
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found:
+        if not 1 <= k <= MAX_K:
+            raise UsageError(f"bad number of results {k}: must be between 1 and {MAX_K}")
+        if ask.plain:
+            assert ask.histogram is not None
+            return Found(self._detailed(self.searcher.search(ask.histogram, k, group_sidecars=group_sidecars),
+                                        ask), 0)
+        rows = scope(self.view, ask.filters, self.searchable, colours=bool(ask.contains or ask.avoid))
+        window = min(2 * k, MAX_K) if group_sidecars else k
+        if ask.histogram is not None:
+            results = self._palette(ask, rows.rows, k, group_sidecars)
+        else:
+            found = (self.table.contains(ask, rows.rows, window) if ask.contains
+                     else self.table.browse(ask, rows.rows, window))
+            results = self._scored(found, ask, k, group_sidecars)
+        return Found(self._detailed(results, ask), rows.pending)
+
+    # -- a whole palette among a filter's rows ---------------------------------------------------
+    def _palette(self, ask: Ask, rows: np.ndarray, k: int, group_sidecars: bool) -> list[Result]:
+        assert ask.histogram is not None
+        query = np.asarray(ask.histogram, np.float32).reshape(-1)
+        if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or not query.sum() > 0:
+            raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
+        query = query / query.sum()
+        want = max(self.searcher.k_candidates, 2 * k) * (2 if ask.avoid else 1)
+        if not len(rows):
+            return []
+        share = len(rows) / max(int(self.view.live.sum()), 1)
+        if share >= WIDE:
+            ef = min(MAX_EF, math.ceil(max(want, 64) / share))
+            ids, _ = self.searcher.live_index.search_among(query, want * 2, self.view.ids[rows], ef)
+        else:
+            ids = self._proxy(query, rows, want)
+        ids, hists = self.searcher.histogram_rows(ids)
+        nearest = np.argsort(np.square(histogram.hellinger(hists) - histogram.hellinger(query)).sum(axis=1),
+                             kind="stable")[:want]
+        ids, hists = ids[nearest], hists[nearest]
+        ok = np.ones(len(ids), bool)
+        for colour in ask.avoid:
+            ok &= contain.held(hists, colour.lab) <= colour.share
+        return self.searcher.rank(query, ids[ok], hists[ok], k, group_sidecars=group_sidecars)
+
+    def _proxy(self, query: np.ndarray, rows: np.ndarray, want: int) -> np.ndarray:
+        """Ids of the rows nearest the query by the Hellinger distance of their coarse colour cells."""
+        cells = _SQRT[self.view.palette[:, rows]]  # (144, m)
+        q = np.sqrt(contain.coarse(query).astype(np.float32)[0] / 255.0)
+        closeness = q @ cells
+        take = min(len(rows), max(PROXY_READ, 4 * want))
+        best = np.argpartition(-closeness, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
+        return self.view.ids[rows[best]]
+
+    # -- results of the table's scan -------------------------------------------------------------
+    def _scored(self, found: list[Scored], ask: Ask, k: int, group_sidecars: bool) -> list[Result]:
+        ids = np.array([s.image_id for s in found], np.int64)
+        rows = self.searcher.catalog.describe(ids.tolist())
+        alive = [s for s in found if rows.get(s.image_id, ("", b"", False))[2]]
+        shown = [s.image_id for s in alive]
+        got, hists = self.searcher.histogram_rows(np.array(shown, np.int64))
+        scores = np.array([s.score for s in alive], np.float64)
+        groups = (_groups(shown, rows) if group_sidecars else [[n] for n in range(len(shown))])[:k]
+        results = self.searcher.results_of(shown, scores, rows, got, hists, groups)
+        if ask.contains:  # a containment score is in [0, 1 + SHADE_WEIGHT]: similarity 1 when fully held
+            scale = 1.0 + contain.SHADE_WEIGHT
+            results = [replace(r, similarity=max(0.0, 1.0 - r.score / scale)) for r in results]
+        return results
+
+    # -- what each result carries ----------------------------------------------------------------
+    def _detailed(self, results: list[Result], ask: Ask) -> list[Result]:
+        if not results:
+            return results
+        ids = np.array([r.id for r in results], np.int64)
+        known = np.isin(ids, self.view.ids)
+        at = self.view.positions(ids[known]) if known.any() else np.zeros(0, np.intp)
+        details = dict(zip(ids[known].tolist(), (self._details(int(p)) for p in at), strict=True))
+        colours: tuple[Colour, ...] = ask.contains + ask.avoid
+        shares: dict[int, tuple[tuple[str, float], ...]] = {}
+        if colours:
+            got, hists = self.searcher.histogram_rows(ids)
+            held = np.stack([contain.held(hists, c.lab) for c in colours], axis=1)
+            shares = {int(i): tuple((c.hex, float(v)) for c, v in zip(colours, row, strict=True))
+                      for i, row in zip(got.tolist(), held, strict=True)}
+        return [replace(r, details=details.get(r.id), shares=shares.get(r.id, ())) for r in results]
+
+    def _details(self, at: int) -> dict[str, object]:
+        v = self.view
+        taken = int(v.taken[at])
+        when = None if taken == NO_DATE else datetime.fromtimestamp(taken, UTC).replace(tzinfo=None)
+        detailed = bool(v.detailed[at])
+        return {"taken": when.isoformat() if when else None,
+                "taken_source": SOURCES[int(v.source[at])] or None if detailed else None,
+                "camera": v.cameras[int(v.camera[at])] if int(v.camera[at]) >= 0 else None,
+                "orientation": ORIENTATIONS[int(v.orientation[at])] or None,
+                "monochrome": bool(v.monochrome[at]) if bool(v.coloured[at]) else None,
+                "colourfulness": round(float(v.colourfulness[at]), 1) if bool(v.coloured[at]) else None}
+
+
+def _groups(shown: list[int], rows: dict[int, tuple[str, bytes, bool]]) -> list[list[int]]:
+    from chromatica_watch.search.searcher import group_sidecars_of
+
+    return group_sidecars_of(shown, rows)

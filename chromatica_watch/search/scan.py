@@ -1,0 +1,201 @@
+"""Searches answered by scanning the search table: colours a photo should contain, colours to avoid, filters.
+
+1. The filters become a mask over the table's rows (vectorized: folder codes, date range, camera codes,
+   orientation, tone), searchable roots and live rows only.
+2. Colours to contain: every kept row gets a lower bound of its score from its coarse colour cells
+   (`contain.score_lower`); the rows with the best bounds are scored exactly on their histograms, a round
+   at a time, until the k-th best exact score is no worse than the best bound left (so the answer is the
+   exact top k, as a scan of every histogram would give it).
+3. Colours to avoid: a row whose bound is within the allowed share passes unread; the others are checked
+   on their histograms as they come up as candidates.
+4. Filters alone (or with colours to avoid): the newest photos taken first.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from chromatica_watch.colour import contain
+from chromatica_watch.core.errors import UsageError
+from chromatica_watch.search.ask import Ask, Colour, Filters
+from chromatica_watch.storage.table import NO_DATE, ORIENTATIONS, TableView
+
+ROUND = 256  # candidates scored exactly per round
+Histograms = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, (n, 1152) histograms)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A row found: its id, its score (lower is better) and the share it holds of each colour asked about."""
+
+    image_id: int
+    score: float
+    shares: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a search may return, and how many more might pass once their details are read."""
+
+    rows: np.ndarray  # positions in the view
+    pending: int  # live photos in the searched folders whose headers (or colours) are not read yet
+
+
+def scope(view: TableView, filters: Filters, searchable: Sequence[str] | None, *, colours: bool) -> Scope:
+    """The positions of the rows passing `filters`, live, of searchable roots (`colours`: that need colour
+    fields)."""
+    keep = view.live.copy()
+    if searchable is not None:
+        allowed = [n for n, root in enumerate(view.roots) if root in set(searchable)]
+        keep &= np.isin(view.root, allowed)
+    if filters.folders:
+        keep &= np.isin(view.folder, folder_codes(view, filters.folders))
+    waiting = np.zeros(view.n, bool)
+    if filters.reads_headers:
+        waiting |= keep & ~view.detailed
+        keep &= view.detailed
+        keep &= _header_mask(view, filters)
+    if colours or filters.tone is not None:
+        waiting |= keep & ~view.coloured
+        keep &= view.coloured
+    if filters.tone == "monochrome":
+        keep &= view.monochrome
+    elif filters.tone == "colorful":
+        keep &= ~view.monochrome & (view.colourfulness >= contain.COLORFUL)
+    return Scope(np.flatnonzero(keep), int(waiting.sum()))
+
+
+def _header_mask(view: TableView, filters: Filters) -> np.ndarray:
+    keep = np.ones(view.n, bool)
+    if filters.taken_after is not None or filters.taken_before is not None:
+        keep &= view.taken != NO_DATE
+        if filters.taken_after is not None:
+            keep &= view.taken >= int(np.ceil(filters.taken_after))
+        if filters.taken_before is not None:
+            keep &= view.taken < int(np.ceil(filters.taken_before))
+    if filters.camera is not None:
+        wanted = filters.camera.casefold()
+        codes = [n for n, name in enumerate(view.cameras) if wanted in name.casefold()]
+        keep &= np.isin(view.camera, codes)
+    if filters.orientation is not None:
+        keep &= view.orientation == ORIENTATIONS.index(filters.orientation)
+    return keep
+
+
+def folder_codes(view: TableView, folders: Sequence[str]) -> list[int]:
+    """The view's folder codes under any of these folders (absolute paths) or matching any glob."""
+    absolute = [os.path.join(os.fsencode(view.roots[r]), rel) if rel else os.fsencode(view.roots[r])
+                for r, rel in view.folders]
+    codes: set[int] = set()
+    for folder in folders:
+        if any(c in folder for c in "*?["):
+            pattern = re.compile(fnmatch.translate(folder).encode("utf-8", "surrogateescape"))
+            found = {n for n, path in enumerate(absolute) if _matches_glob(pattern, path)}
+            if not found:
+                raise UsageError(f"--in {folder!r} matches no folder of the index")
+        else:
+            target = os.fsencode(os.path.normpath(folder))
+            if not _near_a_root(target, view.roots):
+                raise UsageError(f"--in {folder}: not a folder under a watched root (roots: "
+                                 f"{', '.join(view.roots) or 'none'})")
+            found = {n for n, path in enumerate(absolute) if path == target or path.startswith(target + b"/")}
+        codes |= found
+    return sorted(codes)
+
+
+def _matches_glob(pattern: re.Pattern[bytes], path: bytes) -> bool:
+    """A glob matches a folder, or one of the folders above it (so its photos and those below are in)."""
+    while path and path != b"/":
+        if pattern.match(path):
+            return True
+        path = os.path.dirname(path)
+    return False
+
+
+def _near_a_root(folder: bytes, roots: Sequence[str]) -> bool:
+    for root in map(os.fsencode, roots):
+        if folder == root or folder.startswith(root + b"/") or root.startswith(folder.rstrip(b"/") + b"/"):
+            return True
+    return False
+
+
+class TableSearch:
+    """One search over a view of the table; `histograms` reads candidates' histograms by id."""
+
+    def __init__(self, view: TableView, histograms: Histograms) -> None:
+        self.view = view
+        self.histograms = histograms
+
+    def contains(self, ask: Ask, rows: np.ndarray, k: int) -> list[Scored]:
+        """The exact top k rows for the colours they should contain (and avoid), best first."""
+        wanted = [c.wanted for c in ask.contains]
+        bounds = contain.score_lower(self.view.palette, wanted, rows if len(rows) < self.view.n // 8 else None)
+        if len(bounds) != len(rows):
+            bounds = bounds[rows]
+        clear = self._clear(ask.avoid, rows)
+
+        def exact(ids: np.ndarray, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            score, shares = contain.containment_score(hists, wanted)
+            return score, shares
+
+        return self._rounds(rows, bounds, clear, ask.avoid, k, exact)
+
+    def browse(self, ask: Ask, rows: np.ndarray, k: int) -> list[Scored]:
+        """Filters alone (and colours to avoid): the newest photos taken first, then the newest indexed."""
+        taken = self.view.taken[rows].astype(np.float64)
+        order_key = -np.where(taken == NO_DATE, -np.inf, taken) - self.view.ids[rows] * 1e-12
+        clear = self._clear(ask.avoid, rows)
+
+        def exact(ids: np.ndarray, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            at = self.view.positions(ids)
+            t = self.view.taken[at].astype(np.float64)
+            return -np.where(t == NO_DATE, -np.inf, t) - ids * 1e-12, np.zeros((len(ids), 0))
+
+        return self._rounds(rows, order_key, clear, ask.avoid, k, exact, read=bool(ask.avoid))
+
+    def _clear(self, avoid: Sequence[Colour], rows: np.ndarray) -> np.ndarray:
+        """Rows certainly within every avoided colour's share (their bound says so): no read needed."""
+        clear = np.ones(len(rows), bool)
+        for colour in avoid:
+            clear &= contain.held_upper(self.view.palette, colour.lab, rows) <= colour.share
+        return clear
+
+    def _rounds(self, rows: np.ndarray, bounds: np.ndarray, clear: np.ndarray, avoid: Sequence[Colour], k: int,
+                exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+                read: bool = True) -> list[Scored]:
+        """Score the rows in order of their bounds, a round at a time, until no bound left can beat the k-th."""
+        found: list[Scored] = []
+        left = np.ones(len(rows), bool)
+        while left.any():
+            candidates = np.flatnonzero(left)
+            if len(candidates) > ROUND:
+                candidates = candidates[np.argpartition(bounds[candidates], ROUND)[:ROUND]]
+            left[candidates] = False
+            found.extend(self._score(self.view.ids[rows[candidates]], clear[candidates], avoid, exact, read))
+            found.sort(key=lambda s: (s.score, s.image_id))
+            del found[k:]
+            if len(found) == k and left.any() and found[-1].score <= float(bounds[left].min()):
+                break
+        return found
+
+    def _score(self, ids: np.ndarray, clear: np.ndarray, avoid: Sequence[Colour],
+               exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], read: bool) -> list[Scored]:
+        if read or not clear.all():
+            got, hists = self.histograms(ids)
+        else:
+            got, hists = ids, np.zeros((len(ids), 0), np.float32)
+        if not len(got):
+            return []
+        ok = np.ones(len(got), bool)
+        for colour in avoid:
+            ok &= contain.held(hists, colour.lab) <= colour.share
+        got, hists = got[ok], hists[ok]
+        scores, shares = exact(got, hists)
+        return [Scored(int(i), float(s), tuple(float(v) for v in row))
+                for i, s, row in zip(got.tolist(), scores.tolist(), shares, strict=True)]
