@@ -74,7 +74,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 write_rgb(root / kind / "plain" / f"{name}-{n}.png", plain(rng, other))
     for name in ("astronaut", "coffee", "chelsea"):
         colour = photo(name)[::4, ::4]
-        write_rgb(root / "mono" / f"{name}-grey.png", np.repeat(colour.mean(axis=2, keepdims=True), 3, 2).astype(np.uint8))
+        grey = np.repeat(colour.mean(axis=2, keepdims=True), 3, 2).astype(np.uint8)
+        write_rgb(root / "mono" / f"{name}-grey.png", grey)
         write_rgb(root / "mono" / f"{name}-sepia.png", toned(colour, (40, 26, 13), (240, 225, 200)))
         write_rgb(root / "mono" / f"{name}-cyanotype.png", toned(colour, (10, 30, 80), (230, 240, 250)))
         write_rgb(root / "colour" / f"{name}.png", np.ascontiguousarray(colour))

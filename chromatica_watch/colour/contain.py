@@ -169,8 +169,8 @@ def tone(hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     spread2 = np.zeros(len(weights))
     largest = np.zeros(len(weights))
     per_slice = A_BINS * B_BINS
-    for lightness in range(L_BINS):
-        cols = slice(lightness * per_slice, (lightness + 1) * per_slice)
+    for level in range(L_BINS):
+        cols = slice(level * per_slice, (level + 1) * per_slice)
         w = weights[:, cols]
         m = w.sum(axis=1)
         first = w @ ab[cols]

@@ -14,6 +14,7 @@ from chromatica_watch.core.config import Config
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.commands import CommandQueue, DamageReports
 from chromatica_watch.daemon.daemon import Daemon, Parts
+from chromatica_watch.daemon.details_pass import DetailsPass
 from chromatica_watch.daemon.events import FsEvent
 from chromatica_watch.daemon.guard import StorageGuard
 from chromatica_watch.daemon.indexer import Indexer
@@ -82,7 +83,8 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     damage = DamageReports()
     indexer = Indexer(cfg, clock=clock, stop=stop, events=events, batcher=batcher, workers=workers, store=store,
                       ingester=ingester, reconciler=reconciler, scans=scans, roots=roots, upgrades=upgrades,
-                      publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage)
+                      publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage,
+                      details=DetailsPass(store, reporter))
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
     read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
     return Daemon(cfg, config_path, Parts(

@@ -18,6 +18,7 @@ from chromatica_watch.core.errors import CatalogDamaged, StorageError
 from chromatica_watch.core.fsutil import is_storage_error
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.commands import CommandQueue, DamageReports
+from chromatica_watch.daemon.details_pass import DetailsPass
 from chromatica_watch.daemon.events import (
     EventKind,
     Forget,
@@ -51,7 +52,7 @@ class Indexer:
                  events: queue.Queue[FsEvent], batcher: Batcher, workers: PoolManager, store: Store,
                  ingester: Ingester, reconciler: Reconciler, scans: Scans, roots: RootKeeper, upgrades: Upgrades,
                  publisher: StatusPublisher, guard: StorageGuard, reporter: StatusReporter,
-                 commands: CommandQueue, damage: DamageReports) -> None:
+                 commands: CommandQueue, damage: DamageReports, details: DetailsPass) -> None:
         self.cfg = cfg
         self.clock = clock
         self.stop = stop
@@ -69,6 +70,7 @@ class Indexer:
         self.reporter = reporter
         self.commands = commands
         self.damage = damage
+        self.details = details
         self.reload: Callable[[], None] = lambda: None  # SIGHUP's work, run between turns (set by the daemon)
         self.reload_requested = threading.Event()
         self._next_verify = 0.0  # the first turn after the start reads the catalog back
@@ -138,6 +140,8 @@ class Indexer:
             self.roots.sync()  # and retired roots past their grace period go
         self.maybe_compact()
         self.maybe_finish_upgrade()
+        if not len(self.batcher) and not self.ingester.in_flight and not self.upgrades.running:
+            self.details.step()  # rows indexed before the detail columns existed, a chunk while idle
         self.workers.stop_if_idle(has_work=bool(len(self.batcher)))
         if self.store.live.dirty and now - self._last_checkpoint_at >= self.cfg.checkpoint_interval:
             self.checkpoint()

@@ -110,7 +110,7 @@ class Committer:
                 changes.tombstoned.append(old.image_id)
             if isinstance(r, Indexed):
                 changes.added.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash,
-                                              r.width, r.height, r.histogram))
+                                              r.width, r.height, r.histogram, r.details))
             elif isinstance(r, Known):
                 moved_id = vanished.claim(r.content_hash)
                 if moved_id is not None:

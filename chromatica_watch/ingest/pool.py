@@ -35,6 +35,7 @@ from chromatica_watch.core.filetypes import extension
 from chromatica_watch.core.hashing import hash_bytes
 from chromatica_watch.core.interrupt import sigint_blocked
 from chromatica_watch.core.paths import absolute_key, absolute_path, display_key, stat_file
+from chromatica_watch.core.records import PhotoDetails
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +63,7 @@ class Indexed:
     width: int
     height: int
     histogram: np.ndarray
+    details: PhotoDetails | None = None  # from its headers, read with the same bytes
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ Result = Indexed | Known | Failed | Unstable
 
 
 def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbnailer | None = None) -> Result:
-    from chromatica_watch.imaging import decoders, features, reading
+    from chromatica_watch.imaging import decoders, details, features, reading
 
     path = absolute_path((task.root, task.path))
     try:
@@ -119,8 +121,9 @@ def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbna
         return Failed(task, read.size, read.mtime_ns, "out of memory while decoding")
     if thumbnails is not None:
         thumbnails.store_decoded(path, read.data, read.mtime_ns, read.size, decoded)
+    about = details.photo_details(read.data, extension(task.path), read.mtime_ns, feats.width, feats.height)
     return Indexed(task, read.size, read.mtime_ns, feats.content_hash, feats.width, feats.height,
-                   feats.histogram)
+                   feats.histogram, about)
 
 
 def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int,
