@@ -45,6 +45,8 @@ from chromatica_watch.core.errors import ChromaticaError, UsageError
 from chromatica_watch.core.fsutil import atomic_write
 from chromatica_watch.core.paths import absolute_key
 from chromatica_watch.core.records import Failure, StoredImage
+from chromatica_watch.search.ask import Ask, parse_ask, read_colours
+from chromatica_watch.search.finder import Found
 from chromatica_watch.search.query import color_query_histogram, image_bytes_query_histogram, parse_colors
 from chromatica_watch.search.searcher import DEFAULT_K, DOMINANT_COLORS, Result
 
@@ -75,6 +77,8 @@ class WebService(Protocol):
     """What the app answers from: the daemon, seen from a request's thread."""
 
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]: ...
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found: ...
 
     def stored(self, image_id: int) -> StoredImage | None: ...
 
@@ -208,8 +212,24 @@ class WebApp:
         return _file(STATIC_DIR / name, cache=True)
 
     def search_colors(self, request: Request) -> Response:
-        return _answer(lambda: self._search(color_query_histogram(parse_colors(
-            request.query_params.getlist("color"))), request))
+        """GET /api/search?color=...: the same words as the CLI: `color` (repeatable; weights summing below 1 or
+        a lone colour: photos containing it), `not`, `in` (absolute folders or globs), `taken_after`,
+        `taken_before`, `camera`, `orientation`, `tone` (monochrome or colorful). The answer is the list of
+        results; its `x-chromatica-pending` header counts the photos the filters could not judge yet."""
+        params = request.query_params
+        colors = params.getlist("color")
+        if not any(params.get(n) for n in _FILTERS) and not read_colours(colors)[0]:
+            return _answer(lambda: self._search(color_query_histogram(parse_colors(colors)), request))
+
+        def find() -> Response:
+            ask = parse_ask(colors, avoid=params.getlist("not"), folders=params.getlist("in"),
+                            taken_after=params.get("taken_after") or None,
+                            taken_before=params.get("taken_before") or None, camera=params.get("camera") or None,
+                            orientation=params.get("orientation") or None, tone=params.get("tone") or None)
+            found = self.service.find(ask, _k(request), _group(request))
+            return JSONResponse([{**r.to_json(), **_thumbnail_urls(r.id)} for r in found.results],
+                                headers={"x-chromatica-pending": str(found.pending)})
+        return _answer(find)
 
     async def search_image(self, request: Request) -> Response:
         too_big = _error(413, f"the image is larger than {self.max_upload // 2**20} MB, the most this app "
@@ -272,8 +292,14 @@ class WebApp:
 
     def _search(self, query: np.ndarray, request: Request) -> list[dict[str, Any]]:
         k = _k(request)
-        group = request.query_params.get("group_sidecars", "0") not in ("0", "false", "")
-        return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, group)]
+        return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, _group(request))]
+
+
+_FILTERS = ("not", "in", "taken_after", "taken_before", "camera", "orientation", "tone")
+
+
+def _group(request: Request) -> bool:
+    return request.query_params.get("group_sidecars", "0") not in ("0", "false", "")
 
 
 def _k(request: Request) -> int:
@@ -291,7 +317,8 @@ def _thumbnail_urls(image_id: int) -> dict[str, str]:
 def _answer(work: Callable[[], Any]) -> Response:
     """JSON of the work's result; a bad query is a 400, anything the daemon refuses a 503, both one line."""
     try:
-        return JSONResponse(work())
+        result = work()
+        return result if isinstance(result, Response) else JSONResponse(result)
     except UsageError as exc:
         return _error(400, str(exc))
     except ChromaticaError as exc:
