@@ -46,7 +46,7 @@ def test_search_by_color_and_by_image_same_with_and_without_the_daemon(daemon_en
     wait_until(lambda: env.idle_with(7), timeout=60)
 
     queries = {
-        "red": ("--color", "#f00", "-k", "3"),
+        "red": ("--color", "#f00:1", "-k", "3"),  # weight 1: the whole palette (alone, "#f00" means contains)
         "teal+yellow": ("--color", "#008080:0.8", "--color", "#ffe600:0.2", "-k", "7"),
         "image": ("--image", str(example), "-k", "3"),
     }
@@ -63,9 +63,9 @@ def test_search_by_color_and_by_image_same_with_and_without_the_daemon(daemon_en
     cfg = config_mod.load(env.config)
     direct = search_daemon(cfg.socket_path, color_query_histogram(parse_colors(["#f00"])), 3)
     assert [m.to_json() for m in direct] == with_daemon["red"]
-    assert [m.to_json() for m in search(colors="#f00", k=3, config=cfg)] == with_daemon["red"]
+    assert [m.to_json() for m in search(colors="#f00:1", k=3, config=cfg)] == with_daemon["red"]
 
-    table = env.cli("search", "--color", "#f00", "-k", "2")
+    table = env.cli("search", "--color", "#f00:1", "-k", "2")
     assert table.returncode == 0, table.stderr
     assert str(env.pictures / "solid" / "red.png") in table.stdout.splitlines()[1]
     bad = env.cli("search", "--color", "#12345")
@@ -76,7 +76,7 @@ def test_search_by_color_and_by_image_same_with_and_without_the_daemon(daemon_en
     assert env.stop() == 0
     without_daemon = {name: search_json(env, *q) for name, q in queries.items()}
     assert without_daemon == with_daemon
-    index_dir = search_json(env, "--color", "#f00", "-k", "3", "--index-dir", str(env.index_dir))
+    index_dir = search_json(env, "--color", "#f00:1", "-k", "3", "--index-dir", str(env.index_dir))
     assert index_dir == with_daemon["red"]
 
 

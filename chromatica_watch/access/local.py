@@ -50,14 +50,9 @@ class LocalIndex(IndexAccess):
         return fingerprint(self.max_dimension)
 
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Match]:
-        from chromatica_watch.search.readonly import open_readonly
-        from chromatica_watch.search.searcher import Searcher
+        from chromatica_watch.search.ask import Ask
 
-        catalog, live = open_readonly(self.index_dir, self.max_dimension, self.configured_roots)
-        with catalog:
-            results = Searcher(catalog, live, self.candidates).search(query, k, group_sidecars=group_sidecars)
-        # Through JSON, as the daemon's answer comes: both ways give the same Match.
-        return [Match.from_json(r.to_json()) for r in results]
+        return self.find(Ask(histogram=query), k, group_sidecars)[0]
 
     def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
         from chromatica_watch.search.finder import Finder
@@ -71,6 +66,7 @@ class LocalIndex(IndexAccess):
                           tuple(r for r, rec in catalog.root_records().items() if rec.retired_at is None))
             finder = Finder(Searcher(catalog, live, self.candidates), SearchTable(catalog).view(), searchable)
             found = finder.find(ask, k, group_sidecars)
+        # Through JSON, as the daemon's answer comes: both ways give the same Match.
         return [Match.from_json(r.to_json()) for r in found.results], found.pending
 
     def failures(self) -> list[dict[str, Any]]:

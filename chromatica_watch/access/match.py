@@ -29,6 +29,7 @@ class Match:
     camera: str | None = None
     orientation: str | None = None  # "landscape", "portrait" or "square"
     monochrome: bool | None = None  # no colour of its own (greyscale, sepia, cyanotype...)
+    colourfulness: float | None = None  # RMS chroma, CIE delta E from grey (30 and up: vivid)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Match:
@@ -39,7 +40,8 @@ class Match:
                    sidecars=tuple(str(p) for p in data.get("sidecars", ())),
                    shares=tuple((str(c["hex"]), float(c["share"])) for c in data.get("shares", ())),
                    taken=data.get("taken"), taken_source=data.get("taken_source"), camera=data.get("camera"),
-                   orientation=data.get("orientation"), monochrome=data.get("monochrome"))
+                   orientation=data.get("orientation"), monochrome=data.get("monochrome"),
+                   colourfulness=data.get("colourfulness"))
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "relative_path": self.relative_path, "root": self.root, "id": self.id,
@@ -48,4 +50,4 @@ class Match:
                 "offline": self.offline, "sidecars": list(self.sidecars),
                 "shares": [{"hex": h, "share": s} for h, s in self.shares], "taken": self.taken,
                 "taken_source": self.taken_source, "camera": self.camera, "orientation": self.orientation,
-                "monochrome": self.monochrome}
+                "monochrome": self.monochrome, "colourfulness": self.colourfulness}

@@ -8,9 +8,10 @@ share of the photo's colour mass near the asked colour, whatever the rest of the
 
 with K a kernel on the distance (CIE76 delta E) from the bin's Lab centre to the colour: 1 up to
 `NEAR`, falling linearly to 0 at `FAR`. Soft binning spreads one colour over the eight corners of its
-bin cell, each at most ~13 delta E from it, so a photo a quarter of which is exactly the colour holds
-~0.2 of it; a rust, coral or gold photo (33, 23 and 48 delta E from orange) hold next to nothing (the
-radii were chosen on the look-alike sets of tests/test_contain_search.py). A second,
+bin cell, each at most ~13 delta E from it, so held is divided by what a photo of that colour alone holds:
+a photo a quarter of which is exactly the colour holds 0.25 of it; a rust, coral or gold photo (33, 23 and
+48 delta E from orange) hold next to nothing (the radii were chosen on the look-alike sets of
+tests/test_contain_search.py). A second,
 sharper kernel measures how much is the very shade, to order photos that all hold enough.
 
 It is linear in the histogram, so an upper bound over coarse cells (2 x 2 x 2 bins each, the most a
@@ -23,12 +24,13 @@ chroma on one ray from the neutral axis (its tone), and little of it. `tone` mea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from chromatica_watch.colour.histogram import A_BINS, B_BINS, L_BINS, TOTAL_BINS, bin_centers_lab
+from chromatica_watch.colour.histogram import A_BINS, B_BINS, L_BINS, TOTAL_BINS, bin_centers_lab, lab_histogram
 
 NEAR, FAR = 8.0, 22.0  # held: full weight up to NEAR delta E from the bin's centre, none past FAR
 SHARP_NEAR, SHARP_FAR = 0.0, 12.0  # the very shade
@@ -61,10 +63,24 @@ def kernel(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = F
     return np.clip((far - distances(lab)) / (far - near), 0.0, 1.0).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _pure(lab: tuple[float, float, float], near: float, far: float) -> float:
+    """What a photo of nothing but this colour holds of it under the kernel: the scale that makes it 1."""
+    alone = lab_histogram(np.array([lab], np.float32))
+    return max(float(alone @ kernel(lab, near, far)), 1e-6)
+
+
 def held(hists: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """float32[n]: the share of each photo (rows of (n, 1152) histograms) that is the colour."""
+    """float32[n]: the share of each photo (rows of (n, 1152) histograms) that is the colour: 1 for a photo
+    of that colour alone, 0.25 for a photo a quarter of which is exactly it."""
     hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
-    return np.asarray(hists @ kernel(lab, near, far), dtype=np.float32)
+    scale = np.float32(1.0 / _pure(_key(lab), near, far))
+    return np.minimum(np.asarray(hists @ kernel(lab, near, far), dtype=np.float32) * scale, np.float32(1.0))
+
+
+def _key(lab: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    values = [float(v) for v in np.asarray(lab, dtype=np.float64).reshape(3)]
+    return values[0], values[1], values[2]
 
 
 @dataclass(frozen=True)
@@ -134,7 +150,8 @@ def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.nd
     for cell in np.flatnonzero(weights).tolist():
         column = table[cell] if rows is None else table[cell][rows]
         acc += np.multiply(column, weights[cell], dtype=np.uint16)
-    return np.minimum(acc.astype(np.float32) * np.float32(1.0 / (255 * 255)), np.float32(1.0))
+    scale = np.float32(1.0 / (255 * 255 * _pure(_key(lab), near, far)))
+    return np.minimum(acc.astype(np.float32) * scale, np.float32(1.0))
 
 
 def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:

@@ -71,21 +71,16 @@ class ReadSide:
 
     # -- reads -----------------------------------------------------------------------------------
     def search(self, query: np.ndarray, k: int, group_sidecars: bool = False) -> list[Result]:
-        """The live index's own lock keeps this search and the indexer's adds apart (HNSW add during a
-        search crashes); each holds it for milliseconds."""
+        """A whole-palette search (a query histogram), its results as every search's (`find`)."""
+        return self.find(Ask(histogram=query), k, group_sidecars).results
+
+    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found:
+        """Any search: colours to contain or avoid, filters, a whole palette (`Finder`). The live index's own
+        lock keeps a search and the indexer's adds apart (HNSW add during a search crashes); each holds it
+        for milliseconds."""
         self._one_omp_thread()
         catalog, live = self.search_pair()
         source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
-        with self.noting_damage():
-            results = self._searcher_of(catalog, live).search(query, k, group_sidecars=group_sidecars)
-        self.recent.remember(source, results)
-        return results
-
-    def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found:
-        """Any search: colours to contain or avoid, filters, a whole palette (`Finder`)."""
-        self._one_omp_thread()
-        catalog, live = self.search_pair()
-        source = (catalog, catalog.generation)
         with self.noting_damage():
             view = self.store.table_of(catalog).view()
             found = Finder(self._searcher_of(catalog, live), view, self.store.searchable).find(ask, k, group_sidecars)

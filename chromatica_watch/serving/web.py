@@ -218,10 +218,10 @@ class WebApp:
         results; its `x-chromatica-pending` header counts the photos the filters could not judge yet."""
         params = request.query_params
         colors = params.getlist("color")
-        if not any(params.get(n) for n in _FILTERS) and not read_colours(colors)[0]:
-            return _answer(lambda: self._search(color_query_histogram(parse_colors(colors)), request))
 
-        def find() -> Response:
+        def find() -> Response | list[dict[str, Any]]:
+            if not any(params.get(n) for n in _FILTERS) and not read_colours(colors)[0]:
+                return self._search(color_query_histogram(parse_colors(colors)), request)
             ask = parse_ask(colors, avoid=params.getlist("not"), folders=params.getlist("in"),
                             taken_after=params.get("taken_after") or None,
                             taken_before=params.get("taken_before") or None, camera=params.get("camera") or None,

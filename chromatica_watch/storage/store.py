@@ -41,6 +41,7 @@ class Store:
         self._searchable: tuple[str, ...] | None = None  # the configured roots; None: every root
         self._table: SearchTable | None = None  # what containment and filtered searches scan
         self._other_table: SearchTable | None = None  # of an upgrade's previous catalog
+        self._warming: threading.Thread | None = None  # loads the search table after opening
 
     @property
     def is_open(self) -> bool:
@@ -89,7 +90,9 @@ class Store:
         self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id)
         self._histograms.start(catalog.live_ids, catalog.histogram_rows)
         self._table = SearchTable(catalog)
-        threading.Thread(target=self._warm_table, args=(self._table,), name="search-table", daemon=True).start()
+        self._warming = threading.Thread(target=self._warm_table, args=(self._table,), name="search-table",
+                                         daemon=True)
+        self._warming.start()
         return recovery.rebuilt_reason is not None
 
     @staticmethod
@@ -119,6 +122,7 @@ class Store:
         return self._histograms if catalog is self._catalog else None
 
     def _set_aside(self, exc: CatalogDamaged) -> str:
+        self._stop_warming()
         if self._catalog is not None:
             try:
                 self._catalog.close()
@@ -182,12 +186,19 @@ class Store:
         """Save the live index (raises OSError: a full disk is the caller's to handle)."""
         self.live.checkpoint(self.index_dir, self.fingerprint)
 
+    def _stop_warming(self) -> None:
+        """The search table's loader reads the catalog: closing it under the loader's query fails."""
+        if self._warming is not None:
+            self._warming.join(timeout=120)
+            self._warming = None
+
     def _close_histograms(self) -> None:
         if self._histograms is not None:
             self._histograms.close()
         self._histograms = None
 
     def close(self) -> None:
+        self._stop_warming()
         self._close_histograms()
         if self._catalog is not None:
             self._catalog.close()

@@ -21,18 +21,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
+from chromatica_watch.colour import contain
 from chromatica_watch.colour.contain import COARSE_CELLS
 
 if TYPE_CHECKING:
     from chromatica_watch.storage.catalog import Catalog
+    from chromatica_watch.storage.catalog.details import FacetRows
 
 logger = logging.getLogger(__name__)
 
 NO_DATE = np.iinfo(np.int64).min
 ORIENTATIONS = ("", "landscape", "portrait", "square")  # code 0: not known
 SOURCES = ("", "exif", "xmp", "png", "mtime")
+_COLOUR_CHUNK = 8192
 _UPDATE_MARGIN = 120.0  # seconds: a transaction's updated_at is its start, which may precede our last look
 
 
@@ -108,18 +110,19 @@ class SearchTable:
         first = self._view is None
         since = None if first else self._updated - _UPDATE_MARGIN
         latest = self.catalog.latest_update()
-        rows = self.catalog.facet_rows(self._last_id, since)
+        rows = self.catalog.facet_rows(self._last_id, since, missing=int(NO_DATE))
         self._apply(rows)
+        self._colour_missing()
         self._updated = max(self._updated, latest)
         self._apply_tombstones()
         self._view = self._snapshot()
         if first:
             logger.info("search table: %d photos", self._n)
 
-    def _apply(self, rows: pa.Table) -> None:
-        if not rows.num_rows:
+    def _apply(self, rows: FacetRows) -> None:
+        if not len(rows):
             return
-        ids = rows.column("id").to_numpy().astype(np.int64)
+        ids = rows.ids
         fresh = ids > self._last_id  # the rest were read before (every id up to the last one read is here)
         added = int(fresh.sum())
         self._grow(added)
@@ -149,31 +152,42 @@ class SearchTable:
         palette[:, :self._n] = self._palette[:, :self._n]
         self._palette = palette
 
-    def _write(self, rows: pa.Table, ids: np.ndarray, at: np.ndarray) -> None:
+    def _write(self, rows: FacetRows, ids: np.ndarray, at: np.ndarray) -> None:
         c = self._cols
         c["ids"][at] = ids
-        c["live"][at] = rows.column("live").to_numpy(zero_copy_only=False)
-        roots = rows.column("root").to_pylist()
-        paths = rows.column("path").to_pylist()
-        c["root"][at] = [self._roots.code(r) for r in roots]
+        c["live"][at] = rows.live
+        c["root"][at] = [self._roots.code(r) for r in rows.roots]
         c["folder"][at] = [self._folders.code((self._roots.code(r), p.rpartition(b"/")[0]))
-                           for r, p in zip(roots, paths, strict=True)]
-        palettes = rows.column("palette")
-        present = palettes.is_valid().to_numpy(zero_copy_only=False)
-        c["coloured"][at] = present
-        if present.any():
-            blob = b"".join(palettes.filter(palettes.is_valid()).to_pylist())
-            self._palette[:, at[present]] = np.frombuffer(blob, np.uint8).reshape(-1, COARSE_CELLS).T
-        taken = rows.column("taken")
-        c["taken"][at] = np.where(taken.is_valid().to_numpy(zero_copy_only=False),
-                                  taken.fill_null(0).to_numpy(zero_copy_only=False), NO_DATE)
-        c["source"][at] = [SOURCES.index(s) if s in SOURCES else 0 for s in rows.column("taken_source").to_pylist()]
-        c["camera"][at] = [-1 if s is None else self._cameras.code(s) for s in rows.column("camera").to_pylist()]
-        c["orientation"][at] = [ORIENTATIONS.index(o) if o in ORIENTATIONS else 0
-                                for o in rows.column("orientation").to_pylist()]
-        c["monochrome"][at] = rows.column("monochrome").fill_null(False).to_numpy(zero_copy_only=False)
-        c["colourfulness"][at] = rows.column("colourfulness").fill_null(0.0).to_numpy(zero_copy_only=False)
-        c["detailed"][at] = rows.column("detailed").to_numpy(zero_copy_only=False)
+                           for r, p in zip(rows.roots, rows.paths, strict=True)]
+        c["coloured"][at] = rows.coloured
+        self._palette[:, at] = rows.palettes.T
+        c["taken"][at] = rows.taken
+        c["source"][at] = [SOURCES.index(s) if s in SOURCES else 0 for s in rows.sources]
+        c["camera"][at] = [-1 if s is None else self._cameras.code(s) for s in rows.cameras]
+        c["orientation"][at] = [ORIENTATIONS.index(o) if o in ORIENTATIONS else 0 for o in rows.orientations]
+        c["monochrome"][at] = rows.monochrome
+        c["colourfulness"][at] = rows.colourfulness
+        c["detailed"][at] = rows.detailed
+
+    def _colour_missing(self) -> None:
+        """Rows the catalog holds no colour fields for (written before they existed, merged in): computed here
+        from their histograms, in memory (the daemon's details pass stores them), so that every search sees
+        every photo at once, in an index of any age, read-only too."""
+        missing = np.flatnonzero(self._cols["live"][:self._n] & ~self._cols["coloured"][:self._n])
+        if not len(missing):
+            return
+        logger.info("search table: computing the colour fields of %d photo(s) from their histograms", len(missing))
+        ids = self._cols["ids"][missing]
+        for start in range(0, len(ids), _COLOUR_CHUNK):
+            got, hists = self.catalog.histogram_rows(ids[start:start + _COLOUR_CHUNK])
+            if not len(got):
+                continue
+            at = np.searchsorted(self._cols["ids"][:self._n], got)
+            colourfulness, monochrome = contain.tone(hists)
+            self._palette[:, at] = contain.coarse(hists).T
+            self._cols["colourfulness"][at] = colourfulness
+            self._cols["monochrome"][at] = monochrome
+            self._cols["coloured"][at] = True
 
     def _apply_tombstones(self) -> None:
         """Rows deleted since: the catalog's tombstones are few next to its rows, and only grow."""

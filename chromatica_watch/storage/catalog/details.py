@@ -47,6 +47,52 @@ def detail_columns(details: Sequence[PhotoDetails | None]) -> dict[str, pa.Array
 
 
 @dataclass(frozen=True)
+class FacetRows:
+    """Rows as the search table keeps them, in id order: numpy columns and Python lists."""
+
+    ids: np.ndarray  # int64
+    live: np.ndarray  # bool
+    roots: list[str]
+    paths: list[bytes]
+    palettes: np.ndarray  # uint8 (n, 144); zeros where `coloured` is False
+    coloured: np.ndarray  # bool
+    taken: np.ndarray  # int64 epoch seconds of the wall-clock time taken; `missing` where unknown
+    sources: list[str | None]
+    cameras: list[str | None]
+    orientations: list[str | None]
+    monochrome: np.ndarray  # bool
+    colourfulness: np.ndarray  # float32
+    detailed: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _facets(table: pa.Table, missing: int) -> FacetRows:
+    def flags(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).fill_null(False).to_numpy(zero_copy_only=False), bool)
+
+    palettes = table.column("palette").combine_chunks()
+    coloured = np.asarray(palettes.is_valid().to_numpy(zero_copy_only=False), bool)
+    blocks = np.zeros((table.num_rows, contain.COARSE_CELLS), np.uint8)
+    if coloured.any():
+        blob = b"".join(palettes.filter(palettes.is_valid()).to_pylist())
+        blocks[coloured] = np.frombuffer(blob, np.uint8).reshape(-1, contain.COARSE_CELLS)
+    taken = table.column("taken")
+    known = np.asarray(taken.is_valid().to_numpy(zero_copy_only=False), bool)
+    return FacetRows(
+        ids=table.column("id").to_numpy().astype(np.int64), live=flags("live"),
+        roots=table.column("root").to_pylist(), paths=table.column("path").to_pylist(), palettes=blocks,
+        coloured=coloured,
+        taken=np.where(known, taken.fill_null(0).to_numpy(zero_copy_only=False), missing).astype(np.int64),
+        sources=table.column("taken_source").to_pylist(), cameras=table.column("camera").to_pylist(),
+        orientations=table.column("orientation").to_pylist(), monochrome=flags("monochrome"),
+        colourfulness=np.asarray(table.column("colourfulness").fill_null(0.0).to_numpy(zero_copy_only=False),
+                                 np.float32),
+        detailed=flags("detailed"))
+
+
+@dataclass(frozen=True)
 class Undetailed:
     """A live row whose details are not read yet."""
 
@@ -97,9 +143,10 @@ class CatalogDetails(CatalogBase):
                 con.unregister("_details")
 
     @_mapped
-    def facet_rows(self, after_id: int, updated_since: float | None = None) -> pa.Table:
+    def facet_rows(self, after_id: int, updated_since: float | None = None, *, missing: int = 0) -> FacetRows:
         """What the search table keeps, of the rows past `after_id` (and of those updated since then: moved,
-        given details); a catalog older than version 3 has none of the detail columns (all NULL)."""
+        given details); a catalog older than version 3 has none of the detail columns (all NULL). An unknown
+        date taken reads as `missing`."""
         columns = FACET_COLUMNS if self.schema_version >= 3 else (
             "id, root, path, deleted_at IS NULL AS live, NULL::BLOB AS palette, NULL::BIGINT AS taken, "
             "NULL::VARCHAR AS taken_source, NULL::VARCHAR AS camera, NULL::VARCHAR AS orientation, "
@@ -110,9 +157,10 @@ class CatalogDetails(CatalogBase):
             where, params = "id > ? OR epoch(updated_at) >= ?", [int(after_id), float(updated_since)]
         cur = self._reader()
         try:
-            return cur.sql(f"SELECT {columns} FROM images WHERE {where} ORDER BY id", params=params).to_arrow_table()
+            table = cur.sql(f"SELECT {columns} FROM images WHERE {where} ORDER BY id", params=params).to_arrow_table()
         finally:
             cur.close()
+        return _facets(table, missing)
 
     @_mapped
     def latest_update(self) -> float:
