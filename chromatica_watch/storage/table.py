@@ -108,6 +108,7 @@ class SearchTable:
     # -- bringing it up to date ------------------------------------------------------------------
     def _refresh(self) -> None:
         first = self._view is None
+        self._grow(0)  # the columns exist, if empty
         since = None if first else self._updated - _UPDATE_MARGIN
         latest = self.catalog.latest_update()
         rows = self.catalog.facet_rows(self._last_id, since, missing=int(NO_DATE))
@@ -137,7 +138,7 @@ class SearchTable:
     def _grow(self, more: int) -> None:
         need = self._n + more
         capacity = len(self._cols["ids"]) if self._cols else 0
-        if need <= capacity:
+        if need <= capacity and self._cols:
             return
         capacity = max(need, int(capacity * 1.5), 1024)
         kinds = {"ids": np.int64, "live": bool, "root": np.int32, "folder": np.int32, "coloured": bool,
@@ -203,9 +204,6 @@ class SearchTable:
 
     def _snapshot(self) -> TableView:
         n, c = self._n, self._cols
-        if not c:
-            self._grow(0)
-            c = self._cols
         return TableView(
             n=n, ids=c["ids"][:n], live=c["live"][:n], root=c["root"][:n], roots=tuple(map(str, self._roots.values)),
             folder=c["folder"][:n], folders=tuple(self._folders.values),  # type: ignore[arg-type]
