@@ -379,7 +379,7 @@
       const colors = colorSpecs();
       const avoid = avoidSpecs();
       const filters = filterParams();
-      const params = [...colors.specs.map((s) => ["color", s.split(":")[0] + ":1"])];
+      const params = [...colors.specs.map((s) => ["color", s]), ...avoid.map((s) => ["not", s]), ...filters.params];
       if (!params.length) throw new Error("Nothing to search for: add a colour, a colour to avoid or a filter.");
       const words = [colors.label, ...avoid.map((s) => `not ${s.split(":")[0]}`), ...filters.words].filter(Boolean);
       query = {
