@@ -12,6 +12,7 @@ to refresh the README's screenshot from the first test.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -86,14 +87,15 @@ def app(daemon_env: DaemonEnv) -> Iterator[App]:
     assert daemon_env.stop() == 0
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+@contextlib.contextmanager
+def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with its own profile dir, a WIDTH x HEIGHT viewport and the page's console logged."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1",
-                f"--window-size={WIDTH},{HEIGHT}", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                f"--window-size={WIDTH},{HEIGHT}", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -105,6 +107,12 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver
 
 
 # -- helpers -------------------------------------------------------------------------------------
