@@ -102,18 +102,23 @@ def containment_score(hists: np.ndarray, wanted: Sequence[Wanted]) -> tuple[np.n
     hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
     if not wanted:
         raise ValueError("no colour to contain")
-    shares = np.stack([held(hists, w.lab) for w in wanted], axis=1)
-    sharp = np.stack([held(hists, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
-    return score_of(shares, sharp, wanted), shares
+    shares = [held(hists, w.lab) for w in wanted]
+    sharp = [held(hists, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted]
+    return score_of(shares, sharp, wanted).astype(np.float64), np.stack(shares, axis=1)
 
 
-def score_of(shares: np.ndarray, sharp: np.ndarray, wanted: Sequence[Wanted]) -> np.ndarray:
-    """The score `containment_score` gives, from the held shares (n, c) under both kernels."""
+def score_of(shares: Sequence[np.ndarray], sharp: Sequence[np.ndarray], wanted: Sequence[Wanted]) -> np.ndarray:
+    """The score `containment_score` gives (float32), from each colour's held shares under both kernels:
+    (1 - coverage) + SHADE_WEIGHT (1 - sharp coverage). In place, column by column: a million rows at once."""
     targets = _targets(wanted)
     total = float(targets.sum())
-    coverage = np.minimum(shares, targets).sum(axis=1) / total
-    shade = np.minimum(sharp, targets).sum(axis=1) / total
-    return np.asarray((1.0 - coverage) + SHADE_WEIGHT * (1.0 - shade), dtype=np.float64)
+    out = np.full(len(shares[0]), 1.0 + SHADE_WEIGHT, np.float32)
+    for columns, weight in ((shares, 1.0), (sharp, SHADE_WEIGHT)):
+        for column, target in zip(columns, targets.tolist(), strict=True):
+            part = np.minimum(column, np.float32(target))
+            part *= np.float32(weight / total)
+            out -= part
+    return out
 
 
 def _targets(wanted: Sequence[Wanted]) -> np.ndarray:
@@ -139,26 +144,36 @@ def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: flo
     return out
 
 
+_WEIGHT_STEPS = 127
+
+
 def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
                near: float = NEAR, far: float = FAR) -> np.ndarray:
     """float32: an upper bound of `held` for each photo of the coarse table (`table`: uint8 (144, n),
     cell-major, as the search table keeps it), or of the photos at `rows`. Only the cells within reach of
-    the colour are read, and summed in integers: each cell's weight rounded up to 1/255ths."""
-    weights = np.ceil(cell_weights(lab, near, far) * 255.0).astype(np.uint16)
+    the colour are read, and summed in 16-bit integers: each cell's weight rounded up to 1/127ths (a photo's
+    cells hold at most 255 + 144 in all, rounded up each, so the sum stays below 2^16)."""
+    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
+        return held_upper(table, lab, None, near, far)[rows]
+    weights = np.ceil(cell_weights(lab, near, far) * _WEIGHT_STEPS).astype(np.uint16)
     n = table.shape[1] if rows is None else len(rows)
-    acc = np.zeros(n, np.uint32)
+    acc = np.zeros(n, np.uint16)
     for cell in np.flatnonzero(weights).tolist():
         column = table[cell] if rows is None else table[cell][rows]
         acc += np.multiply(column, weights[cell], dtype=np.uint16)
-    scale = np.float32(1.0 / (255 * 255 * _pure(_key(lab), near, far)))
-    return np.minimum(acc.astype(np.float32) * scale, np.float32(1.0))
+    out = acc.astype(np.float32)
+    out *= np.float32(1.0 / (255 * _WEIGHT_STEPS * _pure(_key(lab), near, far)))
+    return np.minimum(out, np.float32(1.0), out=out)
 
 
 def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:
-    """float64: a lower bound of `containment_score` for each photo of the coarse table (or those at `rows`)."""
-    shares = np.stack([held_upper(table, w.lab, rows) for w in wanted], axis=1)
-    sharp = np.stack([held_upper(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted], axis=1)
-    return score_of(shares, sharp, wanted)
+    """float32: a lower bound of `containment_score` for each photo of the coarse table (or those at `rows`);
+    lowered by a float32 rounding's worth, so that it never exceeds the exact score of the same shares."""
+    shares = [held_upper(table, w.lab, rows) for w in wanted]
+    sharp = [held_upper(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted]
+    bound = score_of(shares, sharp, wanted)
+    bound -= np.float32(1e-5)
+    return bound
 
 
 # -- tone -----------------------------------------------------------------------------------------

@@ -135,9 +135,11 @@ class TableSearch:
     def contains(self, ask: Ask, rows: np.ndarray, k: int) -> list[Scored]:
         """The exact top k rows for the colours they should contain (and avoid), best first."""
         wanted = [c.wanted for c in ask.contains]
-        bounds = contain.score_lower(self.view.palette, wanted, rows if len(rows) < self.view.n // 8 else None)
-        if len(bounds) != len(rows):
-            bounds = bounds[rows]
+        bounds = contain.score_lower(self.view.palette, wanted, rows)
+        # Rows holding nothing near any colour all have the worst bound: left out, unless too few others exist.
+        hopeless = bounds >= np.float32(1.0 + contain.SHADE_WEIGHT - 1e-4)
+        if int((~hopeless).sum()) >= k + ROUND:
+            rows, bounds = rows[~hopeless], bounds[~hopeless]
         clear = self._clear(ask.avoid, rows)
 
         def exact(ids: np.ndarray, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
