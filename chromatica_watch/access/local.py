@@ -64,7 +64,9 @@ class LocalIndex(IndexAccess):
         with catalog:
             searchable = (tuple(self.configured_roots) if self.configured_roots is not None else
                           tuple(r for r, rec in catalog.root_records().items() if rec.retired_at is None))
-            finder = Finder(Searcher(catalog, live, self.candidates), SearchTable(catalog).view(), searchable)
+            # Loaded only for a search that scans it (seconds at a million photos): a whole palette alone
+            # goes without, and its results without their details.
+            finder = Finder(Searcher(catalog, live, self.candidates), SearchTable(catalog).view, searchable)
             found = finder.find(ask, k, group_sidecars)
         # Through JSON, as the daemon's answer comes: both ways give the same Match.
         return [Match.from_json(r.to_json()) for r in found.results], found.pending

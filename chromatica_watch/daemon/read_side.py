@@ -82,8 +82,9 @@ class ReadSide:
         catalog, live = self.search_pair()
         source = (catalog, catalog.generation)  # read before the search: a write meanwhile voids what it finds
         with self.noting_damage():
-            view = self.store.table_of(catalog).view()
-            found = Finder(self._searcher_of(catalog, live), view, self.store.searchable).find(ask, k, group_sidecars)
+            table = self.store.table_of(catalog)
+            finder = Finder(self._searcher_of(catalog, live), table.view, self.store.searchable)
+            found = finder.find(ask, k, group_sidecars)
         self.recent.remember(source, found.results)
         return found
 

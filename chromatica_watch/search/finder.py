@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -23,8 +23,8 @@ from chromatica_watch.colour import contain, histogram
 from chromatica_watch.core.errors import UsageError
 from chromatica_watch.search.ask import Ask, Colour
 from chromatica_watch.search.scan import Scored, TableSearch, scope
-from chromatica_watch.search.searcher import MAX_K, Result, Searcher
-from chromatica_watch.storage.table import NO_DATE, ORIENTATIONS, SOURCES, TableView
+from chromatica_watch.search.searcher import MAX_K, Result, Searcher, group_sidecars_of
+from chromatica_watch.storage.table import TableView
 
 logger = logging.getLogger(__name__)
 
@@ -44,33 +44,36 @@ class Found:
 
 
 class Finder:
-    """One search over a searcher (catalog, live index, histograms) and a view of the search table."""
+    """One search over a searcher (catalog, live index, histograms) and the search table: `table` gives its
+    view, up to date (loading or refreshing it), asked for only by a search that scans it (a whole palette
+    alone never waits for it)."""
 
-    def __init__(self, searcher: Searcher, view: TableView, searchable: tuple[str, ...] | None) -> None:
+    def __init__(self, searcher: Searcher, table: Callable[[], TableView], searchable: tuple[str, ...] | None) -> None:
         self.searcher = searcher
-        self.view = view
+        self.table_view = table
         self.searchable = searchable
-        self.table = TableSearch(view, searcher.histogram_rows)
 
     def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found:
         if not 1 <= k <= MAX_K:
             raise UsageError(f"bad number of results {k}: must be between 1 and {MAX_K}")
         if ask.plain:
             assert ask.histogram is not None
-            return Found(self._detailed(self.searcher.search(ask.histogram, k, group_sidecars=group_sidecars),
-                                        ask), 0)
-        rows = scope(self.view, ask.filters, self.searchable, colours=bool(ask.contains or ask.avoid))
+            return Found(detailed(self.searcher, self.searcher.search(ask.histogram, k, group_sidecars=group_sidecars),
+                                  ask), 0)
+        view = self.table_view()
+        table = TableSearch(view, self.searcher.histogram_rows)
+        rows = scope(view, ask.filters, self.searchable, colours=bool(ask.contains or ask.avoid))
         window = min(2 * k, MAX_K) if group_sidecars else k
         if ask.histogram is not None:
-            results = self._palette(ask, rows.rows, k, group_sidecars)
+            results = self._palette(view, ask, rows.rows, k, group_sidecars)
         else:
-            found = (self.table.contains(ask, rows.rows, window) if ask.contains
-                     else self.table.browse(ask, rows.rows, window))
+            found = (table.contains(ask, rows.rows, window) if ask.contains
+                     else table.browse(ask, rows.rows, window))
             results = self._scored(found, ask, k, group_sidecars)
-        return Found(self._detailed(results, ask), rows.pending)
+        return Found(detailed(self.searcher, results, ask), rows.pending)
 
     # -- a whole palette among a filter's rows ---------------------------------------------------
-    def _palette(self, ask: Ask, rows: np.ndarray, k: int, group_sidecars: bool) -> list[Result]:
+    def _palette(self, view: TableView, ask: Ask, rows: np.ndarray, k: int, group_sidecars: bool) -> list[Result]:
         assert ask.histogram is not None
         query = np.asarray(ask.histogram, np.float32).reshape(-1)
         if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or not query.sum() > 0:
@@ -79,12 +82,12 @@ class Finder:
         want = max(self.searcher.k_candidates, 2 * k) * (2 if ask.avoid else 1)
         if not len(rows):
             return []
-        share = len(rows) / max(int(self.view.live.sum()), 1)
+        share = len(rows) / max(int(view.live.sum()), 1)
         if share >= WIDE:
             ef = min(MAX_EF, math.ceil(max(want, 64) / share))
-            ids, _ = self.searcher.live_index.search_among(query, want * 2, self.view.ids[rows], ef)
+            ids, _ = self.searcher.live_index.search_among(query, want * 2, view.ids[rows], ef)
         else:
-            ids = self._proxy(query, rows, want)
+            ids = _proxy(view, query, rows, want)
         ids, hists = self.searcher.histogram_rows(ids)
         nearest = np.argsort(np.square(histogram.hellinger(hists) - histogram.hellinger(query)).sum(axis=1),
                              kind="stable")[:want]
@@ -94,15 +97,6 @@ class Finder:
             ok &= contain.held(hists, colour.lab) <= colour.share
         return self.searcher.rank(query, ids[ok], hists[ok], k, group_sidecars=group_sidecars)
 
-    def _proxy(self, query: np.ndarray, rows: np.ndarray, want: int) -> np.ndarray:
-        """Ids of the rows nearest the query by the Hellinger distance of their coarse colour cells."""
-        cells = _SQRT[self.view.palette[:, rows]]  # (144, m)
-        q = np.sqrt(contain.coarse(query).astype(np.float32)[0] / 255.0)
-        closeness = q @ cells
-        take = min(len(rows), max(PROXY_READ, 4 * want))
-        best = np.argpartition(-closeness, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
-        return self.view.ids[rows[best]]
-
     # -- results of the table's scan -------------------------------------------------------------
     def _scored(self, found: list[Scored], ask: Ask, k: int, group_sidecars: bool) -> list[Result]:
         ids = np.array([s.image_id for s in found], np.int64)
@@ -111,44 +105,37 @@ class Finder:
         shown = [s.image_id for s in alive]
         got, hists = self.searcher.histogram_rows(np.array(shown, np.int64))
         scores = np.array([s.score for s in alive], np.float64)
-        groups = (_groups(shown, rows) if group_sidecars else [[n] for n in range(len(shown))])[:k]
+        groups = (group_sidecars_of(shown, rows) if group_sidecars else [[n] for n in range(len(shown))])[:k]
         results = self.searcher.results_of(shown, scores, rows, got, hists, groups)
         if ask.contains:  # a containment score is in [0, 1 + SHADE_WEIGHT]: similarity 1 when fully held
             scale = 1.0 + contain.SHADE_WEIGHT
             results = [replace(r, similarity=max(0.0, 1.0 - r.score / scale)) for r in results]
         return results
 
-    # -- what each result carries ----------------------------------------------------------------
-    def _detailed(self, results: list[Result], ask: Ask) -> list[Result]:
-        if not results:
-            return results
-        ids = np.array([r.id for r in results], np.int64)
-        known = np.isin(ids, self.view.ids)
-        at = self.view.positions(ids[known]) if known.any() else np.zeros(0, np.intp)
-        details = dict(zip(ids[known].tolist(), (self._details(int(p)) for p in at), strict=True))
-        colours: tuple[Colour, ...] = ask.contains + ask.avoid
-        shares: dict[int, tuple[tuple[str, float], ...]] = {}
-        if colours:
-            got, hists = self.searcher.histogram_rows(ids)
-            held = np.stack([contain.held(hists, c.lab) for c in colours], axis=1)
-            shares = {int(i): tuple((c.hex, float(v)) for c, v in zip(colours, row, strict=True))
-                      for i, row in zip(got.tolist(), held, strict=True)}
-        return [replace(r, details=details.get(r.id), shares=shares.get(r.id, ())) for r in results]
-
-    def _details(self, at: int) -> dict[str, object]:
-        v = self.view
-        taken = int(v.taken[at])
-        when = None if taken == NO_DATE else datetime.fromtimestamp(taken, UTC).replace(tzinfo=None)
-        detailed = bool(v.detailed[at])
-        return {"taken": when.isoformat() if when else None,
-                "taken_source": SOURCES[int(v.source[at])] or None if detailed else None,
-                "camera": v.cameras[int(v.camera[at])] if int(v.camera[at]) >= 0 else None,
-                "orientation": ORIENTATIONS[int(v.orientation[at])] or None,
-                "monochrome": bool(v.monochrome[at]) if bool(v.coloured[at]) else None,
-                "colourfulness": round(float(v.colourfulness[at]), 1) if bool(v.coloured[at]) else None}
 
 
-def _groups(shown: list[int], rows: dict[int, tuple[str, bytes, bool]]) -> list[list[int]]:
-    from chromatica_watch.search.searcher import group_sidecars_of
+def detailed(searcher: Searcher, results: list[Result], ask: Ask) -> list[Result]:
+    """What each result carries: its header details (from the catalog, a lookup of the k rows), its tone and
+    the shares of the colours asked about (from its histogram)."""
+    if not results:
+        return results
+    ids = np.array([r.id for r in results], np.int64)
+    stored = searcher.catalog.details_of(ids.tolist())
+    got, hists = searcher.histogram_rows(ids)
+    colourfulness, monochrome = contain.tone(hists)
+    colours: tuple[Colour, ...] = ask.contains + ask.avoid
+    held = np.stack([contain.held(hists, c.lab) for c in colours], axis=1) if colours else np.zeros((len(got), 0))
+    about = {int(i): ({**stored.get(int(i), {}), "monochrome": bool(m), "colourfulness": round(float(c), 1)},
+                      tuple((colour.hex, float(v)) for colour, v in zip(colours, row, strict=True)))
+             for i, c, m, row in zip(got.tolist(), colourfulness, monochrome, held, strict=True)}
+    return [replace(r, details=about[r.id][0], shares=about[r.id][1]) if r.id in about else r for r in results]
 
-    return group_sidecars_of(shown, rows)
+
+def _proxy(view: TableView, query: np.ndarray, rows: np.ndarray, want: int) -> np.ndarray:
+    """Ids of the rows nearest the query by the Hellinger distance of their coarse colour cells."""
+    cells = _SQRT[view.palette[:, rows]]  # (144, m)
+    q = np.sqrt(contain.coarse(query).astype(np.float32)[0] / 255.0)
+    closeness = q @ cells
+    take = min(len(rows), max(PROXY_READ, 4 * want))
+    best = np.argpartition(-closeness, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
+    return view.ids[rows[best]]

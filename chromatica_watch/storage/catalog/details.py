@@ -163,6 +163,20 @@ class CatalogDetails(CatalogBase):
         return _facets(table, missing)
 
     @_mapped
+    def details_of(self, ids: Sequence[int]) -> dict[int, dict[str, object]]:
+        """The header details of these rows, as results show them (a row not read yet: all None)."""
+        if not ids or self.schema_version < 3:
+            return {}
+        listed = ",".join(str(int(i)) for i in ids)
+        cur = self._reader()
+        try:
+            rows = cur.execute("SELECT id, strftime(taken, '%Y-%m-%dT%H:%M:%S'), taken_source, camera, orientation "
+                               f"FROM images WHERE id IN ({listed})").fetchall()
+        finally:
+            cur.close()
+        return {int(i): {"taken": t, "taken_source": s, "camera": c, "orientation": o} for i, t, s, c, o in rows}
+
+    @_mapped
     def latest_update(self) -> float:
         """The latest `updated_at` of any row, epoch seconds (0 for none)."""
         rows = self._reader().execute("SELECT coalesce(epoch(max(updated_at)), 0) FROM images").fetchall()
