@@ -119,6 +119,23 @@ def test_searches_answer_what_the_cli_answers(app: tuple[DaemonEnv, App]) -> Non
     status, error = client.json("POST", "/api/search", b"this is not an image")
     assert status == 400 and "cannot use the uploaded image" in error["error"]
 
+    # The filters and "contains" take the CLI's words; the image and "more like this" searches take filters too.
+    cli = subprocess.run([CLI, "search", "--color", "teal:0.3", "--not", "#dc1414", "-k", "3", "--json",
+                          "--config", str(env.config)], capture_output=True, text=True, timeout=60)
+    status, contains = client.json("GET", "/api/search?color=teal:0.3&not=%23dc1414&k=3")
+    assert status == 200 and cli.returncode == 0
+    assert [{k: v for k, v in m.items() if k not in ("thumbnail", "large")} for m in contains] == json.loads(cli.stdout)
+    assert contains[0]["path"].endswith("teal.png") and contains[0]["shares"][0]["share"] > 0.9
+    trip = str(env.pictures / "trip")
+    status, in_trip = client.json("POST", f"/api/search?k=5&in={trip}", upload)
+    assert status == 200 and in_trip and all(m["path"].startswith(trip + "/") for m in in_trip)
+    status, similar_in_trip = client.json("GET", f"/api/similar/{found[0]['id']}?k=5&in={trip}")
+    assert status == 200 and all(m["path"].startswith(trip + "/") for m in similar_in_trip)
+    status, error = client.json("GET", "/api/search?color=teal&taken_after=someday")
+    assert status == 400 and error["error"].startswith("bad date") and "\n" not in error["error"]
+    status, error = client.json("GET", "/api/search?tone=sepia")
+    assert status == 400 and "bad tone" in error["error"]
+
 
 def test_a_raw_and_its_jpeg_are_one_result_when_the_app_groups_and_two_through_the_socket(
         app: tuple[DaemonEnv, App]) -> None:

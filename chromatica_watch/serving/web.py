@@ -25,7 +25,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import Future
 from email.utils import formatdate
 from pathlib import Path
@@ -222,13 +222,7 @@ class WebApp:
         def find() -> Response | list[dict[str, Any]]:
             if not any(params.get(n) for n in _FILTERS) and not read_colours(colors)[0]:
                 return self._search(color_query_histogram(parse_colors(colors)), request)
-            ask = parse_ask(colors, avoid=params.getlist("not"), folders=params.getlist("in"),
-                            taken_after=params.get("taken_after") or None,
-                            taken_before=params.get("taken_before") or None, camera=params.get("camera") or None,
-                            orientation=params.get("orientation") or None, tone=params.get("tone") or None)
-            found = self.service.find(ask, _k(request), _group(request))
-            return JSONResponse([{**r.to_json(), **_thumbnail_urls(r.id)} for r in found.results],
-                                headers={"x-chromatica-pending": str(found.pending)})
+            return self._find(_ask(request, colors), request)
         return _answer(find)
 
     async def search_image(self, request: Request) -> Response:
@@ -246,7 +240,7 @@ class WebApp:
         if not data:
             return _error(400, "no image in the request: send the image file as the body")
 
-        def search() -> list[dict[str, Any]]:
+        def search() -> Response | list[dict[str, Any]]:
             hist = image_bytes_query_histogram(data, "the uploaded image", self.max_dimension, self.max_pixels)
             return self._search(hist, request)
         return await run_in_threadpool(_answer, search)
@@ -290,12 +284,29 @@ class WebApp:
         # An id is one content (a changed file gets a new id): the thumbnail of an id never changes.
         return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
 
-    def _search(self, query: np.ndarray, request: Request) -> list[dict[str, Any]]:
+    def _search(self, query: np.ndarray, request: Request) -> Response | list[dict[str, Any]]:
+        """A whole palette (an example image, a photo's "more like this", colours): with the query string's
+        filters (`not`, `in`, `taken_after`...) if it has any."""
+        if any(request.query_params.get(n) for n in _FILTERS):
+            return self._find(_ask(request, (), query), request)
         k = _k(request)
         return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, _group(request))]
 
+    def _find(self, ask: Ask, request: Request) -> Response:
+        found = self.service.find(ask, _k(request), _group(request))
+        return JSONResponse([{**r.to_json(), **_thumbnail_urls(r.id)} for r in found.results],
+                            headers={"x-chromatica-pending": str(found.pending)})
+
 
 _FILTERS = ("not", "in", "taken_after", "taken_before", "camera", "orientation", "tone")
+
+
+def _ask(request: Request, colors: Sequence[str], histogram: np.ndarray | None = None) -> Ask:
+    params = request.query_params
+    return parse_ask(colors, histogram=histogram, avoid=params.getlist("not"), folders=params.getlist("in"),
+                     taken_after=params.get("taken_after") or None, taken_before=params.get("taken_before") or None,
+                     camera=params.get("camera") or None, orientation=params.get("orientation") or None,
+                     tone=params.get("tone") or None)
 
 
 def _group(request: Request) -> bool:
