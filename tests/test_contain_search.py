@@ -129,6 +129,8 @@ def test_a_colour_the_photo_contains_ranks_the_photos_holding_it_first(daemon_en
     assert blue_only and all(f"{env.pictures}/blue/" in str(r["path"]) for r in blue_only)
     plains = found(env, "--in", "*/plain", "--color", "#ffd700", "-k", "5")
     assert plains and all("/plain/" in str(r["path"]) for r in plains)
+    through_link = found(env, "--color", "#f58214", "--in", str(library / "blue"), "-k", "5")  # the root's real path
+    assert [r["path"] for r in through_link] == [r["path"] for r in blue_only[:5]]
     bad = env.cli("search", "--color", "red", "--in", "/nowhere/at/all")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a folder under a watched root" in bad.stderr
 

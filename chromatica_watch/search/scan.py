@@ -100,7 +100,7 @@ def folder_codes(view: TableView, folders: Sequence[str]) -> list[int]:
             if not found:
                 raise UsageError(f"--in {folder!r} matches no folder of the index")
         else:
-            target = os.fsencode(os.path.normpath(folder))
+            target = _as_under_a_root(os.fsencode(os.path.normpath(folder)), view.roots)
             if not _near_a_root(target, view.roots):
                 raise UsageError(f"--in {folder}: not a folder under a watched root (roots: "
                                  f"{', '.join(view.roots) or 'none'})")
@@ -116,6 +116,19 @@ def _matches_glob(pattern: re.Pattern[bytes], path: bytes) -> bool:
             return True
         path = os.path.dirname(path)
     return False
+
+
+def _as_under_a_root(folder: bytes, roots: Sequence[str]) -> bytes:
+    """The folder as the catalog names it: a path reached through a link (the root's real path, or a link to
+    a folder in it) is rewritten under the root it resolves into."""
+    if _near_a_root(folder, roots):
+        return folder
+    real = os.path.realpath(folder)
+    for root in map(os.fsencode, roots):
+        root_real = os.path.realpath(root)
+        if real == root_real or real.startswith(root_real + b"/"):
+            return root + real[len(root_real):]
+    return folder
 
 
 def _near_a_root(folder: bytes, roots: Sequence[str]) -> bool:
