@@ -72,6 +72,9 @@ def _print_live_status(live: dict[str, Any]) -> None:
         print(_root_line(root, live))
     if upgrade := live.get("upgrade"):
         print(_upgrade_line(upgrade, live.get("throughput_per_s") or 0))
+    if live.get("details_pending"):
+        print(f"  reading the dates, cameras and orientations of {live['details_pending']} photo(s) indexed "
+              "before these were kept (headers only; searches work meanwhile)")
     if live.get("web_url"):
         print(f"  web app {live['web_url']}  (`chromatica-watch open`)")
     if live.get("last_checkpoint"):
