@@ -44,7 +44,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,13 @@ def _params(n: int, corpus_files: int, layouts: Sequence[str]) -> dict[str, Any]
             "layouts": list(layouts)}
 
 
-def ensure_dataset(out: Path, n: int, corpus_files: int, layouts: dict[str, int], rebuild: bool) -> DataSet:
-    """The links folder and one index dir per layout (label -> compact_layout_from), cached."""
+def ensure_dataset(out: Path, n: int, corpus_files: int, layouts: dict[str, int], rebuild: bool,
+                   details: Callable[[int], Any] | None = None, name: str = "million") -> DataSet:
+    """The links folder and one index dir per layout (label -> compact_layout_from), cached. `details`: the
+    PhotoDetails of row i (None: rows without details, as here); `name`: the cache folder's prefix."""
     from chromatica_watch.storage import index
 
-    folder = out / f"million-{n}-c{corpus_files}-v{DATA_VERSION}"
+    folder = out / f"{name}-{n}-c{corpus_files}-v{DATA_VERSION}"
     photos, marker = folder / "photos", folder / "dataset.json"
     dirs = {label: folder / f"index-{label}" for label in layouts}
     params = _params(n, corpus_files, list(layouts))
@@ -105,7 +107,7 @@ def ensure_dataset(out: Path, n: int, corpus_files: int, layouts: dict[str, int]
     print(f"  building the {n}-photo data set in {folder} (cached for later runs)", flush=True)
     meta: dict[str, Any] = {"params": params, "links_s": _link(photos, corpus, n)}
     first = next(iter(layouts))
-    meta["catalog_s"] = _catalog(photos, dirs[first], corpus, n)
+    meta["catalog_s"] = _catalog(photos, dirs[first], corpus, n, details)
     for label, pca_from in layouts.items():
         if dirs[label] != dirs[first]:
             dirs[label].mkdir()
@@ -126,7 +128,8 @@ def _link(photos: Path, corpus: Sequence[Path], n: int) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> float:
+def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int,
+             details: Callable[[int], Any] | None = None) -> float:
     """Catalog rows for every link: its stat (the corpus file's inode), the corpus file's hash, a synthetic
     histogram."""
     from chromatica_watch.colour import histogram
@@ -143,7 +146,8 @@ def _catalog(photos: Path, index_dir: Path, corpus: Sequence[Path], n: int) -> f
         done = 0
         for hists in dataset_batches(base_histograms(), n):
             rows = [NewImage(root, relpath(i).encode(), stat[i % len(corpus)].st_size,
-                             stat[i % len(corpus)].st_mtime_ns, hashes[i % len(corpus)], 4000, 3000, h)
+                             stat[i % len(corpus)].st_mtime_ns, hashes[i % len(corpus)], 4000, 3000, h,
+                             details(i) if details else None)
                     for i, h in zip(range(done, done + len(hists)), hists, strict=True)]
             catalog.apply(Changes(added=rows))
             done += len(hists)
