@@ -59,8 +59,16 @@ def distances(lab: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def kernel(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """float32[1152]: how much each bin counts as the colour (1 up to `near` delta E, 0 past `far`)."""
-    return np.clip((far - distances(lab)) / (far - near), 0.0, 1.0).astype(np.float32)
+    """float32[1152]: how much each bin counts as the colour (1 up to `near` delta E, 0 past `far`); read-only
+    (one per colour and radii, kept: a search scores its candidates a round at a time)."""
+    return _kernel(_key(lab), near, far)
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel(lab: tuple[float, float, float], near: float, far: float) -> np.ndarray:
+    out = np.clip((far - distances(lab)) / (far - near), 0.0, 1.0).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -137,10 +145,16 @@ def coarse(hists: np.ndarray) -> np.ndarray:
     return np.minimum(np.ceil(cells * 255.0 - 1e-4), 255).astype(np.uint8)
 
 
-def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach)."""
+def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR, *,
+                 mean: bool = False) -> np.ndarray:
+    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach), or with
+    `mean` what its bins count on average (an estimate, not a bound)."""
+    weights = kernel(lab, near, far)
+    if mean:
+        return (np.bincount(_CELL_OF_BIN, weights, COARSE_CELLS) / np.bincount(_CELL_OF_BIN, None, COARSE_CELLS)
+                ).astype(np.float32)
     out = np.zeros(COARSE_CELLS, np.float32)
-    np.maximum.at(out, _CELL_OF_BIN, kernel(lab, near, far))
+    np.maximum.at(out, _CELL_OF_BIN, weights)
     return out
 
 
@@ -153,16 +167,28 @@ def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.nd
     cell-major, as the search table keeps it), or of the photos at `rows`. Only the cells within reach of
     the colour are read, and summed in 16-bit integers: each cell's weight rounded up to 1/127ths (a photo's
     cells hold at most 255 + 144 in all, rounded up each, so the sum stays below 2^16)."""
-    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
-        return held_upper(table, lab, None, near, far)[rows]
     weights = np.ceil(cell_weights(lab, near, far) * _WEIGHT_STEPS).astype(np.uint16)
+    return _cell_sums(table, weights, rows, _pure(_key(lab), near, far))
+
+
+def held_estimate(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
+                  near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32: an estimate of `held` from the coarse table (each cell's mean weight): what orders the rows
+    whose bounds tie."""
+    weights = np.round(cell_weights(lab, near, far, mean=True) * _WEIGHT_STEPS).astype(np.uint16)
+    return _cell_sums(table, weights, rows, _pure(_key(lab), near, far))
+
+
+def _cell_sums(table: np.ndarray, weights: np.ndarray, rows: np.ndarray | None, pure: float) -> np.ndarray:
+    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
+        return _cell_sums(table, weights, None, pure)[rows]
     n = table.shape[1] if rows is None else len(rows)
     acc = np.zeros(n, np.uint16)
     for cell in np.flatnonzero(weights).tolist():
         column = table[cell] if rows is None else table[cell][rows]
         acc += np.multiply(column, weights[cell], dtype=np.uint16)
     out = acc.astype(np.float32)
-    out *= np.float32(1.0 / (255 * _WEIGHT_STEPS * _pure(_key(lab), near, far)))
+    out *= np.float32(1.0 / (255 * _WEIGHT_STEPS * pure))
     return np.minimum(out, np.float32(1.0), out=out)
 
 
@@ -174,6 +200,13 @@ def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | 
     bound = score_of(shares, sharp, wanted)
     bound -= np.float32(1e-5)
     return bound
+
+
+def score_estimate(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:
+    """float32: an estimate of `containment_score` from the coarse table (not a bound)."""
+    shares = [held_estimate(table, w.lab, rows) for w in wanted]
+    sharp = [held_estimate(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted]
+    return score_of(shares, sharp, wanted)
 
 
 # -- tone -----------------------------------------------------------------------------------------

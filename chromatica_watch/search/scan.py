@@ -27,6 +27,10 @@ from chromatica_watch.search.ask import Ask, Colour, Filters
 from chromatica_watch.storage.table import NO_DATE, ORIENTATIONS, TableView
 
 ROUND = 256  # candidates scored exactly per round
+# At most this many are scored exactly: when more rows could hold every colour asked for (a common grey, and
+# shares small enough for thousands of photos to qualify), their coarse estimate picks which to score first.
+EXACT_LIMIT = 4096
+_TIE_BREAK = 1e-3  # an estimate orders rows within this much of the same bound
 Histograms = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, (n, 1152) histograms)
 
 
@@ -159,7 +163,20 @@ class TableSearch:
             score, shares = contain.containment_score(hists, wanted)
             return score, shares
 
-        return self._rounds(rows, bounds, clear, ask.avoid, k, exact)
+        order = self._order(bounds, wanted, rows)
+        return self._rounds(rows, bounds, clear, ask.avoid, k, exact, order=order, limit=EXACT_LIMIT)
+
+    def _order(self, bounds: np.ndarray, wanted: Sequence[contain.Wanted], rows: np.ndarray) -> np.ndarray:
+        """The order to score rows in: by bound, and among the rows a full scoring would reach, ties broken
+        by the coarse estimate."""
+        order = bounds.astype(np.float64)
+        if len(bounds) > EXACT_LIMIT:
+            cut = np.partition(bounds, EXACT_LIMIT - 1)[EXACT_LIMIT - 1]
+            near = np.flatnonzero(bounds <= cut)
+        else:
+            near = np.arange(len(bounds))
+        order[near] += _TIE_BREAK * contain.score_estimate(self.view.palette, wanted, rows[near])
+        return order
 
     def browse(self, ask: Ask, rows: np.ndarray, k: int) -> list[Scored]:
         """Filters alone (and colours to avoid): the newest photos taken first, then the newest indexed."""
@@ -182,35 +199,79 @@ class TableSearch:
         return clear
 
     def _rounds(self, rows: np.ndarray, bounds: np.ndarray, clear: np.ndarray, avoid: Sequence[Colour], k: int,
-                exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-                read: bool = True) -> list[Scored]:
-        """Score the rows in order of their bounds, a round at a time, until no bound left can beat the k-th."""
-        found: list[Scored] = []
-        left = np.ones(len(rows), bool)
-        while left.any():
-            candidates = np.flatnonzero(left)
-            if len(candidates) > ROUND:
-                candidates = candidates[np.argpartition(bounds[candidates], ROUND)[:ROUND]]
-            left[candidates] = False
-            found.extend(self._score(self.view.ids[rows[candidates]], clear[candidates], avoid, exact, read))
-            found.sort(key=lambda s: (s.score, s.image_id))
-            del found[k:]
-            if len(found) == k and left.any() and found[-1].score <= float(bounds[left].min()):
-                break
-        return found
+                exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], *, read: bool = True,
+                order: np.ndarray | None = None, limit: int | None = None) -> list[Scored]:
+        """Score the rows in `order` (default: of their bounds), a round at a time, until no bound left can
+        beat the k-th (or `limit` rows were scored). The rows are taken a window at a time (the first ones by
+        order, sorted): a million rows are never sorted whole."""
+        order = bounds if order is None else order
+        best = _Best(k)
+        done = np.zeros(len(rows), bool)
+        scored = 0
+        take = min(len(rows), limit if limit is not None else max(4 * ROUND, 4 * k))
+        while True:
+            head = np.argpartition(order, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
+            head = head[~done[head]]
+            head = head[np.argsort(order[head], kind="stable")]
+            outside = ~done
+            outside[head] = False
+            beyond = float(bounds[outside].min()) if outside.any() else np.inf
+            left = np.minimum.accumulate(bounds[head][::-1])[::-1] if len(head) else np.zeros(0)
+            step = ROUND
+            for start in range(0, len(head), step):
+                chunk = head[start:start + step]
+                done[chunk] = True
+                scored += len(chunk)
+                best.add(*self._score(self.view.ids[rows[chunk]], clear[chunk], avoid, exact, read))
+                rest = min(float(left[start + step]) if start + step < len(head) else np.inf, beyond)
+                if (best.full() and best.worst() <= rest) or (limit is not None and scored >= limit):
+                    return best.scored()
+            if take >= len(rows):
+                return best.scored()
+            take = min(len(rows), take * 4)
 
     def _score(self, ids: np.ndarray, clear: np.ndarray, avoid: Sequence[Colour],
-               exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], read: bool) -> list[Scored]:
+               exact: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+               read: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, scores, shares) of the rows passing the colours to avoid."""
         if read or not clear.all():
             got, hists = self.histograms(ids)
         else:
             got, hists = ids, np.zeros((len(ids), 0), np.float32)
-        if not len(got):
-            return []
-        ok = np.ones(len(got), bool)
-        for colour in avoid:
-            ok &= contain.held(hists, colour.lab) <= colour.share
-        got, hists = got[ok], hists[ok]
+        if avoid:
+            ok = np.ones(len(got), bool)
+            for colour in avoid:
+                ok &= contain.held(hists, colour.lab) <= colour.share
+            got, hists = got[ok], hists[ok]
         scores, shares = exact(got, hists)
+        return got, np.asarray(scores, np.float64), np.asarray(shares, np.float64).reshape(len(got), -1)
+
+
+class _Best:
+    """The k best (lowest score, then lowest id) seen so far, as arrays."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.ids = np.zeros(0, np.int64)
+        self.scores = np.zeros(0, np.float64)
+        self.shares = np.zeros((0, 0), np.float64)
+
+    def add(self, ids: np.ndarray, scores: np.ndarray, shares: np.ndarray) -> None:
+        if not len(ids):
+            return
+        if not len(self.ids):
+            self.shares = np.zeros((0, shares.shape[1]), np.float64)
+        ids, scores = np.concatenate([self.ids, ids]), np.concatenate([self.scores, scores])
+        shares = np.concatenate([self.shares, shares])
+        keep = np.lexsort((ids, scores))[:self.k]
+        self.ids, self.scores, self.shares = ids[keep], scores[keep], shares[keep]
+
+    def full(self) -> bool:
+        return len(self.ids) >= self.k
+
+    def worst(self) -> float:
+        return float(self.scores[-1])
+
+    def scored(self) -> list[Scored]:
         return [Scored(int(i), float(s), tuple(float(v) for v in row))
-                for i, s, row in zip(got.tolist(), scores.tolist(), shares, strict=True)]
+                for i, s, row in zip(self.ids.tolist(), self.scores.tolist(), self.shares, strict=True)]
