@@ -140,7 +140,7 @@ class SearchTable:
         capacity = len(self._cols["ids"]) if self._cols else 0
         if need <= capacity and self._cols:
             return
-        capacity = max(need, int(capacity * 1.5), 1024)
+        capacity = max(need, capacity + capacity // 8, 1024)  # 144 B a row: grown an eighth at a time
         kinds = {"ids": np.int64, "live": bool, "root": np.int32, "folder": np.int32, "coloured": bool,
                  "taken": np.int64, "source": np.int8, "camera": np.int32, "orientation": np.int8,
                  "monochrome": bool, "colourfulness": np.float32, "detailed": bool}
