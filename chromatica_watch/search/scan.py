@@ -4,8 +4,11 @@
    orientation, tone), searchable roots and live rows only.
 2. Colours to contain: every kept row gets a lower bound of its score from its coarse colour cells
    (`contain.score_lower`); the rows with the best bounds are scored exactly on their histograms, a round
-   at a time, until the k-th best exact score is no worse than the best bound left (so the answer is the
-   exact top k, as a scan of every histogram would give it).
+   at a time, until the k-th best exact score is no worse than the best bound left: then the answer is the
+   exact top k, as a scan of every histogram would give it. Bounds tie when many photos could hold every
+   colour (a common grey, small shares): among tied rows a coarse estimate (each cell's mean weight) decides
+   which are scored first, and at most EXACT_LIMIT are (the agreement with a full scan is measured in
+   bench/bench_contain.py).
 3. Colours to avoid: a row whose bound is within the allowed share passes unread; the others are checked
    on their histograms as they come up as candidates.
 4. Filters alone (or with colours to avoid): the newest photos taken first.
