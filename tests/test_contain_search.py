@@ -101,6 +101,11 @@ def test_a_colour_the_photo_contains_ranks_the_photos_holding_it_first(daemon_en
         share = top[0]["shares"][0]  # type: ignore[index]
         assert share["hex"] == hex_ and 0.15 <= share["share"] <= 0.3, share  # type: ignore[index]
 
+    table = env.cli("search", "--color", "#f58214:0.25", "--in", str(env.pictures / "orange"), "-k", "1")
+    header, first = table.stdout.splitlines()[:2]
+    assert table.returncode == 0 and "held" in header and first.split()[1].endswith("%"), table.stdout
+    assert "(#f58214 2" in first or "(#f58214 1" in first or "(#f58214 3" in first, first
+
     # Weights summing to 1 keep the whole-palette meaning: a plain gold photo is the closest to 100% gold.
     whole = found(env, "--color", "#ffd700:1", "-k", "3")
     assert all("/plain/gold-" in str(r["path"]) for r in whole)

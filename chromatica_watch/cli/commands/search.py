@@ -91,7 +91,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         say("no matches" if contains or _asks_more(args) else "no matches: the index is empty")
         return 0
     swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    for line in format_matches(matches, swatches):
+    for line in format_matches(matches, swatches, held=contains):
         print(line)
     return 0
 
@@ -119,9 +119,10 @@ def _swatch(hex_color: str) -> str:
     return f"\x1b[48;2;{r};{g};{b}m  \x1b[0m"
 
 
-def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str]:
-    """A table: rank, colour distance (EMD in CIE delta E: 0 = the same colours), dominant colours, path."""
-    lines = [f"{'#':>3}  {'ΔE':>5}  {'colors':<{COLORS_WIDTH}}  path"]
+def format_matches(matches: Sequence[Match], swatches: bool = False, held: bool = False) -> list[str]:
+    """A table: rank, colour distance (EMD in CIE delta E: 0 = the same colours) or, for colours a photo should
+    contain (`held`), the share it holds of the first of them, dominant colours, path."""
+    lines = [f"{'#':>3}  {'held' if held else 'ΔE':>5}  {'colors':<{COLORS_WIDTH}}  path"]
     for rank, m in enumerate(matches, 1):
         shown = m.dominant_colors[:3]
         colors = "  ".join(f"{h} {share:3.0%}" for h, share in shown)
@@ -135,5 +136,6 @@ def format_matches(matches: Sequence[Match], swatches: bool = False) -> list[str
             where += "  (" + ", ".join(f"{h} {s:.0%}" for h, s in m.shares) + ")"
         if m.taken:
             where += f"  taken {m.taken[:10]}" + (" (file date)" if m.taken_source == "mtime" else "")
-        lines.append(f"{rank:>3}  {m.score:5.1f}  {colors:<{COLORS_WIDTH}}  {where}")
+        figure = f"{m.shares[0][1]:5.0%}" if held and m.shares else f"{m.score:5.1f}"
+        lines.append(f"{rank:>3}  {figure}  {colors:<{COLORS_WIDTH}}  {where}")
     return lines
