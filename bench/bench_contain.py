@@ -1,31 +1,27 @@
-"""Searches for colours a photo contains, colours to avoid and filters (issue 23): latency through a real
-daemon's socket and agreement with an exhaustive scan, at 1,000,000 photos.
+"""Searches for colours a photo contains, colours to avoid, and filters (issue 23), at 1,000,000 photos:
+latency through a real daemon's socket, and agreement with an exhaustive scan.
 
     flock /tmp/chromatica-bench.lock .venv/bin/python bench/bench_contain.py [--n 1000000] [--queries 50]
         [--palette-exact-max 20000] [--corpus-files 600] [--out DIR] [--rebuild]
 
-The data set (cached in OUT/contain) is bench_million's (hard links of real JPEGs in folders of
-FILES_PER_FOLDER, synthetic histograms, the index in the PCA layout from 50,000), its rows carrying header
-details: dates taken uniform over 2012-2026 (10% with source "mtime", and then no camera), 40 camera models
-and a rare one on 0.01% of the rows, orientations 60/35/5% landscape/portrait/square.
+The data set (cached in OUT/contain) is bench_million's (links of real JPEGs in folders of FILES_PER_FOLDER,
+synthetic histograms, the PCA layout from 50,000) with header details: taken over 2012-2026 (10% from the
+mtime, with no camera), 40 camera models and a rare one on 0.01% of rows, orientations mixed.
+Filters, each printed with the share `scan.scope` keeps beside what the generated details say: 100% (none;
+a whole palette gets "taken since 2000", so its filtered path runs), 10% (globs on the first tenth of the
+folders), 1% (those and a tenth of the dates), 0.01% (one absolute folder at a million; below a folder, one
+and a date range), 0.01% by camera. Kinds (colours from the data's palette: dominant colours of mixes of
+the histograms the rows mix): a lone colour, two shares summing below 1, a colour to avoid alone (newest
+first), a colour and one to avoid, a whole palette (weights summing to 1).
 
-Filters (each printed with the share it keeps, from the package's `scan.scope`, beside the share the
-generated details say): 100% (none; for a whole palette, taken since 2000, so the filtered path runs), 10%
-(globs on the first tenth of the folders), 1% (the same globs and a tenth of the dates), 0.01% (that share
-of the folders: one absolute folder at a million; below a folder, one folder and a date range), 0.01% by
-camera (the rare model). Kinds of query (colours from the data's own palette: dominant colours of mixes of
-the histograms the rows are mixes of): a lone colour; two colours with shares summing below 1; a colour
-to avoid alone (newest first); a colour with one to avoid; a whole palette (weights summing to 1).
-
-1. A daemon (`workers = 1`) on the index dir; through the socket (`DaemonIndex.find`, k = 10), `--queries`
-   of each kind x filter: p50/p95 (target p95 <= 50 ms), and searches returning fewer than k when k exist.
-2. With the daemon stopped, on a copy of the index dir with 20% of the rows tombstoned in its catalog:
-   the same queries through `Finder.find` in-process (as `LocalIndex.find`, with the histogram file the
-   daemon reads) against an exhaustive scan of every live photo of the filter (`contain.containment_score`,
-   `contain.held` for colours to avoid, newest first for avoidance alone; a whole palette by exact EMD,
-   `rerank.emd_many`, over filters of at most --palette-exact-max live rows): top-10 agreement per kind
-   (target >= 0.95); stage times in-process (ms: view, scope, the scan or palette search, the whole find;
-   rows: histograms the scan read).
+1. A daemon (`workers = 1`); through its socket (`DaemonIndex.find`, k = 10) `--queries` per kind x filter:
+   p50/p95 (target p95 <= 50 ms), searches with fewer than k results when k exist, errors.
+2. The daemon stopped, a copy of the index dir with 20% of its rows tombstoned in the catalog: the same
+   queries through `Finder` in-process (as `LocalIndex.find`, with the daemon's histogram file) against
+   every live photo of the filter scored as the search scores it (`contain.containment_score`, `held` for
+   colours to avoid; a whole palette by exact EMD, `rerank.emd_many`, over filters of at most
+   --palette-exact-max live rows): top-10 agreement per kind (target >= 0.95), and the time of each stage
+   in-process (view, scope, the scan or palette search, the whole find; histograms the scan read).
 Prints the figures and writes OUT/bench_contain.json. Not a pytest test.
 """
 
@@ -33,10 +29,11 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,9 +168,6 @@ def colour_words(kind: str, count: int, base: np.ndarray) -> list[dict[str, list
             if len(found) >= least:
                 return found
 
-    def lab(hex_: str) -> np.ndarray:
-        return np.array(parse_ask([hex_]).contains[0].lab)
-
     out: list[dict[str, list[str]]] = []
     while len(out) < count:
         if kind == "lone colour":
@@ -187,7 +181,7 @@ def colour_words(kind: str, count: int, base: np.ndarray) -> list[dict[str, list
             out.append({"colors": [], "avoid": [dominant()[0][0]]})
         elif kind == "contain + avoid":
             a, b = dominant()[0][0], dominant()[0][0]
-            if np.linalg.norm(lab(a) - lab(b)) > 30:
+            if np.linalg.norm(np.subtract(*(parse_ask([c]).contains[0].lab for c in (a, b)))) > 30:
                 out.append({"colors": [a], "avoid": [b]})
         else:
             colours = dominant(2)
@@ -214,22 +208,30 @@ def make_cells(filters: Sequence[Filter], count: int) -> dict[tuple[str, str], l
 def socket_latency(socket_path: Path, cells: dict[tuple[str, str], list[Ask]], sizes: dict[str, int]
                    ) -> dict[str, Any]:
     from chromatica_watch.access.remote import DaemonIndex
+    from chromatica_watch.core.errors import ChromaticaError
 
     client = DaemonIndex(socket_path)
     for asks in cells.values():  # warm-up: the search table, the histogram file's pages, the index
         for ask in asks[:2]:
-            client.find(ask, TOP)
+            with contextlib.suppress(ChromaticaError):
+                client.find(ask, TOP)
     out: dict[str, Any] = {}
     for (kind, label), asks in cells.items():
-        times, short = [], 0
+        times, short, errors = [], 0, []
         for ask in asks:
             started = time.perf_counter()
-            matches, _ = client.find(ask, TOP)
+            try:
+                matches, _ = client.find(ask, TOP)
+            except ChromaticaError as exc:  # the daemon's answer to this query was an error: counted, not timed
+                errors.append(str(exc))
+                continue
             times.append((time.perf_counter() - started) * 1000)
             short += not ask.avoid and len(matches) < min(TOP, sizes[label])  # with no colour to avoid every row counts
-        out[f"{kind} | {label}"] = {**percentiles(times), "short": short}
-        print(f"  {kind:>16} | {label:<13} p50 {out[f'{kind} | {label}']['p50']:7.2f} ms  "
-              f"p95 {out[f'{kind} | {label}']['p95']:7.2f} ms{f'  SHORT {short}' if short else ''}", flush=True)
+        cell = out[f"{kind} | {label}"] = {**percentiles(times or [np.nan]), "short": short, "errors": len(errors),
+                                           "first_error": errors[0] if errors else None}
+        print(f"  {kind:>16} | {label:<13} p50 {cell['p50']:7.2f} ms  p95 {cell['p95']:7.2f} ms"
+              f"{f'  SHORT {short}' if short else ''}{f'  ERRORS {len(errors)}: {errors[0]}' if errors else ''}",
+              flush=True)
     return out
 
 
@@ -259,9 +261,9 @@ def tombstoned_copy(index_dir: Path, copy: Path, n: int) -> np.ndarray:
 class Best:
     """The exhaustive top k of one query: keys (primary, secondary) and ids, and how many rows qualified."""
 
-    k1: np.ndarray
-    k2: np.ndarray
-    ids: np.ndarray
+    k1: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    k2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     eligible: int = 0
 
     def merge(self, k1: np.ndarray, k2: np.ndarray, ids: np.ndarray) -> None:
@@ -275,9 +277,8 @@ def exhaustive(catalog: Any, cells: dict[tuple[str, str], list[Ask]], members: d
     """Every live row of each filter scored as the search scores it: one pass over the catalog's histograms."""
     from chromatica_watch.colour import contain, rerank
 
-    empty = lambda: Best(np.zeros(0), np.zeros(0), np.zeros(0, np.int64))  # noqa: E731
     best: dict[tuple[str, str], list[Best | None]] = {
-        cell: [None if a.histogram is not None and members[cell[1]].sum() > exact_max else empty() for a in asks]
+        cell: [None if a.histogram is not None and members[cell[1]].sum() > exact_max else Best() for a in asks]
         for cell, asks in cells.items()}
     palette_rows: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     started = time.perf_counter()
@@ -314,11 +315,44 @@ def exhaustive(catalog: Any, cells: dict[tuple[str, str], list[Ask]], members: d
     return best
 
 
+def staged(table: Any, finder: Any, searchable: tuple[str, ...], ask: Ask, stages: dict[str, list[float]]
+           ) -> list[int]:
+    """The ids `finder.find` returns, with the time of each stage the daemon runs (the table's view, the
+    filter's scope, the scan or palette search) and of the whole find, and the histograms the scan read."""
+    from chromatica_watch.search.scan import TableSearch, scope
+
+    read: list[int] = []
+
+    def counting(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got = finder.searcher.histogram_rows(ids)
+        read.append(len(got[0]))
+        return tuple(got)
+
+    t0 = time.perf_counter()
+    view = table.view()
+    t1 = time.perf_counter()
+    rows = scope(view, ask.filters, searchable, colours=bool(ask.contains or ask.avoid)).rows
+    t2 = time.perf_counter()
+    if ask.histogram is not None:
+        finder._palette(view, ask, rows, TOP, False)
+    elif ask.contains:
+        TableSearch(view, counting).contains(ask, rows, TOP)
+    else:
+        TableSearch(view, counting).browse(ask, rows, TOP)
+    t3 = time.perf_counter()
+    found = [r.id for r in finder.find(ask, TOP).results]
+    t4 = time.perf_counter()
+    for name, value in zip(stages, ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (t4 - t3) * 1e3, sum(read)),
+                           strict=True):
+        stages[name].append(value)
+    return found
+
+
 def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filter],
               cells: dict[tuple[str, str], list[Ask]], exact_max: int) -> dict[str, Any]:
     from chromatica_watch.search.finder import Finder
     from chromatica_watch.search.readonly import open_readonly
-    from chromatica_watch.search.scan import TableSearch, scope
+    from chromatica_watch.search.scan import scope
     from chromatica_watch.search.searcher import Searcher
     from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile
     from chromatica_watch.storage.table import SearchTable
@@ -354,31 +388,13 @@ def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filte
         for (kind, label), asks in cells.items():
             stages: dict[str, list[float]] = {"view": [], "scope": [], "scan": [], "find": [], "read": []}
             overlaps, short = [], 0
+            errors: list[str] = []
             for ask, b in zip(asks, exact[kind, label], strict=True):
-                t0 = time.perf_counter()
-                v = table.view()
-                t1 = time.perf_counter()
-                rows = scope(v, ask.filters, searchable, colours=bool(ask.contains or ask.avoid)).rows
-                read: list[int] = []
-
-                def counting(ids: np.ndarray, read: list[int] = read) -> tuple[np.ndarray, np.ndarray]:
-                    got = searcher.histogram_rows(ids)
-                    read.append(len(got[0]))
-                    return got
-
-                t2 = time.perf_counter()
-                if ask.histogram is not None:
-                    finder._palette(v, ask, rows, TOP, False)
-                elif ask.contains:
-                    TableSearch(v, counting).contains(ask, rows, TOP)
-                else:
-                    TableSearch(v, counting).browse(ask, rows, TOP)
-                t3 = time.perf_counter()
-                stages["read"].append(sum(read))
-                found = [r.id for r in finder.find(ask, TOP).results]
-                t4 = time.perf_counter()
-                for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=False):
-                    stages[name].append(seconds * 1000)
+                try:
+                    found = staged(table, finder, searchable, ask, stages)
+                except Exception as exc:  # counted, and the query left out of the agreement
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
                 if not alive[found].all():
                     raise SystemExit(f"a tombstoned photo was returned for {kind} | {label}")
                 eligible = int(members[label].sum()) if b is None else b.eligible
@@ -387,10 +403,12 @@ def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filte
                     want = set(b.ids.tolist())
                     overlaps.append(len(want & set(found)) / len(want) if want else float(not found))
             cell = {"agreement": round(float(np.mean(overlaps)), 3) if overlaps else None, "short": short,
-                    "stages_ms": {k: percentiles(v) for k, v in stages.items()}}
+                    "errors": len(errors), "first_error": errors[0] if errors else None,
+                    "stages_ms": {k: percentiles(v or [np.nan]) for k, v in stages.items()}}
             out["cells"][f"{kind} | {label}"] = cell
             print(f"  {kind:>16} | {label:<13} agreement {cell['agreement']}  short {short}  p50/p95 in-process: "
-                  + "  ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in cell["stages_ms"].items()), flush=True)
+                  + "  ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in cell["stages_ms"].items())
+                  + (f"  ERRORS {len(errors)}: {errors[0]}" if errors else ""), flush=True)
     finally:
         hist_file.close()
         catalog.close()
@@ -458,16 +476,15 @@ def report(filters: Sequence[Filter], rows: dict[str, Any], summary: Summary) ->
             p95 = rows["socket"][f"{kind} | {lb}"]["p95"]
             summary.add(f"p95 {kind} | {lb}", p95, "ms", f"<= {TARGET_P95_MS:g}", p95 <= TARGET_P95_MS)
     for kind in KINDS:
-        values = [c["agreement"] for key, c in rows["agreement"]["cells"].items()
-                  if key.startswith(f"{kind} |") and c["agreement"] is not None]
-        measured = [key.split(" | ")[1] for key, c in rows["agreement"]["cells"].items()
-                    if key.startswith(f"{kind} |") and c["agreement"] is not None]
-        value = float(np.mean(values))
-        rows.setdefault("agreement_by_kind", {})[kind] = {"mean": value, "filters": measured}
+        measured = {key.split(" | ")[1]: c["agreement"] for key, c in rows["agreement"]["cells"].items()
+                    if key.startswith(f"{kind} |") and c["agreement"] is not None}
+        value = float(np.mean(list(measured.values())))
+        rows.setdefault("agreement_by_kind", {})[kind] = {"mean": value, "filters": list(measured)}
         summary.add(f"top-10 agreement, {kind}", value, "", f">= {TARGET_AGREEMENT}", value >= TARGET_AGREEMENT)
-    short = sum(c["short"] for c in rows["socket"].values())
-    short += sum(c["short"] for c in rows["agreement"]["cells"].values())
-    summary.add("fewer than k results when k exist", short, "", "0", short == 0)
+    every = [*rows["socket"].values(), *rows["agreement"]["cells"].values()]
+    for figure, key in (("fewer than k results when k exist", "short"), ("searches answered by an error", "errors")):
+        count = sum(c[key] for c in every)
+        summary.add(figure, count, "", "0", count == 0)
 
 
 if __name__ == "__main__":
