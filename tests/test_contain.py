@@ -54,6 +54,11 @@ def test_coarse_bounds_are_never_below_the_exact_values() -> None:
         assert np.all(contain.score_lower(table, wanted) <= exact)
         rows = np.arange(0, 400, 7)
         assert np.array_equal(contain.held_upper(table, colour, rows), contain.held_upper(table, colour)[rows])
+        _, bins, shares = contain.split_palette(contain.palette(hists))
+        estimate, upper = contain.held_top(np.ascontiguousarray(bins.T), np.ascontiguousarray(shares.T), colour)
+        assert np.all(upper >= contain.held(hists, colour) - 1e-6) and np.all(estimate <= upper)
+        _, lower = contain.score_top(np.ascontiguousarray(bins.T), np.ascontiguousarray(shares.T), wanted)
+        assert np.all(lower <= exact)
 
 
 def test_tone_tells_toned_monochrome_from_colour() -> None:
@@ -105,11 +110,13 @@ def test_dates_and_filters_are_checked() -> None:
 def view_of(hists: np.ndarray, rng: np.random.Generator) -> TableView:
     n = len(hists)
     colourfulness, mono = contain.tone(hists)
+    cells, bins, shares = contain.split_palette(contain.palette(hists))
     return TableView(
         n=n, ids=np.arange(1, n + 1, dtype=np.int64), live=rng.random(n) > 0.2, root=np.zeros(n, np.int32),
         roots=("/p",), folder=(np.arange(n) % 10).astype(np.int32),
         folders=tuple((0, f"f{i}".encode()) for i in range(10)),
-        palette=np.ascontiguousarray(contain.coarse(hists).T), coloured=np.ones(n, bool),
+        palette=np.ascontiguousarray(cells.T), top_bins=np.ascontiguousarray(bins.T),
+        top_shares=np.ascontiguousarray(shares.T), coloured=np.ones(n, bool),
         taken=np.where(rng.random(n) < 0.9, rng.integers(1.4e9, 1.8e9, n), NO_DATE).astype(np.int64),
         source=np.ones(n, np.int8), camera=(np.arange(n) % 3).astype(np.int32),
         cameras=("Canon R5", "Pixel 8", "X"),

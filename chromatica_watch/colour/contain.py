@@ -145,16 +145,10 @@ def coarse(hists: np.ndarray) -> np.ndarray:
     return np.minimum(np.ceil(cells * 255.0 - 1e-4), 255).astype(np.uint8)
 
 
-def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR, *,
-                 mean: bool = False) -> np.ndarray:
-    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach), or with
-    `mean` what its bins count on average (an estimate, not a bound)."""
-    weights = kernel(lab, near, far)
-    if mean:
-        return (np.bincount(_CELL_OF_BIN, weights, COARSE_CELLS) / np.bincount(_CELL_OF_BIN, None, COARSE_CELLS)
-                ).astype(np.float32)
+def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
+    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach)."""
     out = np.zeros(COARSE_CELLS, np.float32)
-    np.maximum.at(out, _CELL_OF_BIN, weights)
+    np.maximum.at(out, _CELL_OF_BIN, kernel(lab, near, far))
     return out
 
 
@@ -168,14 +162,6 @@ def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.nd
     the colour are read, and summed in 16-bit integers: each cell's weight rounded up to 1/127ths (a photo's
     cells hold at most 255 + 144 in all, rounded up each, so the sum stays below 2^16)."""
     weights = np.ceil(cell_weights(lab, near, far) * _WEIGHT_STEPS).astype(np.uint16)
-    return _cell_sums(table, weights, rows, _pure(_key(lab), near, far))
-
-
-def held_estimate(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
-                  near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """float32: an estimate of `held` from the coarse table (each cell's mean weight): what orders the rows
-    whose bounds tie."""
-    weights = np.round(cell_weights(lab, near, far, mean=True) * _WEIGHT_STEPS).astype(np.uint16)
     return _cell_sums(table, weights, rows, _pure(_key(lab), near, far))
 
 
@@ -202,11 +188,54 @@ def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | 
     return bound
 
 
-def score_estimate(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:
-    """float32: an estimate of `containment_score` from the coarse table (not a bound)."""
-    shares = [held_estimate(table, w.lab, rows) for w in wanted]
-    sharp = [held_estimate(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted]
-    return score_of(shares, sharp, wanted)
+
+# -- the heaviest bins ----------------------------------------------------------------------------
+# Coarse cells are ~30 delta E wide: when thousands of photos could hold every colour asked, their bounds
+# tie. Each photo's heaviest fine bins (their share rounded up) bound and estimate held far more tightly,
+# for the rows whose coarse bounds tie: what those bins hold exactly, plus at most the rest of the photo.
+TOP_BINS = 16
+PALETTE_BYTES = COARSE_CELLS + 3 * TOP_BINS  # the stored form: coarse cells, top bins (uint16), their shares
+
+
+def palette(hists: np.ndarray) -> np.ndarray:
+    """uint8 (n, PALETTE_BYTES): the coarse cells, then the TOP_BINS heaviest bins (little-endian uint16)
+    and their shares in 1/255ths rounded up."""
+    hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
+    top = np.argpartition(-hists, TOP_BINS - 1, axis=1)[:, :TOP_BINS].astype("<u2")
+    shares = np.take_along_axis(hists, top.astype(np.intp), axis=1)
+    quantized = np.minimum(np.ceil(shares * 255.0 - 1e-4), 255).astype(np.uint8)
+    return np.concatenate([coarse(hists), top.view(np.uint8).reshape(len(hists), -1), quantized], axis=1)
+
+
+def split_palette(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coarse (n, 144) uint8, top bins (n, TOP_BINS) uint16, their shares (n, TOP_BINS) uint8)."""
+    stored = np.ascontiguousarray(stored, dtype=np.uint8).reshape(-1, PALETTE_BYTES)
+    bins = stored[:, COARSE_CELLS:COARSE_CELLS + 2 * TOP_BINS].copy().view("<u2").astype(np.uint16)
+    return stored[:, :COARSE_CELLS], bins, stored[:, COARSE_CELLS + 2 * TOP_BINS:]
+
+
+def held_top(bins: np.ndarray, shares: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR,
+             far: float = FAR) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, upper bound) of `held` from the heaviest bins (`bins`, `shares`: (TOP_BINS, m)): what they
+    hold, and that plus all the rest of the photo (each share rounded up: the rest at most 1 - sum(share - 1))."""
+    weights = kernel(lab, near, far) * np.float32(1.0 / _pure(_key(lab), near, far))
+    estimate = np.zeros(bins.shape[1], np.float32)
+    for slot in range(bins.shape[0]):
+        estimate += weights[bins[slot]] * shares[slot]
+    estimate *= np.float32(1.0 / 255)
+    rest = np.maximum(1.0 - (shares.astype(np.float32) - 1.0).clip(0).sum(axis=0) / 255.0, 0.0)
+    upper = np.minimum(estimate + rest * np.float32(min(1.0, float(weights.max()))), np.float32(1.0))
+    return np.minimum(estimate, np.float32(1.0)), upper.astype(np.float32)
+
+
+def score_top(bins: np.ndarray, shares: np.ndarray, wanted: Sequence[Wanted]) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, lower bound) of `containment_score` from the heaviest bins."""
+    held, sharp = [held_top(bins, shares, w.lab) for w in wanted], \
+        [held_top(bins, shares, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted]
+    estimate = score_of([h[0] for h in held], [h[0] for h in sharp], wanted)
+    bound = score_of([h[1] for h in held], [h[1] for h in sharp], wanted)
+    bound -= np.float32(1e-5)
+    return estimate, bound
 
 
 # -- tone -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from chromatica_watch.colour import contain
-from chromatica_watch.colour.contain import COARSE_CELLS
+from chromatica_watch.colour.contain import COARSE_CELLS, TOP_BINS
 
 if TYPE_CHECKING:
     from chromatica_watch.storage.catalog import Catalog
@@ -50,6 +50,8 @@ class TableView:
     folder: np.ndarray  # index into folders
     folders: tuple[tuple[int, bytes], ...]  # (root index, folder path relative to the root: b"" for the root)
     palette: np.ndarray  # uint8 (144, n): coarse colour cells, cell-major (a cell's column is contiguous)
+    top_bins: np.ndarray  # uint16 (TOP_BINS, n): each photo's heaviest fine bins
+    top_shares: np.ndarray  # uint8 (TOP_BINS, n): their shares, in 1/255ths rounded up
     coloured: np.ndarray  # has colour fields
     taken: np.ndarray  # epoch seconds of the wall-clock time taken; NO_DATE
     source: np.ndarray  # index into SOURCES
@@ -94,6 +96,8 @@ class SearchTable:
         self._roots, self._folders, self._cameras = _Codes(), _Codes(), _Codes()
         self._cols: dict[str, np.ndarray] = {}
         self._palette = np.zeros((COARSE_CELLS, 0), np.uint8)
+        self._top_bins = np.zeros((TOP_BINS, 0), np.uint16)
+        self._top_shares = np.zeros((TOP_BINS, 0), np.uint8)
         self._view: TableView | None = None
 
     def view(self) -> TableView:
@@ -140,7 +144,7 @@ class SearchTable:
         capacity = len(self._cols["ids"]) if self._cols else 0
         if need <= capacity and self._cols:
             return
-        capacity = max(need, capacity + capacity // 8, 1024)  # 144 B a row: grown an eighth at a time
+        capacity = max(need, capacity + capacity // 8, 1024)  # ~230 B a row: grown an eighth at a time
         kinds = {"ids": np.int64, "live": bool, "root": np.int32, "folder": np.int32, "coloured": bool,
                  "taken": np.int64, "source": np.int8, "camera": np.int32, "orientation": np.int8,
                  "monochrome": bool, "colourfulness": np.float32, "detailed": bool}
@@ -149,9 +153,9 @@ class SearchTable:
             if name in self._cols:
                 grown[:self._n] = self._cols[name][:self._n]
             self._cols[name] = grown
-        palette = np.zeros((COARSE_CELLS, capacity), np.uint8)
-        palette[:, :self._n] = self._palette[:, :self._n]
-        self._palette = palette
+        self._palette = _grown(self._palette, capacity, self._n)
+        self._top_bins = _grown(self._top_bins, capacity, self._n)
+        self._top_shares = _grown(self._top_shares, capacity, self._n)
 
     def _write(self, rows: FacetRows, ids: np.ndarray, at: np.ndarray) -> None:
         c = self._cols
@@ -161,7 +165,7 @@ class SearchTable:
         c["folder"][at] = [self._folders.code((self._roots.code(r), p.rpartition(b"/")[0]))
                            for r, p in zip(rows.roots, rows.paths, strict=True)]
         c["coloured"][at] = rows.coloured
-        self._palette[:, at] = rows.palettes.T
+        self._set_palettes(at, rows.palettes)
         c["taken"][at] = rows.taken
         c["source"][at] = [SOURCES.index(s) if s in SOURCES else 0 for s in rows.sources]
         c["camera"][at] = [-1 if s is None else self._cameras.code(s) for s in rows.cameras]
@@ -185,10 +189,16 @@ class SearchTable:
                 continue
             at = np.searchsorted(self._cols["ids"][:self._n], got)
             colourfulness, monochrome = contain.tone(hists)
-            self._palette[:, at] = contain.coarse(hists).T
+            self._set_palettes(at, contain.palette(hists))
             self._cols["colourfulness"][at] = colourfulness
             self._cols["monochrome"][at] = monochrome
             self._cols["coloured"][at] = True
+
+    def _set_palettes(self, at: np.ndarray, stored: np.ndarray) -> None:
+        cells, bins, shares = contain.split_palette(stored)
+        self._palette[:, at] = cells.T
+        self._top_bins[:, at] = bins.T
+        self._top_shares[:, at] = shares.T
 
     def _apply_tombstones(self) -> None:
         """Rows deleted since: the catalog's tombstones are few next to its rows, and only grow."""
@@ -207,7 +217,15 @@ class SearchTable:
         return TableView(
             n=n, ids=c["ids"][:n], live=c["live"][:n], root=c["root"][:n], roots=tuple(map(str, self._roots.values)),
             folder=c["folder"][:n], folders=tuple(self._folders.values),  # type: ignore[arg-type]
-            palette=self._palette[:, :n], coloured=c["coloured"][:n], taken=c["taken"][:n], source=c["source"][:n],
+            palette=self._palette[:, :n], top_bins=self._top_bins[:, :n], top_shares=self._top_shares[:, :n],
+            coloured=c["coloured"][:n], taken=c["taken"][:n], source=c["source"][:n],
             camera=c["camera"][:n], cameras=tuple(map(str, self._cameras.values)),
             orientation=c["orientation"][:n], monochrome=c["monochrome"][:n],
             colourfulness=c["colourfulness"][:n], detailed=c["detailed"][:n])
+
+
+def _grown(array: np.ndarray, capacity: int, n: int) -> np.ndarray:
+    """A (k, capacity) copy of a (k, _) column block, its first n columns kept."""
+    out = np.zeros((array.shape[0], capacity), array.dtype)
+    out[:, :n] = array[:, :n]
+    return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chromatica_watch.colour import contain
 from chromatica_watch.core.records import PhotoDetails
@@ -31,7 +32,7 @@ FACET_COLUMNS = ("id, root, path, deleted_at IS NULL AS live, palette, epoch(tak
 def colour_columns(hists: np.ndarray) -> dict[str, pa.Array]:
     """The colour fields of rows with these histograms, as Arrow columns."""
     colourfulness, monochrome = contain.tone(hists)
-    palettes = contain.coarse(hists)
+    palettes = contain.palette(hists)
     return {"palette": pa.array([row.tobytes() for row in palettes], pa.binary()),
             "colourfulness": pa.array(colourfulness, pa.float32()),
             "monochrome": pa.array(monochrome, pa.bool_())}
@@ -54,7 +55,7 @@ class FacetRows:
     live: np.ndarray  # bool
     roots: list[str]
     paths: list[bytes]
-    palettes: np.ndarray  # uint8 (n, 144); zeros where `coloured` is False
+    palettes: np.ndarray  # uint8 (n, PALETTE_BYTES), as `contain.palette` stores it; zeros where not `coloured`
     coloured: np.ndarray  # bool
     taken: np.ndarray  # int64 epoch seconds of the wall-clock time taken; `missing` where unknown
     sources: list[str | None]
@@ -73,11 +74,13 @@ def _facets(table: pa.Table, missing: int) -> FacetRows:
         return np.asarray(table.column(name).fill_null(False).to_numpy(zero_copy_only=False), bool)
 
     palettes = table.column("palette").combine_chunks()
-    coloured = np.asarray(palettes.is_valid().to_numpy(zero_copy_only=False), bool)
-    blocks = np.zeros((table.num_rows, contain.COARSE_CELLS), np.uint8)
+    # A palette of another length is of an earlier form: computed again, as if missing.
+    coloured = np.asarray(pc.equal(pc.binary_length(palettes), contain.PALETTE_BYTES).fill_null(False)
+                          .to_numpy(zero_copy_only=False), bool)
+    blocks = np.zeros((table.num_rows, contain.PALETTE_BYTES), np.uint8)
     if coloured.any():
-        blob = b"".join(palettes.filter(palettes.is_valid()).to_pylist())
-        blocks[coloured] = np.frombuffer(blob, np.uint8).reshape(-1, contain.COARSE_CELLS)
+        blob = b"".join(palettes.filter(pa.array(coloured)).to_pylist())
+        blocks[coloured] = np.frombuffer(blob, np.uint8).reshape(-1, contain.PALETTE_BYTES)
     taken = table.column("taken")
     known = np.asarray(taken.is_valid().to_numpy(zero_copy_only=False), bool)
     return FacetRows(
@@ -185,8 +188,9 @@ class CatalogDetails(CatalogBase):
     @_mapped
     def uncoloured(self, limit: int) -> np.ndarray:
         """Ids of up to `limit` live rows without colour fields (written before they existed, or merged)."""
-        rows = self._reader().execute("SELECT id FROM images WHERE palette IS NULL AND deleted_at IS NULL "
-                                      "ORDER BY id LIMIT ?", [int(limit)]).fetchall()
+        rows = self._reader().execute(
+            "SELECT id FROM images WHERE (palette IS NULL OR octet_length(palette) != ?) AND deleted_at IS NULL "
+            "ORDER BY id LIMIT ?", [contain.PALETTE_BYTES, int(limit)]).fetchall()
         return np.array([r[0] for r in rows], np.int64)
 
     @_mapped
