@@ -5,8 +5,9 @@ latency through a real daemon's socket, and agreement with an exhaustive scan.
         [--palette-exact-max 20000] [--corpus-files 600] [--out DIR] [--rebuild]
 
 The data set (cached in OUT/contain) is bench_million's (links of real JPEGs in folders of FILES_PER_FOLDER,
-synthetic histograms, the PCA layout from 50,000) with header details: taken over 2012-2026 (10% from the
-mtime, with no camera), 40 camera models and a rare one on 0.01% of rows, orientations mixed.
+synthetic histograms, the PCA layout from 50,000) with header details, made in contain_queries.py as are the
+queries: taken over 2012-2026 (10% from the mtime, with no camera), 40 camera models and a rare one on 0.01%
+of rows, orientations mixed.
 Filters, each printed with the share `scan.scope` keeps beside what the generated details say: 100% (none;
 a whole palette gets "taken since 2000", so its filtered path runs), 10% (globs on the first tenth of the
 folders), 1% (those and a tenth of the dates), 0.01% (one absolute folder at a million; below a folder, one
@@ -28,13 +29,12 @@ Prints the figures and writes OUT/bench_contain.json. Not a pytest test.
 from __future__ import annotations
 
 import argparse
-import calendar
 import contextlib
 import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,8 @@ import numpy as np
 from bench_common import BENCH_DIR, MAX_DIMENSION, Summary, begin, finish, section
 from bench_million import Runs, ensure_dataset, percentiles
 from bench_search import base_histograms, mixes
-from bench_web import FILES_PER_FOLDER
+from contain_queries import KINDS, Filter, Library, library, make_cells, make_filters
 
-from chromatica_watch.core.records import PhotoDetails
 from chromatica_watch.search.ask import Ask, parse_ask
 
 CONTAIN_VERSION = 1
@@ -53,154 +52,6 @@ PCA_FROM = 50_000
 TARGET_P95_MS = 50.0
 TARGET_AGREEMENT = 0.95
 TOMBSTONED = 0.2
-SPAN = (calendar.timegm((2012, 1, 1, 0, 0, 0)), calendar.timegm((2026, 1, 1, 0, 0, 0)))
-SOURCES = ("exif", "xmp", "mtime")
-MODELS = {"Canon": "EOS R5|EOS R6|EOS 5D Mark IV|EOS 90D|EOS M50", "NIKON": "Z 6|Z 7II|D750|D850|Z fc",
-          "SONY": "ILCE-7M3|ILCE-7RM4|ILCE-6400|RX100|ILCE-9", "FUJIFILM": "X-T3|X-T4|X100V|X-E4|GFX 50S",
-          "OLYMPUS": "E-M1|E-M5|E-M10|PEN-F|TG-6", "Panasonic": "DC-G9|DC-GH5|DMC-LX100|DC-S5|DC-FZ1000",
-          "Apple": "iPhone 8|iPhone 11|iPhone 13 Pro|iPhone 15|iPad Air",
-          "Google": "Pixel 4a|Pixel 6|Pixel 7|Pixel 8|Pixel 9"}
-RARE_CAMERA, RARE_EVERY = "Leica M11 Monochrom", 10_000  # on 0.01% of the rows
-CAMERAS = (*(f"{make} {model}" for make, models in MODELS.items() for model in models.split("|")), RARE_CAMERA)
-ORIENTATIONS = ("landscape", "portrait", "square")
-KINDS = ("lone colour", "two shares", "avoid only", "contain + avoid", "whole palette")
-
-
-# -- the library's details ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Library:
-    """Row i's details (row i: bench_web's relpath(i), catalog id i + 1)."""
-
-    taken: np.ndarray  # int64 epoch seconds (wall clock read as UTC)
-    source: np.ndarray  # index into SOURCES
-    camera: np.ndarray  # index into CAMERAS (the rare one last), -1: none
-    orientation: np.ndarray
-
-    def details(self, i: int) -> PhotoDetails:
-        camera = int(self.camera[i])
-        return PhotoDetails(datetime.fromtimestamp(int(self.taken[i]), UTC).replace(tzinfo=None),
-                            SOURCES[self.source[i]], None if camera < 0 else CAMERAS[camera],
-                            ORIENTATIONS[self.orientation[i]])
-
-
-def library(n: int) -> Library:
-    rng = np.random.default_rng(23)
-    taken = rng.integers(SPAN[0], SPAN[1], n)
-    source = rng.choice(len(SOURCES), n, p=[0.85, 0.05, 0.10])
-    camera = np.where(source == SOURCES.index("mtime"), -1, rng.integers(0, len(CAMERAS) - 1, n))
-    rare = np.arange(n) % RARE_EVERY == RARE_EVERY // 2
-    camera[rare], source[rare] = len(CAMERAS) - 1, 0
-    return Library(taken, source.astype(np.int8), camera, rng.choice(3, n, p=[0.6, 0.35, 0.05]).astype(np.int8))
-
-
-# -- filters ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Filter:
-    label: str
-    folders: tuple[str, ...] = ()
-    first_folders: float = 0.0  # the folders kept: the first this many (a fraction: one folder)
-    after: int | None = None
-    before: int | None = None
-    camera: str | None = None
-
-    def words(self, palette: bool) -> dict[str, Any]:
-        """parse_ask's keywords; a whole palette with no filter gets one keeping every photo."""
-        day = lambda t: None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
-        after = "2000" if palette and self.label == "100%" else day(self.after)
-        return {"folders": self.folders, "taken_after": after, "taken_before": day(self.before), "camera": self.camera}
-
-    def mask(self, lib: Library) -> np.ndarray:
-        """The rows it keeps, from the generated details alone."""
-        n = len(lib.taken)
-        keep = np.ones(n, bool)
-        if self.folders:
-            keep &= np.arange(n) // FILES_PER_FOLDER < max(self.first_folders, 1)
-        if self.after is not None:
-            keep &= (lib.taken >= self.after) & (lib.taken < self.before)
-        if self.camera is not None:
-            keep &= lib.camera == len(CAMERAS) - 1
-        return keep
-
-
-def range_globs(root: str, count: int, width: int = 4) -> tuple[str, ...]:
-    """Globs (or absolute folders) on bench_web's folders d0000... for exactly the first `count` of them."""
-    out, start = [], 0
-    while start < count:
-        block = 1
-        while start % (block * 10) == 0 and start + block * 10 <= count:
-            block *= 10
-        fixed = width - len(str(block)) + 1
-        out.append(f"{root}/d{f'{start:0{width}d}'[:fixed]}{'*' if block > 1 else ''}")
-        start += block
-    return tuple(out)
-
-
-def make_filters(n: int, root: str) -> list[Filter]:
-    folders = -(-n // FILES_PER_FOLDER)
-    span = SPAN[1] - SPAN[0]
-    after = SPAN[0] + int(0.3 * span)
-
-    def share(label: str, of_folders: float, of_dates: float = 1.0) -> Filter:
-        count = folders * of_folders
-        if count < 1:  # less than a folder: the first one and a share of the dates
-            of_dates *= count
-        globs = range_globs(root, max(round(count), 1))
-        dates = {} if of_dates >= 1 else {"after": after, "before": after + int(of_dates * span)}
-        return Filter(label, globs, count, **dates)
-
-    return [Filter("100%"), share("10%", 0.1), share("1%", 0.1, 0.1), share("0.01%", 0.0001),
-            Filter("0.01% camera", camera=RARE_CAMERA.split()[0])]
-
-
-# -- queries ------------------------------------------------------------------------------------------
-
-def colour_words(kind: str, count: int, base: np.ndarray) -> list[dict[str, list[str]]]:
-    """parse_ask's colours and colours to avoid for `count` queries of one kind, from the data's palette."""
-    from chromatica_watch.colour.rerank import dominant_colors
-
-    rng = np.random.default_rng(KINDS.index(kind) + 100)
-
-    def dominant(least: int = 1) -> list[tuple[str, float]]:
-        while True:
-            found = dominant_colors(mixes(base, 1, rng)[0], top=4, min_share=0.02)
-            if len(found) >= least:
-                return found
-
-    out: list[dict[str, list[str]]] = []
-    while len(out) < count:
-        if kind == "lone colour":
-            found = dominant()
-            out.append({"colors": [found[int(rng.integers(0, min(2, len(found))))][0]], "avoid": []})
-        elif kind == "two shares":
-            (a, _), (b, _) = dominant(2)[:2]
-            sa, sb = rng.uniform(0.05, 0.45, 2)
-            out.append({"colors": [f"{a}:{sa:.2f}", f"{b}:{sb:.2f}"], "avoid": []})
-        elif kind == "avoid only":
-            out.append({"colors": [], "avoid": [dominant()[0][0]]})
-        elif kind == "contain + avoid":
-            a, b = dominant()[0][0], dominant()[0][0]
-            if np.linalg.norm(np.subtract(*(parse_ask([c]).contains[0].lab for c in (a, b)))) > 30:
-                out.append({"colors": [a], "avoid": [b]})
-        else:
-            colours = dominant(2)
-            weights = np.array([s for _, s in colours])
-            percent = np.maximum(np.round(weights / weights.sum() * 100).astype(int), 1)
-            percent[0] += 100 - percent.sum()
-            out.append({"colors": [f"{h}:{p / 100:.2f}" for (h, _), p in zip(colours, percent, strict=True)],
-                        "avoid": []})
-    return out
-
-
-def make_cells(filters: Sequence[Filter], count: int) -> dict[tuple[str, str], list[Ask]]:
-    cells, base = {}, base_histograms()
-    for kind in KINDS:
-        words = colour_words(kind, count, base)
-        for f in filters:
-            cells[kind, f.label] = [parse_ask(w["colors"], avoid=w["avoid"], **f.words(kind == "whole palette"))
-                                    for w in words]
-    return cells
 
 
 # -- 1. through the daemon's socket -------------------------------------------------------------------
@@ -272,11 +123,25 @@ class Best:
         self.k1, self.k2, self.ids = k1[order], k2[order], ids[order]
 
 
+def keys(ask: Ask, ids: np.ndarray, hists: np.ndarray, taken_by_id: np.ndarray
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(passes the colours to avoid, primary key, secondary key) of rows, lowest first, as the search ranks
+    them: EMD to a whole palette, the containment score, or (avoidance alone) the newest taken first."""
+    from chromatica_watch.colour import contain, rerank
+
+    ok = np.ones(len(ids), bool)
+    for colour in ask.avoid:
+        ok &= contain.held(hists, colour.lab) <= colour.share
+    if ask.histogram is not None:
+        return ok, rerank.emd_many(ask.histogram / ask.histogram.sum(), hists), ids.astype(float)
+    if ask.contains:
+        return ok, contain.containment_score(hists, [c.wanted for c in ask.contains])[0], ids.astype(float)
+    return ok, -taken_by_id[ids].astype(float), -ids.astype(float)
+
+
 def exhaustive(catalog: Any, cells: dict[tuple[str, str], list[Ask]], members: dict[str, np.ndarray],
                taken_by_id: np.ndarray, exact_max: int) -> dict[tuple[str, str], list[Best | None]]:
     """Every live row of each filter scored as the search scores it: one pass over the catalog's histograms."""
-    from chromatica_watch.colour import contain, rerank
-
     best: dict[tuple[str, str], list[Best | None]] = {
         cell: [None if a.histogram is not None and members[cell[1]].sum() > exact_max else Best() for a in asks]
         for cell, asks in cells.items()}
@@ -293,23 +158,16 @@ def exhaustive(catalog: Any, cells: dict[tuple[str, str], list[Ask]], members: d
             for kind in KINDS[:-1]:
                 for ask, b in zip(cells[kind, label], best[kind, label], strict=True):
                     assert b is not None
-                    ok = np.ones(len(i), bool)
-                    for colour in ask.avoid:
-                        ok &= contain.held(h, colour.lab) <= colour.share
+                    ok, k1, k2 = keys(ask, i, h, taken_by_id)
                     b.eligible += int(ok.sum())
-                    io, ho = (i, h) if ok.all() else (i[ok], h[ok])
-                    if ask.contains:
-                        score = contain.containment_score(ho, [c.wanted for c in ask.contains])[0]
-                        b.merge(score, io.astype(float), io)
-                    else:  # newest taken first, then the newest indexed
-                        b.merge(-taken_by_id[io].astype(float), -io.astype(float), io)
+                    b.merge(k1[ok], k2[ok], i[ok])
     print(f"  exhaustive containment and avoidance: {time.perf_counter() - started:.0f} s", flush=True)
     for label, parts in palette_rows.items():
         started = time.perf_counter()
         i, h = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         for ask, b in zip(cells["whole palette", label], best["whole palette", label], strict=True):
-            assert b is not None and ask.histogram is not None
-            b.merge(rerank.emd_many(ask.histogram / ask.histogram.sum(), h), i.astype(np.float64), i)
+            assert b is not None
+            b.merge(*keys(ask, i, h, taken_by_id)[1:], i)
             b.eligible = len(i)
         print(f"  exact EMD over {len(i)} rows ({label}): {time.perf_counter() - started:.0f} s", flush=True)
     return best
@@ -346,6 +204,17 @@ def staged(table: Any, finder: Any, searchable: tuple[str, ...], ask: Ask, stage
                            strict=True):
         stages[name].append(value)
     return found
+
+
+def tie_aware(ask: Ask, b: Best, found: list[int], searcher: Any, member: np.ndarray, taken_by_id: np.ndarray
+              ) -> float:
+    """The share of the exact top k the search found, a result counting when it is in the filter, passes the
+    colours to avoid and ranks no worse than the exact k-th (any of several photos tied there is right)."""
+    if len(b.ids) < TOP:  # every photo that qualifies should be found
+        return len(set(b.ids.tolist()) & set(found)) / len(b.ids) if len(b.ids) else float(not found)
+    got, hists = searcher.histogram_rows(np.array(found, np.int64))
+    ok, k1, _ = keys(ask, got, hists, taken_by_id)
+    return int((ok & member[got] & (k1 <= b.k1[-1] + 1e-6)).sum()) / TOP
 
 
 def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filter],
@@ -387,7 +256,7 @@ def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filte
         exact = exhaustive(catalog, cells, members, taken_by_id, exact_max)
         for (kind, label), asks in cells.items():
             stages: dict[str, list[float]] = {"view": [], "scope": [], "scan": [], "find": [], "read": []}
-            overlaps, short = [], 0
+            overlaps, tied, short = [], [], 0
             errors: list[str] = []
             for ask, b in zip(asks, exact[kind, label], strict=True):
                 try:
@@ -402,11 +271,14 @@ def agreement(index_dir: Path, work: Path, lib: Library, filters: Sequence[Filte
                 if b is not None:
                     want = set(b.ids.tolist())
                     overlaps.append(len(want & set(found)) / len(want) if want else float(not found))
-            cell = {"agreement": round(float(np.mean(overlaps)), 3) if overlaps else None, "short": short,
+                    tied.append(tie_aware(ask, b, found, finder.searcher, members[label], taken_by_id))
+            cell = {"agreement": round(float(np.mean(tied)), 3) if tied else None,
+                    "agreement_ids": round(float(np.mean(overlaps)), 3) if overlaps else None, "short": short,
                     "errors": len(errors), "first_error": errors[0] if errors else None,
                     "stages_ms": {k: percentiles(v or [np.nan]) for k, v in stages.items()}}
             out["cells"][f"{kind} | {label}"] = cell
-            print(f"  {kind:>16} | {label:<13} agreement {cell['agreement']}  short {short}  p50/p95 in-process: "
+            print(f"  {kind:>16} | {label:<13} agreement {cell['agreement']} (ids {cell['agreement_ids']})  "
+                  f"short {short}  p50/p95 in-process: "
                   + "  ".join(f"{k} {v['p50']}/{v['p95']}" for k, v in cell["stages_ms"].items())
                   + (f"  ERRORS {len(errors)}: {errors[0]}" if errors else ""), flush=True)
     finally:
@@ -430,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = args.out / "contain"
     data.mkdir(parents=True, exist_ok=True)
-    summary, started_at = begin("bench_contain", {"n": args.n, "queries": args.queries,
-                                                  "palette_exact_max": args.palette_exact_max})
+    git = lambda *a: subprocess.run(["git", *a], cwd=BENCH_DIR, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    summary, started_at = begin("bench_contain", {
+        "n": args.n, "queries": args.queries, "palette_exact_max": args.palette_exact_max, "commit": git("rev-parse",
+        "--short", "HEAD"), "package_changes": git("status", "--porcelain", "--", "../chromatica_watch").splitlines()})
     section(f"Data set: {args.n} photos with header details")
     lib = library(args.n)
     ds = ensure_dataset(data, args.n, args.corpus_files, {"pca": PCA_FROM}, args.rebuild, lib.details,
@@ -476,11 +350,12 @@ def report(filters: Sequence[Filter], rows: dict[str, Any], summary: Summary) ->
             p95 = rows["socket"][f"{kind} | {lb}"]["p95"]
             summary.add(f"p95 {kind} | {lb}", p95, "ms", f"<= {TARGET_P95_MS:g}", p95 <= TARGET_P95_MS)
     for kind in KINDS:
-        measured = {key.split(" | ")[1]: c["agreement"] for key, c in rows["agreement"]["cells"].items()
+        measured = {key.split(" | ")[1]: c for key, c in rows["agreement"]["cells"].items()
                     if key.startswith(f"{kind} |") and c["agreement"] is not None}
-        value = float(np.mean(list(measured.values())))
-        rows.setdefault("agreement_by_kind", {})[kind] = {"mean": value, "filters": list(measured)}
+        value, ids = (float(np.mean([c[key] for c in measured.values()])) for key in ("agreement", "agreement_ids"))
+        rows.setdefault("agreement_by_kind", {})[kind] = {"mean": value, "ids": ids, "filters": list(measured)}
         summary.add(f"top-10 agreement, {kind}", value, "", f">= {TARGET_AGREEMENT}", value >= TARGET_AGREEMENT)
+        summary.add(f"  the same ids (ties by id), {kind}", ids, "")
     every = [*rows["socket"].values(), *rows["agreement"]["cells"].values()]
     for figure, key in (("fewer than k results when k exist", "short"), ("searches answered by an error", "errors")):
         count = sum(c[key] for c in every)
