@@ -308,8 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--short", "HEAD"), "package_changes": git("status", "--porcelain", "--", "../chromatica_watch").splitlines()})
     section(f"Data set: {args.n} photos with header details")
     lib = library(args.n)
+    from chromatica_watch.colour import contain  # the palette's stored form: a data set of another is made again
+
+    form = getattr(contain, "PALETTE_BYTES", contain.COARSE_CELLS)
     ds = ensure_dataset(data, args.n, args.corpus_files, {"pca": PCA_FROM}, args.rebuild, lib.details,
-                        name=f"contain-v{CONTAIN_VERSION}")
+                        name=f"contain-v{CONTAIN_VERSION}-p{form}")
     root = str(ds.photos.resolve())
     filters = make_filters(args.n, root)
     sizes = {f.label: int(f.mask(lib).sum()) for f in filters}
