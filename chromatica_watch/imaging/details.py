@@ -17,7 +17,7 @@ import logging
 import re
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -28,7 +28,14 @@ from PIL import Image, TiffImagePlugin
 
 from chromatica_watch.core.records import PhotoDetails
 from chromatica_watch.imaging.decoders import enable_pillow_for
-from chromatica_watch.imaging.headers import PNG_SIGNATURE, jpeg_dimensions, jpeg_header_segments, jxl_size, png_chunks
+from chromatica_watch.imaging.headers import (
+    PNG_SIGNATURE,
+    jpeg_dimensions,
+    jpeg_header_segments,
+    jxl_container_boxes,
+    jxl_size,
+    png_chunks,
+)
 from chromatica_watch.imaging.headers import sniff as sniff_kind
 
 logger = logging.getLogger(__name__)
@@ -168,26 +175,11 @@ def _tiff(data: bytes) -> _Found:
     return _Found(exif=exif, xmp=xmp if isinstance(xmp, bytes) else None, size=size)
 
 
-def _boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, body end) of each top-level box of a JPEG XL container, the last one cut short."""
-    pos = 0
-    while pos + 8 <= len(data):
-        size, kind, head = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8], 8
-        if size == 1:
-            size, head = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
-        elif size == 0:
-            size = len(data) - pos
-        if size < head:
-            return
-        yield kind, pos + head, min(pos + size, len(data))
-        pos += size
-
-
 def _jxl(data: bytes) -> _Found:
     """A JPEG XL container's Exif box (a 4-byte offset to the TIFF header first, which pillow-jxl-plugin
     leaves out) and xml box (XMP); a bare codestream has neither."""
     found = _Found(size=_safely("JPEG XL size", lambda: jxl_size(data)), turns=False)
-    for kind, body, end in _boxes(data):
+    for kind, body, end in jxl_container_boxes(data):
         if kind == b"Exif" and found.exif is None and end - body > 4:
             skip = 0 if data[body:body + 4] in (_II, _MM) else 4 + int.from_bytes(data[body:body + 4], "big")
             found.exif = _exif(data[body + skip:end])

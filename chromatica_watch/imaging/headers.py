@@ -335,7 +335,7 @@ def jxl_size(data: bytes) -> tuple[int, int]:
     `jxlc`/`jxlp` box), before anything is decoded: the plugin decodes the whole image when it opens it."""
     if data.startswith(_JXL_CONTAINER):
         stream = b""
-        for kind, body, end in _jxl_container_boxes(data):
+        for kind, body, end in jxl_container_boxes(data):
             if kind == b"jxlc":
                 stream = data[body:end]
                 break
@@ -356,7 +356,7 @@ def jxl_size(data: bytes) -> tuple[int, int]:
     return r.dimension(div8), height
 
 
-def _jxl_container_boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+def jxl_container_boxes(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     """The container's boxes, the last one allowed to be cut short (its codestream header is all we read)."""
     pos = 0
     while pos + 8 <= len(data):
