@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -128,22 +129,12 @@ class CatalogDetails(CatalogBase):
         """Fill the detail columns of these rows (their colour fields too, from their stored histograms)."""
         if not ids:
             return
+        given = dict(zip((int(i) for i in ids), details, strict=True))
         with self._transaction() as con:
-            stored = con.sql("SELECT id, histogram FROM images WHERE id IN (SELECT unnest(?::BIGINT[])) ORDER BY id",
-                             params=[[int(i) for i in ids]]).to_arrow_table()
-            by_id = {int(i): n for n, i in enumerate(stored.column(0).to_pylist())}
-            keep = [n for n, i in enumerate(ids) if int(i) in by_id]
-            if not keep:
-                return
-            hists = _histograms_of(stored.column(1))[[by_id[int(ids[n])] for n in keep]]
-            table = pa.table({"id": pa.array([int(ids[n]) for n in keep], pa.int64()),
-                              **colour_columns(hists), **detail_columns([details[n] for n in keep])})
-            con.register("_details", table)
-            try:
-                sets = ", ".join([f"{c} = d.{c}" for c in table.column_names if c != "id"] + ["updated_at = now()"])
-                con.execute(f"UPDATE images SET {sets} FROM _details d WHERE images.id = d.id")
-            finally:
-                con.unregister("_details")
+            found, hists = _stored_histograms(con, list(given))
+            if len(found):
+                _update_rows(con, pa.table({"id": pa.array(found, pa.int64()), **colour_columns(hists),
+                                            **detail_columns([given[int(i)] for i in found])}))
 
     @_mapped
     def facet_rows(self, after_id: int, updated_since: float | None = None, *, missing: int = 0) -> FacetRows:
@@ -197,14 +188,24 @@ class CatalogDetails(CatalogBase):
     def set_colours(self, ids: np.ndarray) -> None:
         """Fill the colour fields of these rows from their stored histograms."""
         with self._transaction() as con:
-            stored = con.sql("SELECT id, histogram FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
-                             params=[[int(i) for i in ids]]).to_arrow_table()
-            if not stored.num_rows:
-                return
-            table = pa.table({"id": stored.column(0), **colour_columns(_histograms_of(stored.column(1)))})
-            con.register("_colours", table)
-            try:
-                con.execute("UPDATE images SET palette = c.palette, colourfulness = c.colourfulness, "
-                            "monochrome = c.monochrome, updated_at = now() FROM _colours c WHERE images.id = c.id")
-            finally:
-                con.unregister("_colours")
+            found, hists = _stored_histograms(con, [int(i) for i in ids])
+            if len(found):
+                _update_rows(con, pa.table({"id": pa.array(found, pa.int64()), **colour_columns(hists)}))
+
+
+def _stored_histograms(con: duckdb.DuckDBPyConnection, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids found, their histograms) of these rows, read inside the caller's transaction."""
+    stored = con.sql("SELECT id, histogram FROM images WHERE id IN (SELECT unnest(?::BIGINT[]))",
+                     params=[ids]).to_arrow_table()
+    return stored.column(0).to_numpy().astype(np.int64), _histograms_of(stored.column(1))
+
+
+def _update_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    """Set every column of `table` but `id` on the rows of its ids (and their updated_at: the search table
+    reads what changed since)."""
+    con.register("_updates", table)
+    try:
+        sets = ", ".join([f"{c} = u.{c}" for c in table.column_names if c != "id"] + ["updated_at = now()"])
+        con.execute(f"UPDATE images SET {sets} FROM _updates u WHERE images.id = u.id")
+    finally:
+        con.unregister("_updates")
