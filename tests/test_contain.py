@@ -55,10 +55,13 @@ def test_coarse_bounds_are_never_below_the_exact_values() -> None:
         rows = np.arange(0, 400, 7)
         assert np.array_equal(contain.held_upper(table, colour, rows), contain.held_upper(table, colour)[rows])
         _, bins, shares = contain.split_palette(contain.palette(hists))
-        estimate, upper = contain.held_top(np.ascontiguousarray(bins.T), np.ascontiguousarray(shares.T), colour)
-        assert np.all(upper >= contain.held(hists, colour) - 1e-6) and np.all(estimate <= upper)
-        _, lower = contain.score_top(np.ascontiguousarray(bins.T), np.ascontiguousarray(shares.T), wanted)
-        assert np.all(lower <= exact)
+        top = (np.ascontiguousarray(bins.T), np.ascontiguousarray(shares.T), np.arange(len(hists)))
+        estimate, lower = contain.score_top(*top, wanted)
+        assert np.all(lower <= exact) and np.all(lower <= estimate)
+        alone = [contain.Wanted(colour, None)]
+        exact_alone, _ = contain.containment_score(hists, alone)
+        assert np.all(contain.score_lower(table, alone) <= exact_alone)
+        assert np.all(contain.score_top(*top, alone)[1] <= exact_alone)
 
 
 def test_tone_tells_toned_monochrome_from_colour() -> None:

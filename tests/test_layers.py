@@ -26,6 +26,7 @@ OWNERS = {
     "xxhash": "core/hashing.py",
     "webcolors": "search/query.py",
     "platformdirs": "core/config.py",
+    "numba": "colour/fused.py",
 }
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 300

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chromatica_watch.colour import fused
 from chromatica_watch.colour.histogram import A_BINS, B_BINS, L_BINS, TOTAL_BINS, bin_centers_lab, lab_histogram
 
 NEAR, FAR = 8.0, 22.0  # held: full weight up to NEAR delta E from the bin's centre, none past FAR
@@ -145,48 +146,91 @@ def coarse(hists: np.ndarray) -> np.ndarray:
     return np.minimum(np.ceil(cells * 255.0 - 1e-4), 255).astype(np.uint8)
 
 
-def cell_weights(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
-    """float32[144]: the most any bin of each cell counts as the colour (0 for cells out of reach)."""
-    out = np.zeros(COARSE_CELLS, np.float32)
-    np.maximum.at(out, _CELL_OF_BIN, kernel(lab, near, far))
-    return out
-
-
-_WEIGHT_STEPS = 127
-
-
 def held_upper(table: np.ndarray, lab: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
                near: float = NEAR, far: float = FAR) -> np.ndarray:
     """float32: an upper bound of `held` for each photo of the coarse table (`table`: uint8 (144, n),
-    cell-major, as the search table keeps it), or of the photos at `rows`. Only the cells within reach of
-    the colour are read, and summed in 16-bit integers: each cell's weight rounded up to 1/127ths (a photo's
-    cells hold at most 255 + 144 in all, rounded up each, so the sum stays below 2^16)."""
-    weights = np.ceil(cell_weights(lab, near, far) * _WEIGHT_STEPS).astype(np.uint16)
-    return _cell_sums(table, weights, rows, _pure(_key(lab), near, far))
-
-
-def _cell_sums(table: np.ndarray, weights: np.ndarray, rows: np.ndarray | None, pure: float) -> np.ndarray:
-    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
-        return _cell_sums(table, weights, None, pure)[rows]
-    n = table.shape[1] if rows is None else len(rows)
-    acc = np.zeros(n, np.uint16)
-    for cell in np.flatnonzero(weights).tolist():
-        column = table[cell] if rows is None else table[cell][rows]
-        acc += np.multiply(column, weights[cell], dtype=np.uint16)
-    out = acc.astype(np.float32)
-    out *= np.float32(1.0 / (255 * _WEIGHT_STEPS * pure))
-    return np.minimum(out, np.float32(1.0), out=out)
+    cell-major, as the search table keeps it), or of the photos at `rows`."""
+    return _cell_bounds(table, [_Term(_scaled(_key(lab), near, far), 1.0, 1.0)], rows)
 
 
 def score_lower(table: np.ndarray, wanted: Sequence[Wanted], rows: np.ndarray | None = None) -> np.ndarray:
     """float32: a lower bound of `containment_score` for each photo of the coarse table (or those at `rows`);
     lowered by a float32 rounding's worth, so that it never exceeds the exact score of the same shares."""
-    shares = [held_upper(table, w.lab, rows) for w in wanted]
-    sharp = [held_upper(table, w.lab, rows, SHARP_NEAR, SHARP_FAR) for w in wanted]
-    bound = score_of(shares, sharp, wanted)
-    bound -= np.float32(1e-5)
-    return bound
+    terms = _terms(wanted)
+    return _score_from(_cell_bounds(table, terms, rows, _targets(wanted).sum()))
 
+
+_WEIGHT_STEPS = 127
+
+
+def _cell_bounds(table: np.ndarray, terms: Sequence[_Term], rows: np.ndarray | None, total: float = 1.0
+                 ) -> np.ndarray:
+    """Sum over terms of factor / total * min(an upper bound of histogram @ weights, cap): each cell's mass
+    counted at the most any of its bins is worth, rounded up to 1/127ths of the term's largest weight. Only
+    the cells within reach of the colour are read (`fused.cell_terms`)."""
+    cells = -np.ones((len(terms), COARSE_CELLS), np.int32)
+    steps = np.zeros((len(terms), COARSE_CELLS), np.int32)
+    scales = []
+    for t, term in enumerate(terms):
+        top = float(term.weights.max())
+        most = np.zeros(COARSE_CELLS, np.float32)
+        np.maximum.at(most, _CELL_OF_BIN, term.weights / np.float32(top))
+        quantized = np.ceil(most * _WEIGHT_STEPS).astype(np.int32)
+        reached = np.flatnonzero(quantized)
+        cells[t, :len(reached)], steps[t, :len(reached)] = reached, quantized[reached]
+        scales.append(top / (255 * _WEIGHT_STEPS))
+    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
+        return _cell_bounds(table, terms, None, total)[rows]
+    return fused.cell_terms(table, rows, cells, steps, np.array(scales), np.array([t.cap for t in terms]),
+                            np.array([t.factor / total for t in terms]))
+
+
+def _score_from(worth: np.ndarray) -> np.ndarray:
+    """The score from the terms' summed worth (`_cell_bounds`, `fused.top_terms`), lowered by a float32
+    rounding's worth."""
+    out = np.float32(1.0 + SHADE_WEIGHT - 1e-5) - worth
+    return out.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A part of the score, linear in the histogram up to a cap: score = 1 + SHADE_WEIGHT less the sum over
+    terms of min(histogram @ weights, cap) * factor / (the asked shares' sum)."""
+
+    weights: np.ndarray  # float32[1152]
+    cap: float
+    factor: float
+
+
+def _terms(wanted: Sequence[Wanted]) -> list[_Term]:
+    """A colour with a share is two terms, held and the very shade, each capped at the share. A lone colour
+    is one: its caps (1) only bind for a photo of nothing else, so held + SHADE_WEIGHT sharp is linear in
+    the histogram and a bound costs one pass over the cells instead of two."""
+    terms = []
+    for w in wanted:
+        lab = _key(w.lab)
+        if w.share is None:
+            terms.append(_Term(_worth(lab), 1.0 + SHADE_WEIGHT, 1.0))
+        else:
+            terms.append(_Term(_scaled(lab, NEAR, FAR), w.share, 1.0))
+            terms.append(_Term(_scaled(lab, SHARP_NEAR, SHARP_FAR), w.share, SHADE_WEIGHT))
+    return terms
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled(lab: tuple[float, float, float], near: float, far: float) -> np.ndarray:
+    """float32[1152]: each bin's part of `held` (the kernel over what a photo of the colour alone holds)."""
+    out = (kernel(lab, near, far) / np.float32(_pure(lab, near, far))).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _worth(lab: tuple[float, float, float]) -> np.ndarray:
+    """float32[1152]: what each bin adds to held + SHADE_WEIGHT sharp."""
+    out = (_scaled(lab, NEAR, FAR) + np.float32(SHADE_WEIGHT) * _scaled(lab, SHARP_NEAR, SHARP_FAR)).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 # -- the heaviest bins ----------------------------------------------------------------------------
@@ -214,28 +258,16 @@ def split_palette(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return stored[:, :COARSE_CELLS], bins, stored[:, COARSE_CELLS + 2 * TOP_BINS:]
 
 
-def held_top(bins: np.ndarray, shares: np.ndarray, lab: Sequence[float] | np.ndarray, near: float = NEAR,
-             far: float = FAR) -> tuple[np.ndarray, np.ndarray]:
-    """(estimate, upper bound) of `held` from the heaviest bins (`bins`, `shares`: (TOP_BINS, m)): what they
-    hold, and that plus all the rest of the photo (each share rounded up: the rest at most 1 - sum(share - 1))."""
-    weights = kernel(lab, near, far) * np.float32(1.0 / _pure(_key(lab), near, far))
-    estimate = np.zeros(bins.shape[1], np.float32)
-    for slot in range(bins.shape[0]):
-        estimate += weights[bins[slot]] * shares[slot]
-    estimate *= np.float32(1.0 / 255)
-    rest = np.maximum(1.0 - (shares.astype(np.float32) - 1.0).clip(0).sum(axis=0) / 255.0, 0.0)
-    upper = np.minimum(estimate + rest * np.float32(min(1.0, float(weights.max()))), np.float32(1.0))
-    return np.minimum(estimate, np.float32(1.0)), upper.astype(np.float32)
-
-
-def score_top(bins: np.ndarray, shares: np.ndarray, wanted: Sequence[Wanted]) -> tuple[np.ndarray, np.ndarray]:
-    """(estimate, lower bound) of `containment_score` from the heaviest bins."""
-    held, sharp = [held_top(bins, shares, w.lab) for w in wanted], \
-        [held_top(bins, shares, w.lab, SHARP_NEAR, SHARP_FAR) for w in wanted]
-    estimate = score_of([h[0] for h in held], [h[0] for h in sharp], wanted)
-    bound = score_of([h[1] for h in held], [h[1] for h in sharp], wanted)
-    bound -= np.float32(1e-5)
-    return estimate, bound
+def score_top(bins: np.ndarray, shares: np.ndarray, rows: np.ndarray, wanted: Sequence[Wanted]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, lower bound) of `containment_score` for the rows at `rows` of the heaviest bins (`bins`,
+    `shares`: (TOP_BINS, n)): what those bins hold, and that plus all the rest of the photo at the most a bin
+    is worth."""
+    terms = _terms(wanted)
+    total = float(_targets(wanted).sum())
+    estimate, upper = fused.top_terms(bins, shares, rows, np.stack([t.weights for t in terms]),
+                                      np.array([t.cap for t in terms]), np.array([t.factor / total for t in terms]))
+    return _score_from(estimate), _score_from(upper)
 
 
 # -- tone -----------------------------------------------------------------------------------------

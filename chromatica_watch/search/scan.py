@@ -3,12 +3,12 @@
 1. The filters become a mask over the table's rows (vectorized: folder codes, date range, camera codes,
    orientation, tone), searchable roots and live rows only.
 2. Colours to contain: every kept row gets a lower bound of its score from its coarse colour cells
-   (`contain.score_lower`); the rows with the best bounds are scored exactly on their histograms, a round
-   at a time, until the k-th best exact score is no worse than the best bound left: then the answer is the
-   exact top k, as a scan of every histogram would give it. Bounds tie when many photos could hold every
-   colour (a common grey, small shares): among tied rows a coarse estimate (each cell's mean weight) decides
-   which are scored first, and at most EXACT_LIMIT are (the agreement with a full scan is measured in
-   bench/bench_contain.py).
+   (`contain.score_lower`, one compiled pass); the WINDOW rows with the best bounds get tighter bounds and
+   an estimate from their heaviest bins (`contain.score_top`), and are scored exactly on their histograms in
+   that order, a round at a time, until the k-th best exact score is no worse than the best bound left: then
+   the answer is the exact top k, as a scan of every histogram would give it. Bounds tie when many photos
+   could hold every colour (a common grey, small shares): then at most EXACT_LIMIT rows are read, the
+   estimate choosing which (the agreement with a full scan is measured in bench/bench_contain.py).
 3. Colours to avoid: a row whose bound is within the allowed share passes unread; the others are checked
    on their histograms as they come up as candidates.
 4. Filters alone (or with colours to avoid): the newest photos taken first.
@@ -31,10 +31,11 @@ from chromatica_watch.search.ask import Ask, Colour, Filters
 from chromatica_watch.storage.table import NO_DATE, ORIENTATIONS, TableView
 
 ROUND = 256  # candidates scored exactly per round
-# At most this many are scored exactly: when more rows could hold every colour asked for (a common grey, and
-# shares small enough for thousands of photos to qualify), their coarse estimate picks which to score first.
-EXACT_LIMIT = 1024
-WINDOW = 32768  # rows whose bounds are refined (from their heaviest bins) at once
+# At most this many are scored exactly (twice as many with colours to avoid: the rows holding too much of one
+# are read too): when more rows could hold every colour asked for (a common grey, and shares small enough for
+# thousands of photos to qualify), the estimate from their heaviest bins picks which to score first.
+EXACT_LIMIT = 512
+WINDOW = 131072  # rows whose bounds are refined (from their heaviest bins) at once
 Histograms = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, (n, 1152) histograms)
 
 
@@ -188,12 +189,12 @@ class TableSearch:
         def refine(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Tighter bounds and an estimate from the rows' heaviest bins (the coarse bounds of thousands of
             rows tie when that many could hold every colour)."""
-            at = rows[head]
-            estimate, bound = contain.score_top(self.view.top_bins[:, at], self.view.top_shares[:, at], wanted)
+            estimate, bound = contain.score_top(self.view.top_bins, self.view.top_shares, rows[head], wanted)
             bound = np.maximum(bound, bounds[head])
             return bound, (bound + estimate) / 2
 
-        return self._rounds(rows, bounds, clear, ask.avoid, k, exact, limit=EXACT_LIMIT, refine=refine,
+        limit = EXACT_LIMIT * (2 if ask.avoid else 1)
+        return self._rounds(rows, bounds, clear, ask.avoid, k, exact, limit=limit, refine=refine,
                             window=WINDOW)
 
     def browse(self, ask: Ask, rows: np.ndarray, k: int) -> list[Scored]:
@@ -229,22 +230,24 @@ class TableSearch:
         scored = 0
         take = min(len(rows), window or max(4 * ROUND, 4 * k))
         while True:
-            head = _lowest(bounds, take)
-            head = head[~done[head]]
-            tight, order = (bounds[head], bounds[head]) if refine is None else refine(head)
-            sort = np.argsort(order, kind="stable")
-            head, tight = head[sort], tight[sort]
+            window_rows = _lowest(bounds, take)
+            window_rows = window_rows[~done[window_rows]]
+            tight, order = (bounds[window_rows], bounds[window_rows]) if refine is None else refine(window_rows)
+            # Only as many as may still be scored are put in order (a window can hold 100,000 rows); the
+            # others' tight bounds still count against stopping early.
+            budget = len(window_rows) if limit is None else min(len(window_rows), limit - scored)
+            pick, spare = _best_first(order, tight, budget)
+            head, tight = window_rows[pick], tight[pick]
             outside = ~done
-            outside[head] = False
-            beyond = float(bounds[outside].min()) if outside.any() else np.inf
+            outside[window_rows] = False
+            beyond = min(float(bounds[outside].min()) if outside.any() else np.inf, spare)
             left = np.minimum.accumulate(tight[::-1])[::-1] if len(head) else np.zeros(0)
-            step = ROUND
-            for start in range(0, len(head), step):
-                chunk = head[start:start + step]
+            for start in range(0, len(head), ROUND):
+                chunk = head[start:start + ROUND]
                 done[chunk] = True
                 scored += len(chunk)
                 best.add(*self._score(self.view.ids[rows[chunk]], clear[chunk], avoid, exact, read))
-                rest = min(float(left[start + step]) if start + step < len(head) else np.inf, beyond)
+                rest = min(float(left[start + ROUND]) if start + ROUND < len(head) else np.inf, beyond)
                 if (best.full() and best.worst() <= rest) or (limit is not None and scored >= limit):
                     return best.scored()
             if take >= len(rows):
@@ -268,6 +271,16 @@ class TableSearch:
             return got, np.zeros(0, np.float64), np.zeros((0, 0), np.float64)
         scores, shares = exact(got, hists)
         return got, np.asarray(scores, np.float64), np.asarray(shares, np.float64).reshape(len(got), -1)
+
+
+def _best_first(order: np.ndarray, tight: np.ndarray, budget: int) -> tuple[np.ndarray, float]:
+    """(positions of the `budget` lowest of `order`, lowest first; the lowest `tight` of the others)."""
+    if budget >= len(order):
+        return np.argsort(order, kind="stable"), np.inf
+    pick = np.argpartition(order, budget - 1)[:budget]
+    others = np.ones(len(order), bool)
+    others[pick] = False
+    return pick[np.argsort(order[pick], kind="stable")], float(tight[others].min())
 
 
 def _lowest(values: np.ndarray, take: int) -> np.ndarray:

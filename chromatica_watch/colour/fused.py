@@ -1,0 +1,118 @@
+"""The containment scan's inner loops, compiled (numba): one pass over a million rows instead of one numpy
+pass per coarse cell and per kernel.
+
+A containment bound reads ~10 coarse cells per kernel term; in numpy each cell is a pass over every row
+with a temporary of its own (~0.45 ms per cell at a million rows: 20 ms for two colours with shares). Here
+the rows are taken a block at a time (the block's sums stay in L1), every term and cell of a block in one
+go, and the blocks split over the cores: 3-4 times faster. The heaviest-bins estimate gathers each row's
+bins in place (no (16, m) copies). Both compute exactly what `contain` defines; tests compare them with
+plain numpy.
+
+The first call compiles (about a second); the machine code is cached on disk (next to this module, or in
+the user's cache when the package is not writable), so later processes load it. Numba's default thread
+pool is not safe to enter from two threads at once: calls are serialized by a lock (a call lasts a few ms).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+
+BLOCK = 4096  # rows whose sums are kept at once
+_LOCK = threading.Lock()
+
+
+def _compiled(parallel: bool) -> Callable[[Callable[..., Any]], Any]:
+    def decorate(function: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(parallel=parallel, cache=True, nogil=True)(function)
+        except RuntimeError:  # no writable place to cache machine code: compile in each process
+            return numba.njit(parallel=parallel, nogil=True)(function)
+    return decorate
+
+
+@_compiled(parallel=True)
+def _cell_terms(table: np.ndarray, every: bool, rows: np.ndarray, cells: np.ndarray, steps: np.ndarray,
+                scales: np.ndarray, caps: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    n = table.shape[1] if every else rows.shape[0]
+    out = np.zeros(n, np.float32)
+    for block in numba.prange((n + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        hi = min(n, lo + BLOCK)
+        acc = np.empty(hi - lo, np.int32)
+        for term in range(cells.shape[0]):
+            acc[:] = 0
+            for j in range(cells.shape[1]):
+                cell = cells[term, j]
+                if cell < 0:
+                    break
+                weight = np.int32(steps[term, j])
+                column = table[cell]
+                if every:
+                    for i in range(lo, hi):
+                        acc[i - lo] += np.int32(column[i]) * weight
+                else:
+                    for i in range(lo, hi):
+                        acc[i - lo] += np.int32(column[rows[i]]) * weight
+            scale, cap, factor = scales[term], caps[term], factors[term]
+            for i in range(hi - lo):
+                value = np.float32(acc[i]) * scale
+                out[lo + i] += (cap if value > cap else value) * factor
+    return out
+
+
+@_compiled(parallel=True)
+def _top_terms(bins: np.ndarray, shares: np.ndarray, rows: np.ndarray, weights: np.ndarray, caps: np.ndarray,
+               factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = rows.shape[0]
+    estimate = np.zeros(n, np.float32)
+    upper = np.zeros(n, np.float32)
+    slots = bins.shape[0]
+    tops = np.empty(weights.shape[0], np.float32)
+    for term in range(weights.shape[0]):
+        tops[term] = weights[term].max()
+    for i in numba.prange(n):
+        row = rows[i]
+        over = np.float32(0.0)
+        for slot in range(slots):
+            over += max(np.float32(shares[slot, row]) - np.float32(1.0), np.float32(0.0))
+        rest = max(np.float32(1.0) - over / np.float32(255.0), np.float32(0.0))
+        for term in range(weights.shape[0]):
+            held = np.float32(0.0)
+            for slot in range(slots):
+                held += weights[term, bins[slot, row]] * np.float32(shares[slot, row])
+            held /= np.float32(255.0)
+            cap, factor = caps[term], factors[term]
+            estimate[i] += min(held, cap) * factor
+            upper[i] += min(held + rest * tops[term], cap) * factor
+    return estimate, upper
+
+
+def cell_terms(table: np.ndarray, rows: np.ndarray | None, cells: np.ndarray, steps: np.ndarray,
+               scales: np.ndarray, caps: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """float32[m]: for each row (all of `table`'s columns, or those at `rows`), the sum over terms t of
+    factors[t] * min(scales[t] * sum_j table[cells[t, j], row] * steps[t, j], caps[t]); `cells` lists a
+    term's cells, -1 after its last."""
+    picked = np.zeros(0, np.int64) if rows is None else np.ascontiguousarray(rows, np.int64)
+    with _LOCK:
+        return _cell_terms(table, rows is None, picked, np.ascontiguousarray(cells, np.int32),
+                           np.ascontiguousarray(steps, np.int32), *_floats(scales, caps, factors))
+
+
+def top_terms(bins: np.ndarray, shares: np.ndarray, rows: np.ndarray, weights: np.ndarray, caps: np.ndarray,
+              factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, upper) float32[m] for the rows at `rows` of the heaviest-bins columns (`bins` uint16 and
+    `shares` uint8, (slots, n)): sum over terms t of factors[t] * min(held_t, caps[t]), held_t being what
+    the heaviest bins hold under weights[t] (float32[1152]); the upper adds the rest of the photo (its bins'
+    shares are rounded up: at most 1 - sum(share - 1) / 255 is elsewhere) at the term's largest weight."""
+    with _LOCK:
+        return _top_terms(bins, shares, np.ascontiguousarray(rows, np.int64),
+                          np.ascontiguousarray(weights, np.float32), *_floats(caps, factors))
+
+
+def _floats(*arrays: np.ndarray) -> list[np.ndarray]:
+    return [np.ascontiguousarray(a, np.float32) for a in arrays]
