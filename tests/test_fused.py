@@ -58,3 +58,14 @@ def test_top_terms_equal_their_plain_sum() -> None:
     np.testing.assert_allclose(estimate, want_estimate, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(upper, want_upper, rtol=1e-5, atol=1e-6)
     assert np.all(upper >= estimate)
+
+
+def test_lut_sums_equal_their_plain_sum() -> None:
+    rng = np.random.default_rng(11)
+    table = rng.integers(0, 256, (144, 3000)).astype(np.uint8)
+    rows = np.sort(rng.choice(3000, 900, replace=False))
+    cells = rng.choice(144, 30, replace=False)
+    weights, lut = rng.random(30).astype(np.float32), rng.random(256).astype(np.float32)
+    got = fused.lut_sums(table, rows, cells, weights, lut)
+    np.testing.assert_allclose(got, (weights[:, None] * lut[table[cells][:, rows]]).sum(axis=0), rtol=1e-5)
+    assert fused.lut_sums(table, np.zeros(0, np.int64), cells, weights, lut).shape == (0,)

@@ -179,8 +179,6 @@ def _cell_bounds(table: np.ndarray, terms: Sequence[_Term], rows: np.ndarray | N
         reached = np.flatnonzero(quantized)
         cells[t, :len(reached)], steps[t, :len(reached)] = reached, quantized[reached]
         scales.append(top / (255 * _WEIGHT_STEPS))
-    if rows is not None and len(rows) > table.shape[1] // 8:  # most of the table: whole columns, then picked
-        return _cell_bounds(table, terms, None, total)[rows]
     return fused.cell_terms(table, rows, cells, steps, np.array(scales), np.array([t.cap for t in terms]),
                             np.array([t.factor / total for t in terms]))
 
@@ -231,6 +229,18 @@ def _worth(lab: tuple[float, float, float]) -> np.ndarray:
     out = (_scaled(lab, NEAR, FAR) + np.float32(SHADE_WEIGHT) * _scaled(lab, SHARP_NEAR, SHARP_FAR)).astype(np.float32)
     out.setflags(write=False)
     return out
+
+
+_ROOTS = np.sqrt(np.arange(256, dtype=np.float32) / 255.0)
+
+
+def coarse_affinity(table: np.ndarray, hist: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float32: the Bhattacharyya coefficient of each row's coarse cells (at `rows` of the coarse table) with
+    a histogram's (1 for the same cells; 1 - it is the squared Hellinger distance halved): a cheap proxy of
+    the distance between whole palettes. Only the cells the histogram holds are read."""
+    query = np.sqrt(coarse(hist)[0].astype(np.float32) / 255.0)
+    cells = np.flatnonzero(query)
+    return fused.lut_sums(table, rows, cells, query[cells], _ROOTS)
 
 
 # -- the heaviest bins ----------------------------------------------------------------------------

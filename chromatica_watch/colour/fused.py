@@ -92,6 +92,27 @@ def _top_terms(bins: np.ndarray, shares: np.ndarray, rows: np.ndarray, weights: 
     return estimate, upper
 
 
+@_compiled(parallel=False)
+def _lut_sums(table: np.ndarray, rows: np.ndarray, cells: np.ndarray, weights: np.ndarray, lut: np.ndarray
+              ) -> np.ndarray:
+    out = np.zeros(rows.shape[0], np.float32)
+    for j in range(cells.shape[0]):
+        column = table[cells[j]]
+        weight = weights[j]
+        for i in range(rows.shape[0]):
+            out[i] += weight * lut[column[rows[i]]]
+    return out
+
+
+def lut_sums(table: np.ndarray, rows: np.ndarray, cells: np.ndarray, weights: np.ndarray, lut: np.ndarray
+             ) -> np.ndarray:
+    """float32[m]: for each row at `rows`, the sum over j of weights[j] * lut[table[cells[j], row]] (`lut`:
+    float32[256], what a cell's byte is worth)."""
+    with _LOCK:
+        return _lut_sums(table, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cells, np.int64),
+                         *_floats(weights, lut))
+
+
 def cell_terms(table: np.ndarray, rows: np.ndarray | None, cells: np.ndarray, steps: np.ndarray,
                scales: np.ndarray, caps: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """float32[m]: for each row (all of `table`'s columns, or those at `rows`), the sum over terms t of

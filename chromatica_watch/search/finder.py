@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 WIDE = 0.1  # a filter keeping at least this share of the photos searches the live index among them
 MAX_EF = 4096
 PROXY_READ = 1000  # a narrow filter's rows read for their exact Hellinger distance, at least
-_SQRT = np.sqrt(np.arange(256, dtype=np.float32) / 255.0)
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Finder:
             found = (table.contains(ask, rows.rows, window) if ask.contains
                      else table.browse(ask, rows.rows, window))
             results = self._scored(found, ask, k, group_sidecars)
-        return Found(detailed(self.searcher, results, ask), rows.pending)
+        return Found(detailed(self.searcher, results, ask, view), rows.pending)
 
     # -- a whole palette among a filter's rows ---------------------------------------------------
     def _palette(self, view: TableView, ask: Ask, rows: np.ndarray, k: int, group_sidecars: bool) -> list[Result]:
@@ -114,13 +113,14 @@ class Finder:
 
 
 
-def detailed(searcher: Searcher, results: list[Result], ask: Ask) -> list[Result]:
-    """What each result carries: its header details (from the catalog, a lookup of the k rows), its tone and
-    the shares of the colours asked about (from its histogram)."""
+def detailed(searcher: Searcher, results: list[Result], ask: Ask, view: TableView | None = None) -> list[Result]:
+    """What each result carries: its header details (from the search table's view when the search had one,
+    else a lookup of the k rows in the catalog), its tone and the shares of the colours asked about (from its
+    histogram)."""
     if not results:
         return results
     ids = np.array([r.id for r in results], np.int64)
-    stored = searcher.catalog.details_of(ids.tolist())
+    stored = view.details_of(ids) if view is not None and view.holds(ids) else searcher.catalog.details_of(ids.tolist())
     got, hists = searcher.histogram_rows(ids)
     colourfulness, monochrome = contain.tone(hists)
     colours: tuple[Colour, ...] = ask.contains + ask.avoid
@@ -133,9 +133,7 @@ def detailed(searcher: Searcher, results: list[Result], ask: Ask) -> list[Result
 
 def _proxy(view: TableView, query: np.ndarray, rows: np.ndarray, want: int) -> np.ndarray:
     """Ids of the rows nearest the query by the Hellinger distance of their coarse colour cells."""
-    cells = _SQRT[view.palette[:, rows]]  # (144, m)
-    q = np.sqrt(contain.coarse(query).astype(np.float32)[0] / 255.0)
-    closeness = q @ cells
+    closeness = contain.coarse_affinity(view.palette, query, rows)
     take = min(len(rows), max(PROXY_READ, 4 * want))
     best = np.argpartition(-closeness, take - 1)[:take] if take < len(rows) else np.arange(len(rows))
     return view.ids[rows[best]]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +66,29 @@ class TableView:
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of these ids (each must be in the view)."""
         return np.searchsorted(self.ids, ids)
+
+    def holds(self, ids: np.ndarray) -> bool:
+        at = np.minimum(self.positions(ids), max(self.n - 1, 0))
+        return bool(self.n) and bool(np.array_equal(self.ids[at], ids))
+
+    def details_of(self, ids: np.ndarray) -> dict[int, dict[str, object]]:
+        """The header details of these rows (each in the view), as `Catalog.details_of` gives them: a search's
+        results need no catalog query for them."""
+        out: dict[int, dict[str, object]] = {}
+        for image_id, at in zip(np.asarray(ids, np.int64).tolist(), self.positions(ids).tolist(), strict=True):
+            taken, camera = int(self.taken[at]), int(self.camera[at])
+            read = bool(self.detailed[at])
+            out[image_id] = {
+                "taken": _iso(taken) if read and taken != NO_DATE else None,
+                "taken_source": (SOURCES[self.source[at]] or None) if read else None,
+                "camera": self.cameras[camera] if read and camera >= 0 else None,
+                "orientation": (ORIENTATIONS[self.orientation[at]] or None) if read else None}
+        return out
+
+
+def _iso(epoch_seconds: int) -> str:
+    """Wall-clock epoch seconds as the catalog writes a date taken (to the second)."""
+    return (datetime(1970, 1, 1) + timedelta(seconds=epoch_seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class _Codes:

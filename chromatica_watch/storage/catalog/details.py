@@ -26,8 +26,8 @@ from chromatica_watch.storage.catalog.schema import DETAILS_VERSION, _histograms
 
 logger = logging.getLogger(__name__)
 
-FACET_COLUMNS = ("id, root, path, deleted_at IS NULL AS live, palette, epoch(taken)::BIGINT AS taken, taken_source, "
-                 "camera, orientation, monochrome, colourfulness, details IS NOT NULL AS detailed")
+FACET_COLUMNS = ("id, root, path, deleted_at IS NULL AS live, palette, floor(epoch(taken))::BIGINT AS taken, "
+                 "taken_source, camera, orientation, monochrome, colourfulness, details IS NOT NULL AS detailed")
 
 
 def colour_columns(hists: np.ndarray) -> dict[str, pa.Array]:
