@@ -256,3 +256,39 @@ def test_every_command_finds_the_config_file_by_one_rule(tmp_path: Path) -> None
 
 def test_the_packaged_default_config_is_the_shipped_one() -> None:
     assert config.default_config_text() == SHIPPED.read_text()
+
+
+def test_overlapping_roots_are_told_with_plain_values() -> None:
+    assert config.overlapping_roots([("/p", "/p"), ("/q", "/q"), ("/pq", "/pq")]) is None  # /pq is not in /p
+    for roots in ([("/p", "/p"), ("/p/2024", "/p/2024")], [("/p/2024", "/p/2024"), ("/p", "/p")]):
+        said = config.overlapping_roots(roots)
+        assert said is not None and "/p/2024 is inside /p" in said and "keep only /p" in said
+    said = config.overlapping_roots([("/p", "/p"), ("/link", "/p/2024")])
+    assert said is not None and "/link is inside /p (by its real path, /p/2024)" in said
+    said = config.overlapping_roots([("/p", "/p"), ("/alias", "/p")])
+    assert said is not None and "/p and /alias are the same folder" in said
+    said = config.overlapping_roots([("/", "/"), ("/p", "/p")])
+    assert said is not None and "/p is inside /" in said
+
+
+@pytest.mark.parametrize("inner_first", [False, True])
+def test_nested_roots_are_refused_in_one_line_naming_both(tmp_path: Path, inner_first: bool) -> None:
+    outer, inner = tmp_path / "Pictures", tmp_path / "Pictures" / "2024"
+    inner.mkdir(parents=True)
+    roots = [str(inner), str(outer)] if inner_first else [str(outer), str(inner)]
+    (tmp_path / "c.toml").write_text(f"roots = {roots!r}\n".replace("'", '"'))
+    with pytest.raises(ConfigError) as caught:
+        config.load(tmp_path / "c.toml")
+    assert f"{inner} is inside {outer}" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_root_reached_through_a_link_into_another_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "Pictures" / "2024").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "Pictures" / "2024")
+    (tmp_path / "same").symlink_to(tmp_path / "Pictures")
+    for other in ("link", "same"):
+        (tmp_path / "c.toml").write_text(f'roots = ["{tmp_path / "Pictures"}", "{tmp_path / other}"]\n')
+        with pytest.raises(ConfigError, match="inside|same folder"):
+            config.load(tmp_path / "c.toml")
+    (tmp_path / "c.toml").write_text(f'roots = ["{tmp_path / "Pictures"}", "{tmp_path / "Pictures"}/"]\n')
+    assert config.load(tmp_path / "c.toml").roots == (str(tmp_path / "Pictures"),)  # one folder named twice

@@ -166,3 +166,32 @@ def test_relocate_through_the_daemon_and_a_second_relocate_meanwhile_is_refused(
                                                                          (str(moved), "retired", 4)]
     assert "no image read" in env.log()
     assert env.stop() == 0
+
+
+def test_nested_roots_are_refused_at_start_and_at_reload(daemon_env: DaemonEnv, tmp_path: Path) -> None:
+    env, inner = daemon_env, daemon_env.pictures / "2024"
+    write_photos(env.pictures, ["a0.jpg", "a1.jpg"])
+    write_photos(inner, ["b0.jpg", "b1.jpg"], first_seed=10)
+    (tmp_path / "link").symlink_to(inner)
+    for nested in ([str(env.pictures), str(inner)], [str(inner), str(env.pictures)],
+                   [str(env.pictures), str(tmp_path / "link")]):
+        env.write_config(roots=nested)
+        started = subprocess.run([CLI, "run", "--config", str(env.config)], capture_output=True, text=True,
+                                 timeout=60)
+        assert started.returncode == 2 and "Traceback" not in started.stderr
+        assert "is inside" in started.stderr and str(env.pictures) in started.stderr, started.stderr
+        assert len(started.stderr.strip().splitlines()) == 1, started.stderr
+
+    env.write_config(roots=[str(env.pictures)])
+    env.start()
+    wait_until(lambda: env.idle_with(4), timeout=60)
+    env.write_config(roots=[str(env.pictures), str(tmp_path / "link")])  # added by a reload
+    env.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    wait_until(lambda: "config reload refused" in env.log(), timeout=30)
+    assert "is inside" in env.log() and "Traceback" not in env.log()
+    env.write_config(roots=[str(env.pictures)])  # for the CLI's own reading of it
+    wait_until(lambda: env.idle_with(4), timeout=30)
+    found = search_paths(env)
+    assert len(found) == 4 and len(set(found)) == 4  # each photo once
+    assert list(roots(env)) == [str(env.pictures)]
+    assert env.stop() == 0

@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,23 @@ def root_path(folder: str) -> str:
     return os.path.abspath(os.path.expanduser(folder))
 
 
+def overlapping_roots(roots: Sequence[tuple[str, str]]) -> str | None:
+    """Why these roots (each as named and its real path) cannot all be roots, or None: a folder inside
+    another root, or the same folder under two names (through a link), would have each of its photos
+    indexed, and found, twice. One file, one row: the config must name the outer folder only."""
+    for named, real in roots:
+        for other, other_real in roots:
+            if named == other:
+                continue
+            if real == other_real:
+                return f"config key 'roots': {named} and {other} are the same folder; keep one of them"
+            if real.startswith(other_real.rstrip("/") + "/"):
+                how = "" if real == named and other_real == other else f" (by its real path, {real})"
+                return (f"config key 'roots': {named} is inside {other}{how}, whose photos it would index a "
+                        f"second time; keep only {other}")
+    return None
+
+
 def _validate(cfg: Config) -> Config:
     if not cfg.roots:
         raise ConfigError("config key 'roots' must name at least one folder")
@@ -183,7 +200,10 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'watcher' must be one of {', '.join(WATCHER_MODES)}, got {cfg.watcher!r}")
     if not 0 <= cfg.tcp_port <= 65535:
         raise ConfigError(f"config key 'tcp_port' must be 0 (off) or a port number, got {cfg.tcp_port}")
-    roots = tuple(root_path(r) for r in cfg.roots)
+    roots = tuple(dict.fromkeys(root_path(r) for r in cfg.roots))  # the same path twice is one root
+    overlap = overlapping_roots([(r, os.path.realpath(r)) for r in roots])
+    if overlap:
+        raise ConfigError(overlap)
     paths = {k: os.path.abspath(os.path.expanduser(getattr(cfg, k))) for k in _PATH_KEYS}
     return dataclasses.replace(cfg, roots=roots, log_level=cfg.log_level.upper(), **paths)
 
