@@ -102,6 +102,21 @@ def mounted_tmpfs(mnt: Path, size: str) -> Iterator[Path]:
             pytest.fail(f"{mnt} was still busy at teardown (a file left open on it?)")
 
 
+@contextlib.contextmanager
+def mounted_bindfs(source: Path, mnt: Path) -> Iterator[Path]:
+    """`source` seen through a real FUSE mount at `mnt` (bindfs, a Debian package .ci/run installs), as a
+    network share behaves: a file written into `source` (the other side) sends no inotify event on `mnt`.
+    Never skipped: without bindfs the test fails; never left mounted."""
+    source.mkdir(parents=True, exist_ok=True)
+    mnt.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["bindfs", "--no-allow-other", str(source), str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
 def env_without_threads() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")

@@ -73,6 +73,8 @@ class Config:
     max_dimension: int = DEFAULT_MAX_DIMENSION
     max_pixels: int = DEFAULT_MAX_PIXELS
     watcher: str = "auto"
+    network_rescan_interval: float = 30.0  # a root on NFS, SMB, FUSE...: stat-only rescans this often (0: never)
+    root_watch: tuple[str, ...] = ()  # "PATH=native|rescan|SECONDS": how one root is kept current
     tcp_port: int = 0
     search_candidates: int = 200
     file_timeout: float = 60.0  # a file taking longer to read and decode fails and its worker is replaced
@@ -103,11 +105,19 @@ class Config:
     def worker_count(self) -> int:
         return worker_count(self.workers)
 
+    def watch_override(self, root: str) -> str | None:
+        """What `root_watch` says of a root: "native", "rescan", seconds as text, or None."""
+        for entry in self.root_watch:
+            path, _, mode = entry.rpartition("=")
+            if root_path(path) == root:
+                return mode.strip()
+        return None
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # Value types by key, read from the defaults without calling the platform-dependent factories.
 _KINDS: dict[str, type] = {
-    name: (tuple if name in ("roots", "excludes") else str) if f.default is dataclasses.MISSING
+    name: (tuple if name in ("roots", "excludes", "root_watch") else str) if f.default is dataclasses.MISSING
     else type(f.default)
     for name, f in _FIELDS.items()
 }
@@ -170,6 +180,24 @@ def overlapping_roots(roots: Sequence[tuple[str, str]]) -> str | None:
     return None
 
 
+def _check_root_watch(entries: Sequence[str], roots: Sequence[str]) -> None:
+    for entry in entries:
+        path, sep, mode = entry.rpartition("=")
+        mode = mode.strip()
+        if not sep or not path:
+            raise ConfigError(f"config key 'root_watch': {entry!r} is not PATH=native, PATH=rescan or PATH=SECONDS")
+        if root_path(path) not in roots:
+            raise ConfigError(f"config key 'root_watch': {path} is not one of the roots")
+        if mode not in ("native", "rescan"):
+            try:
+                seconds = float(mode)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ConfigError(f"config key 'root_watch': {entry!r}: the mode must be native, rescan or a "
+                                  "number of seconds above 0")
+
+
 def _validate(cfg: Config) -> Config:
     if not cfg.roots:
         raise ConfigError("config key 'roots' must name at least one folder")
@@ -200,7 +228,9 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'watcher' must be one of {', '.join(WATCHER_MODES)}, got {cfg.watcher!r}")
     if not 0 <= cfg.tcp_port <= 65535:
         raise ConfigError(f"config key 'tcp_port' must be 0 (off) or a port number, got {cfg.tcp_port}")
+    _positive("network_rescan_interval", cfg.network_rescan_interval, allow_zero=True)
     roots = tuple(dict.fromkeys(root_path(r) for r in cfg.roots))  # the same path twice is one root
+    _check_root_watch(cfg.root_watch, roots)
     overlap = overlapping_roots([(r, os.path.realpath(r)) for r in roots])
     if overlap:
         raise ConfigError(overlap)

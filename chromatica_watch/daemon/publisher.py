@@ -79,9 +79,11 @@ class StatusPublisher:
 
     def _watcher_fields(self) -> dict[str, Any]:
         watcher = self.roots.watcher
+        plans = {root: {"rescan": plan.rescan, "reason": plan.reason}
+                 for root, plan in self.roots.plans.items() if plan.rescan is not None}
         if watcher is None:
-            return {"watcher_mode": {}, "unwatched": {}, "watch_unchecked": []}
-        return {"watcher_mode": dict(watcher.modes),
+            return {"watcher_mode": {}, "unwatched": {}, "watch_unchecked": [], "rescanned": plans}
+        return {"rescanned": plans, "watcher_mode": dict(watcher.modes),
                 "unwatched": {root: [{"folder": display_path(rel), "reason": why} for rel, why in folders]
                               for root, folders in watcher.unwatched.items()},
                 "watch_unchecked": sorted(watcher.unchecked)}

@@ -69,11 +69,11 @@ class Reconciler:
         """A config reload: what the next walk skips, and how long a new file settles."""
         self.excludes, self.settle_seconds = excludes, settle_seconds
 
-    def reconcile(self, root: str, under: bytes = b"") -> Reconciled:
+    def reconcile(self, root: str, under: bytes = b"", quiet: bool = False) -> Reconciled:
         """Compare the folder (or only its sub-folder `under`) with the catalog and commit the difference:
         new and changed files are read (those written in the last settle_seconds are left to settle),
         vanished ones are moves when their content turns up elsewhere, else tombstoned. Raises OSError
-        when the folder cannot be walked."""
+        when the folder cannot be walked. `quiet`: a frequent rescan that finds nothing logs at DEBUG."""
         started = time.monotonic()
         disk, problems = scan(root, self.excludes, under=under)
         source = self.adoptable(root, disk) if not under else None
@@ -107,7 +107,7 @@ class Reconciler:
             self.store.catalog.note_scan(root, time.time(), len(disk))
         done = Reconciled(len(disk), delta.unchanged, len(tasks), outcome.tombstoned, time.monotonic() - started,
                           len(delta.moved), source, adopted_rows)
-        logger.log(logging.DEBUG if under else logging.INFO,
+        logger.log(logging.DEBUG if under or (quiet and not tasks and not outcome.tombstoned) else logging.INFO,
                    "%s: reconciled %d files in %.2f s (%d unchanged, %d read, %d gone)",
                    display_key((root, under)) if under else root, done.files, done.seconds, done.unchanged,
                    done.read, done.gone)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from chromatica_watch.core.config import Config
+from chromatica_watch.core.mounts import WatchPlan, filesystem_of, watch_plan
 from chromatica_watch.core.records import RootRecord
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.read_cache import ReadCache
@@ -36,6 +37,7 @@ class RootKeeper:
         self.online: dict[str, bool] = {}
         self.problems: dict[str, str] = {}  # root -> why it is offline
         self.retired: tuple[str, ...] = ()  # roots the catalog holds that left the config
+        self.plans: dict[str, WatchPlan] = {}  # how each online root is kept current beside its watch
         self.watcher: Watcher | None = None
         self.last_check = 0.0
         self.relocating = threading.Lock()  # one relocate at a time, refused rather than queued
@@ -77,12 +79,27 @@ class RootKeeper:
             if problem is None and not was_online:
                 self.online[root] = True
                 self.problems.pop(root, None)
+                self.plan(root)
                 if self.watcher is not None:
                     self.watcher.watch(root)
                 back.append(root)
             elif problem is not None and (was_online is not False or self.problems.get(root) != problem):
                 self.mark_offline(root, problem)
         return back
+
+    def plan(self, root: str) -> WatchPlan:
+        """Decide (and log, when it changed) how a root is kept current beside its watch: a root on a
+        filesystem whose changes inotify cannot see is rescanned on a short interval."""
+        override = self.cfg.watch_override(root)
+        if override is None and self.cfg.watcher != "auto":
+            plan = WatchPlan()  # "native": events alone; "polling": watchdog polls it anyway
+        else:
+            plan = watch_plan(filesystem_of(root) if override is None else None, override,
+                              self.cfg.network_rescan_interval)
+        if plan != self.plans.get(root, WatchPlan()) and plan.rescan is not None:
+            logger.info("%s is watched and also rescanned (stat only) every %g s: %s", root, plan.rescan, plan.reason)
+        self.plans[root] = plan
+        return plan
 
     def mark_offline(self, root: str, problem: str | None = None) -> None:
         problem = problem or root_problem(root) or "missing or unmounted"
@@ -123,7 +140,8 @@ class RootKeeper:
         """Every root as the user sees it (any thread)."""
         if not self.store.is_open:
             return root_views({}, self.cfg.roots, self.problems, 0)
-        return root_views(self.records(), self.cfg.roots, self.problems, self.cfg.retired_root_grace_days)
+        return root_views(self.records(), self.cfg.roots, self.problems, self.cfg.retired_root_grace_days,
+                          {root: plan.describe() for root, plan in self.plans.items()})
 
     def relocation_candidates(self) -> list[str]:
         """Roots whose rows a newly configured folder may take over: retired ones and offline ones."""
@@ -138,6 +156,9 @@ class RootKeeper:
                 self.watcher.unwatch(root)
             self.online.pop(root, None)
             self.problems.pop(root, None)
+            self.plans.pop(root, None)
         self.cfg = cfg
+        for root in self.plans:
+            self.plan(root)
         self.restart_watcher()
         self.sync()

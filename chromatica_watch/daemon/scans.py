@@ -20,6 +20,9 @@ from chromatica_watch.daemon.status import State, StatusReporter
 logger = logging.getLogger(__name__)
 
 SCAN_FALLBACK_INTERVAL_S = 10.0
+# A root rescanned on a short interval (a network share) waits at least this many times its last rescan's
+# length before the next: a share that takes 20 s to list is listed at most a fifth of the time.
+RESCAN_PACE = 4.0
 
 
 class Scans:
@@ -37,6 +40,7 @@ class Scans:
         self.scanned = False  # every online root compared with the catalog since the store opened
         self._next_rescan = 0.0
         self._next_unwatched = 0.0
+        self._next_root: dict[str, float] = {}  # when each root rescanned on a short interval is due
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -56,6 +60,21 @@ class Scans:
             self.schedule()
         elif now >= self._next_unwatched:
             self.unwatched()
+        self.frequent(now)
+
+    def frequent(self, now: float) -> None:
+        """The roots whose plan asks for rescans on a short interval (on a network share, changes made
+        elsewhere send no event): each compared with the catalog when due, paced by its last length."""
+        for root, plan in list(self.roots.plans.items()):
+            if plan.rescan is None or not self.roots.is_online(root) or self.stop.is_set():
+                continue
+            due = self._next_root.setdefault(root, now + plan.rescan)  # the full scans cover it until then
+            if now < due:
+                continue
+            started = self.clock()
+            self._compare(root, quiet=True)
+            ended = self.clock()
+            self._next_root[root] = ended + max(plan.rescan, RESCAN_PACE * (ended - started))
 
     def all(self) -> None:
         """Every online root, then which of its folders still lack a watch (folders made since)."""
@@ -91,9 +110,9 @@ class Scans:
             self.publisher.set_state(State.IDLE if previous in (State.STARTING, State.RECONCILING, State.IDLE)
                                      else previous)
 
-    def _compare(self, root: str, under: bytes = b"") -> None:
+    def _compare(self, root: str, under: bytes = b"", quiet: bool = False) -> None:
         try:
-            done = self.reconciler.reconcile(root, under)
+            done = self.reconciler.reconcile(root, under, quiet=quiet)
             if done.adopted is not None:
                 self.reporter.alert(f"{root} holds the photos of {done.adopted}: its {done.adopted_rows} "
                                     "catalog rows were relocated there, no image was read")

@@ -95,7 +95,7 @@ class StatusReporter:
         self._fields: dict[str, Any] = {
             "state": State.STARTING, "pid": os.getpid(), "started_at": wall(), "counts": {}, "queued": 0,
             "last_checkpoint": None, "last_full_scan": None, "degraded_reason": None, "alerts": [],
-            "roots": [], "watcher_mode": {}, "unwatched": {},
+            "roots": [], "watcher_mode": {}, "rescanned": {}, "unwatched": {},
             "watch_unchecked": [], **base}
         self._failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
         self._rate = Rate()

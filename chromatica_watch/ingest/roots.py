@@ -46,23 +46,26 @@ class RootView:
     last_scan_files: int | None = None
     retired_at: float | None = None
     dropped_after: float | None = None  # when a retired root's rows go
+    watch: str | None = None  # how a watched root is kept current: "events", or events and rescans (and why)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": display_path(self.path), "state": self.state, "photos": self.photos, "failed": self.failed,
                 "problem": self.problem, "last_scan": self.last_scan, "last_scan_files": self.last_scan_files,
-                "retired_at": self.retired_at, "dropped_after": self.dropped_after}
+                "retired_at": self.retired_at, "dropped_after": self.dropped_after, "watch": self.watch}
 
 
 def root_views(records: Mapping[str, RootRecord], configured: Sequence[str], problems: Mapping[str, str | None],
-               grace_days: float) -> list[RootView]:
+               grace_days: float, watching: Mapping[str, str] | None = None) -> list[RootView]:
     """Configured roots in config order (each listed, even before it holds a photo), then the retired ones.
-    `problems` says why a configured root is offline (None or absent: reachable)."""
+    `problems` says why a configured root is offline (None or absent: reachable); `watching` how a watched
+    root is kept current."""
     views = []
     for root in configured:
         rec = records.get(root, RootRecord(root, 0, 0))
         problem = problems.get(root)
         views.append(RootView(root, OFFLINE if problem else WATCHED, rec.live, rec.failed, problem,
-                              rec.last_scan, rec.last_scan_files))
+                              rec.last_scan, rec.last_scan_files,
+                              watch=None if problem else (watching or {}).get(root)))
     for root, rec in sorted(records.items()):
         if root in configured:
             continue

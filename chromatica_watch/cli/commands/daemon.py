@@ -91,6 +91,8 @@ def _root_line(root: dict[str, Any], live: dict[str, Any]) -> str:
         kept = f", kept until {fmt_date(root['dropped_after'])}" if root.get("dropped_after") else ""
         return f"  root {root['path']}: retired (not in the config): {photos} hidden from searches{kept}"
     mode = live.get("watcher_mode", {}).get(root["path"], "-")
+    if rescan := live.get("rescanned", {}).get(root["path"]):
+        mode += f", and rescanned every {rescan['rescan']:g} s ({rescan['reason']})"
     if root["path"] in live.get("watch_unchecked", []):
         mode += " (which folders got a watch cannot be checked: those without one wait for the rescan)"
     where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"

@@ -88,6 +88,8 @@ def cmd_roots(args: argparse.Namespace) -> int:
 
 def _root_state(root: dict[str, Any]) -> str:
     state = str(root["state"]) + (f" ({root['problem']})" if root.get("problem") else "")
+    if root.get("watch") and root["watch"] != "events":
+        state += f" by {root['watch']}"
     if root.get("dropped_after"):
         state += f", rows kept until {fmt_date(root['dropped_after'])}"
     return state
