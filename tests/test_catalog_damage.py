@@ -331,3 +331,32 @@ def test_a_quarantined_catalog_makes_room_for_a_new_one(copy_of: Path) -> None:
     cat = Catalog.open(copy_of, FP)
     assert cat.counts()["live"] == 0 and cat.verify().rows["images"] == 0
     cat.close()
+
+
+def test_a_catalog_damaged_at_its_first_read_leaves_no_connection_behind(copy_of: Path) -> None:
+    """Cut short, the file connects and fails at the first read: the connection is closed there, so that, with
+    the damage still in hand (its traceback holds what was being opened), the file set aside and a new one
+    opened, the new one is a new database and not DuckDB's database of the old file."""
+    path = copy_of / CATALOG_FILE
+    os.truncate(path, path.stat().st_size // 2)
+    before = path.read_bytes()
+    with pytest.raises(CatalogDamaged, match="truncated") as damaged:
+        Catalog.open(copy_of, FP)
+    kept = quarantine(copy_of, datetime(2025, 1, 2, 3, 4, 5))
+    assert damaged.value.__traceback__ is not None
+    cat = Catalog.open(copy_of, FP)
+    assert path.exists() and cat.counts()["live"] == 0 and cat.verify().rows["images"] == 0
+    cat.close()
+    assert kept.read_bytes() == before
+
+
+def test_a_catalog_still_open_in_the_process_is_never_taken_for_a_new_one(copy_of: Path) -> None:
+    held = Catalog.open(copy_of, FP)
+    os.rename(copy_of / CATALOG_FILE, copy_of / "elsewhere.db")  # as a set-aside while a connection is left open
+    with pytest.raises(IndexDirError, match="still open in this process"):
+        Catalog.open(copy_of, FP)
+    assert not (copy_of / CATALOG_FILE).exists()
+    held.close()
+    cat = Catalog.open(copy_of, FP)
+    assert cat.counts()["live"] == 0
+    cat.close()

@@ -63,12 +63,19 @@ class CatalogBase:
         if (read_only or must_exist) and not path.exists():
             raise IndexDirError(f"no catalog at {path} (nothing has been indexed there yet)")
         with _duckdb_errors(path):
+            is_new = not path.exists()
             con = _connect(path, read_only)
-            if not read_only and _schema_version(con) == "1":
-                con.close()
-                migrate_v1(path)
-                con = _connect(path, read_only)
+            # From here on every way out but success closes the connection: one left open (even only held by
+            # an exception's traceback) keeps DuckDB's database of this path alive in the process, and the
+            # next connect to the path gets that database again, even once the file was renamed aside.
             try:
+                if is_new and not path.exists():
+                    raise IndexDirError(f"catalog {path}: a connection to the catalog that was there before is "
+                                        "still open in this process, so a new one cannot be made; start again")
+                if not read_only and _schema_version(con) == "1":
+                    con.close()
+                    migrate_v1(path)
+                    con = _connect(path, read_only)
                 if not read_only:
                     con.execute(_SCHEMA)
                     _add_detail_columns(con)
