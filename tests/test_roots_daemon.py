@@ -11,10 +11,14 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import CLI, wait_until
+import cv2
+import numpy as np
+
+from tests.conftest import CLI, wait_until, write_rgb
 from tests.daemon_harness import DaemonEnv
 from tests.test_relocate import scramble_keeping_stat, write_photos
 
@@ -194,4 +198,29 @@ def test_nested_roots_are_refused_at_start_and_at_reload(daemon_env: DaemonEnv, 
     found = search_paths(env)
     assert len(found) == 4 and len(set(found)) == 4  # each photo once
     assert list(roots(env)) == [str(env.pictures)]
+    assert env.stop() == 0
+
+
+def test_a_root_removed_by_a_reload_mid_ingest_is_neither_indexed_nor_found(daemon_env: DaemonEnv,
+                                                                            tmp_path: Path) -> None:
+    """The reload is applied between batches: what the removed root still had queued is dropped, and
+    what it had committed is hidden at once."""
+    env, second = daemon_env, tmp_path / "Second"
+    write_photos(env.pictures, ["a0.jpg", "a1.jpg"])
+    rng = np.random.default_rng(4)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (1600, 1200))
+    for i in range(160):  # large enough that reading them all takes seconds with one worker
+        write_rgb(second / f"b{i:03d}.jpg", np.roll(base, i * 7, axis=1), IMWRITE_JPEG_QUALITY=95)
+    env.write_config(roots=[str(env.pictures), str(second)], batch_size=4, workers=1)
+    env.start(wait=False)
+    wait_until(lambda: env.indexed() >= 8, timeout=60)
+    env.write_config(roots=[str(env.pictures)], batch_size=4, workers=1)
+    env.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    wait_until(lambda: "config reloaded" in env.log(), timeout=30)
+    wait_until(lambda: env.idle_with(2), timeout=60)
+    time.sleep(1.0)  # long enough for a leak to show: the ingest went on after the reload
+    assert sorted(search_paths(env)) == sorted(str(env.pictures / n) for n in ("a0.jpg", "a1.jpg"))
+    assert env.idle_with(2) and env.status()["counts"]["retired"] < 150
+    listed = roots(env)
+    assert listed[str(second)]["state"] == "retired" and listed[str(second)]["photos"] < 150
     assert env.stop() == 0

@@ -74,7 +74,8 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     guard = StorageGuard(clock, stop, reporter.beat)
     upgrades = Upgrades(store, reporter)
     publisher = StatusPublisher(reporter, store, roots, guard, reads, upgrades.progress, clock, cfg.status_interval)
-    ingester = Ingester(store, workers, batcher, reporter, publisher, stop, clock, cfg.batch_size)
+    reload = threading.Event()  # SIGHUP: set by the signal handler, applied by the indexer between batches
+    ingester = Ingester(store, workers, batcher, reporter, publisher, stop, clock, cfg.batch_size, reload)
     # the ingester publishes after each commit, and the publisher counts what the ingester holds
     publisher.queued = lambda: len(batcher) + ingester.in_flight
     reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds)
@@ -84,7 +85,7 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     indexer = Indexer(cfg, clock=clock, stop=stop, events=events, batcher=batcher, workers=workers, store=store,
                       ingester=ingester, reconciler=reconciler, scans=scans, roots=roots, upgrades=upgrades,
                       publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage,
-                      details=DetailsPass(store, reporter))
+                      details=DetailsPass(store, reporter), reload_requested=reload)
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
     read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
     return Daemon(cfg, config_path, Parts(

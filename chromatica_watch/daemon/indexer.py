@@ -52,7 +52,8 @@ class Indexer:
                  events: queue.Queue[FsEvent], batcher: Batcher, workers: PoolManager, store: Store,
                  ingester: Ingester, reconciler: Reconciler, scans: Scans, roots: RootKeeper, upgrades: Upgrades,
                  publisher: StatusPublisher, guard: StorageGuard, reporter: StatusReporter,
-                 commands: CommandQueue, damage: DamageReports, details: DetailsPass) -> None:
+                 commands: CommandQueue, damage: DamageReports, details: DetailsPass,
+                 reload_requested: threading.Event) -> None:
         self.cfg = cfg
         self.clock = clock
         self.stop = stop
@@ -72,7 +73,7 @@ class Indexer:
         self.damage = damage
         self.details = details
         self.reload: Callable[[], None] = lambda: None  # SIGHUP's work, run between turns (set by the daemon)
-        self.reload_requested = threading.Event()
+        self.reload_requested = reload_requested
         self._next_verify = 0.0  # the first turn after the start reads the catalog back
         self._last_checkpoint_at = 0.0
 

@@ -26,7 +26,7 @@ STREAM_CHUNK = 2  # files per worker task when streaming: no worker idles long a
 class Ingester:
     def __init__(self, store: Store, workers: PoolManager, batcher: Batcher, reporter: StatusReporter,
                  publisher: StatusPublisher, stop: threading.Event, clock: Callable[[], float],
-                 batch_size: int) -> None:
+                 batch_size: int, reload: threading.Event) -> None:
         self.store = store
         self.clock = clock
         self.workers = workers
@@ -34,6 +34,7 @@ class Ingester:
         self.reporter = reporter
         self.publisher = publisher
         self.stop = stop
+        self.reload = reload  # a reload waits: the ingest stops between batches for it
         self.batch_size = batch_size  # follows config reloads
         self.in_flight = 0  # files handed to the workers and not committed yet
 
@@ -65,12 +66,22 @@ class Ingester:
         chunk = STREAM_CHUNK if many else max(1, -(-len(tasks) // pool.workers))
         self.in_flight = len(tasks)
         try:
-            return ingest_tasks(pool, tasks, self.committer(), replaced, vanished, self.batch_size,
-                                chunk_size=chunk, should_stop=self.stop.is_set, on_result=self._progress,
-                                on_batch=self.after_commit)
+            outcome = ingest_tasks(pool, tasks, self.committer(), replaced, vanished, self.batch_size,
+                                   chunk_size=chunk, should_stop=self._interrupted, on_result=self._progress,
+                                   on_batch=self.after_commit)
         finally:
             self.in_flight = 0
             self.workers.used()
+        if outcome.processed < len(tasks) and not self.stop.is_set():
+            # A reload is applied between batches, not after thousands of files: what was not read waits in
+            # the batcher, which drops it if its root left the config.
+            now = self.clock()
+            for task in tasks[outcome.processed:]:
+                self.batcher.note((task.root, task.path), now)
+        return outcome
+
+    def _interrupted(self) -> bool:
+        return self.stop.is_set() or self.reload.is_set()
 
     def _progress(self, _done: int) -> None:
         self.reporter.beat()

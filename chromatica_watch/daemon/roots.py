@@ -157,6 +157,7 @@ class RootKeeper:
             self.online.pop(root, None)
             self.problems.pop(root, None)
             self.plans.pop(root, None)
+            self.batcher.forget_root(root)  # nothing of a root that left the config is read any more
         self.cfg = cfg
         for root in self.plans:
             self.plan(root)

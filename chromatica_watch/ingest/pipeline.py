@@ -58,6 +58,7 @@ class Outcome:
     tombstoned: int = 0
     failed: list[Failure] = field(default_factory=list)
     unstable: list[Unstable] = field(default_factory=list)
+    processed: int = 0  # tasks whose results were committed (the first ones: results come in task order)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ def ingest_tasks(pool: ResultSource, tasks: list[Task], committer: Committer, re
                  on_batch: Callable[[Outcome], None] | None = None) -> Outcome:
     """Stream tasks through the pool, committing every `batch_size` results in task order.
 
-    Stops between batches when `should_stop()`; what was committed stays committed.
+    Stops between batches when `should_stop()`; what was committed stays committed (`processed` says how
+    many of the tasks).
     """
     total = Outcome()
     batch: list[Result] = []
@@ -270,4 +272,5 @@ def ingest_tasks(pool: ResultSource, tasks: list[Task], committer: Committer, re
             on_result(done)
     if batch:
         flush()
+    total.processed = done
     return total
