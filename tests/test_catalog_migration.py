@@ -190,7 +190,8 @@ def test_a_version_1_catalog_is_read_as_it_is_read_only_and_rewritten_read_write
     after = snapshot(tmp_path)
     catalog_id = after["meta"].pop("catalog_id")  # given on the first read-write open: a uuid4
     assert len(catalog_id) == 32 and int(catalog_id, 16) >= 0
-    assert after["histogram_type"] == "BLOB" and after["meta"] == {"schema_version": "3", "fingerprint": FP}
+    assert after["histogram_type"] == "BLOB"
+    assert after["meta"] == {"schema_version": str(SCHEMA_VERSION), "fingerprint": FP}
     assert after["images"][:n] == before["images"]  # ids, paths, sizes, mtimes, hashes, timestamps, deleted_at
     assert after["failures"] == before["failures"] and after["roots"] == before["roots"]
     assert leftovers(tmp_path) == [] and not (tmp_path / (CATALOG_FILE + ".wal")).exists()
@@ -219,7 +220,7 @@ def test_leftovers_of_a_crashed_migration_are_removed_and_confuse_nothing(tmp_pa
         assert cat.roots() == ["/other", "/photos"] and cat.counts()["max_id"] == 400
         assert_same_histograms(all_histograms(cat)[1], hists, exact=False)
     after = snapshot(tmp_path)
-    assert after["meta"]["schema_version"] == "3" and after["images"] == before["images"]
+    assert after["meta"]["schema_version"] == str(SCHEMA_VERSION) and after["images"] == before["images"]
     assert leftovers(tmp_path) == []
     with Catalog.open(tmp_path, FP) as cat:  # and a second read-write open has nothing left to do
         assert cat.counts()["max_id"] == 400
@@ -262,7 +263,7 @@ def test_rows_only_in_the_write_ahead_log_of_a_version_1_catalog_are_migrated(tm
         assert cat.deleted_ids().tolist() == [2, 5, 250]
         assert_same_histograms(all_histograms(cat)[1], hists, exact=False)
     after = snapshot(tmp_path)
-    assert after["meta"]["schema_version"] == "3" and after["images"] == before["images"]
+    assert after["meta"]["schema_version"] == str(SCHEMA_VERSION) and after["images"] == before["images"]
     assert not (tmp_path / (CATALOG_FILE + ".wal")).exists() and leftovers(tmp_path) == []
 
 
@@ -406,7 +407,7 @@ def test_kill_9_during_the_migration_leaves_the_old_or_the_new_catalog_never_nei
             with Catalog.open(index_dir, FP) as cat:  # read-write: the migration is completed
                 assert cat.counts()["max_id"] == BIG_ROWS
             after = snapshot(index_dir)
-            assert after["meta"]["schema_version"] == "3" and after["images"] == before["images"]
+            assert after["meta"]["schema_version"] == str(SCHEMA_VERSION) and after["images"] == before["images"]
             assert leftovers(index_dir) == []
         shutil.rmtree(index_dir)
     assert seen[0][1:] == (str(SCHEMA_VERSION), 0, []), seen

@@ -1,5 +1,6 @@
 """Where a photo is, in one place: its key (root, path relative to the root as raw bytes), the
-conversions between keys and paths, and the one stat the daemon trusts (size, mtime_ns).
+conversions between keys and paths, and the one stat the daemon trusts (size, mtime_ns; the inode change
+time too, as git's index does: a file swapped for another of the same size and mtime changes it).
 
 A key's path is POSIX-form bytes, so names that are not valid UTF-8 survive exactly; only
 `display_path` turns one into text, escaping what a terminal or a log line cannot show.
@@ -8,17 +9,20 @@ A key's path is POSIX-form bytes, so names that are not valid UTF-8 survive exac
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Key = tuple[str, bytes]  # (root as configured, path relative to it)
 
 
 @dataclass(frozen=True)
 class DiskFile:
-    """What the diff and the settle rule compare: a file is unchanged while these are."""
+    """What the diff and the settle rule compare: a file is unchanged while these are. `ctime_ns` (the inode
+    change time, which no program can set) only asks for the bytes to be hashed again when it differs from
+    the catalog's (see ingest.diff); it is not part of a DiskFile's equality (the settle rule)."""
 
     size: int
     mtime_ns: int
+    ctime_ns: int | None = field(default=None, compare=False)  # None: not known
 
 
 def rel_key(rel: str) -> bytes:
@@ -57,9 +61,9 @@ def display_key(key: Key) -> str:
 
 
 def stat_file(path: bytes | str) -> DiskFile | None:
-    """(size, mtime_ns) of what the path names (links followed), or None when it cannot be stat'ed."""
+    """(size, mtime_ns, ctime_ns) of what the path names (links followed), or None when it cannot be stat'ed."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return DiskFile(st.st_size, st.st_mtime_ns)
+    return DiskFile(st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -35,6 +35,7 @@ class NewImage:
     height: int
     histogram: np.ndarray
     details: PhotoDetails | None = None  # None: read later by the daemon's details pass
+    ctime_ns: int | None = None  # the inode change time of the bytes read (None: not known)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Move:
     path: bytes
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None  # None: not known (compared by size and mtime only until a scan fills it)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class LiveFile:
     size: int
     mtime_ns: int
     content_hash: str
+    ctime_ns: int | None = None  # None: a row from before the catalog kept it, or one relocated
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,10 @@ def plan_events(events: Iterable[FsEvent], facts: Facts) -> EventPlan:
 
 
 def same_stat(row: LiveFile | None, f: DiskFile) -> bool:
-    """Whether the catalog's row still describes the file on disk."""
-    return row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
+    """Whether the catalog's row still describes the file on disk (its inode change time too, when both
+    know it: see ingest.diff)."""
+    return (row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
+            and (row.ctime_ns is None or f.ctime_ns is None or row.ctime_ns == f.ctime_ns))
 
 
 def _moved_path(path: bytes, folder: bytes, dest: bytes) -> bytes:
@@ -184,7 +186,7 @@ def _file_moved(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         return
     if (replaced := facts.rows.get(dest)) is not None:
         plan.changes.tombstoned.append(replaced.image_id)  # the moved file took its place
-    plan.changes.moved.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns))
+    plan.changes.moved.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns, st.ctime_ns))
 
 
 def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
@@ -203,7 +205,7 @@ def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         if st is None:
             plan.changes.tombstoned.append(row.image_id)
         else:
-            plan.changes.moved.append(Move(row.image_id, ev.root, new_path, st.size, st.mtime_ns))
+            plan.changes.moved.append(Move(row.image_id, ev.root, new_path, st.size, st.mtime_ns, st.ctime_ns))
 
 
 def failed_under(failed: Iterable[Key], root: str, folder: bytes) -> list[bytes]:

@@ -94,8 +94,8 @@ class Reconciler:
                 settled.append(p)
         tasks = plan.tasks(settled)
         if tasks:
-            logger.info("%s: %d files to read (%d new, %d changed), %d gone", root, len(tasks), len(delta.new),
-                        len(delta.changed), len(delta.vanished))
+            logger.info("%s: %d files to read (%d new, %d changed, %d with a new inode change time), %d gone", root,
+                        len(tasks), len(delta.new), len(delta.changed), len(delta.ctime_changed), len(delta.vanished))
         outcome = self.ingester.ingest(tasks, plan.replaced, plan.vanished) if tasks else Outcome()
         if not self.should_stop():
             # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.

@@ -21,6 +21,7 @@ class FileBytes:
     data: bytes
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None
 
 
 # Never blocks on a FIFO or a device, never makes a terminal ours; O_NOFOLLOW is added when asked.
@@ -94,4 +95,4 @@ def read_file(path: str, *, follow_symlinks: bool = True) -> FileBytes:
         raise ImageError(f"read error: {exc.strerror}") from exc
     finally:
         os.close(fd)
-    return FileBytes(data=data, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return FileBytes(data=data, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)

@@ -2,7 +2,11 @@
 
 Like `git status`: (size, mtime_ns) decide; no file is opened. A file whose mtime is within the racy
 window of the scan is listed for a hash re-check, since a second write in the same timestamp tick
-would otherwise go unseen.
+would otherwise go unseen. As git's index does, the inode change time (ctime, which no program can set
+back) is compared too: a file replaced by another of the same size with its mtime set back (a restore, a
+sync tool, `cp -p`) has a new ctime, and is listed for a hash re-check (its bytes decoded only when the
+hash differs). A row whose ctime is not known (kept before the catalog stored it, or relocated) is
+compared by size and mtime alone, and the scan's ctime is listed to be filled in: no re-hash at upgrade.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ class Diff:
     new: list[bytes] = field(default_factory=list)  # not in the catalog
     changed: list[tuple[bytes, int]] = field(default_factory=list)  # (path, old id): size or mtime differ
     racy: list[tuple[bytes, int]] = field(default_factory=list)  # same stat, too recent to trust
+    # (path, id): same size and mtime, another inode change time: hashed again, decoded only if it differs
+    ctime_changed: list[tuple[bytes, int]] = field(default_factory=list)
+    ctime_unknown: list[tuple[int, int]] = field(default_factory=list)  # (id, ctime_ns) of rows to fill in
     vanished: list[tuple[bytes, int]] = field(default_factory=list)  # in the catalog, gone from disk
     # (old path, new path, id): the file went elsewhere (same name, size and mtime): rewritten, not read
     moved: list[tuple[bytes, bytes, int]] = field(default_factory=list)
@@ -34,7 +41,12 @@ class Diff:
     @property
     def to_ingest(self) -> list[bytes]:
         """Paths whose bytes must be read, sorted so ids are given in a stable order."""
-        return sorted([*self.new, *(p for p, _ in self.changed), *(p for p, _ in self.racy)])
+        return sorted([*self.new, *(p for p, _ in self.changed), *(p for p, _ in self.rehash)])
+
+    @property
+    def rehash(self) -> list[tuple[bytes, int]]:
+        """(path, id) of the files with the same size and mtime as their row whose bytes are hashed again."""
+        return [*self.racy, *self.ctime_changed]
 
 
 def diff(disk: Mapping[bytes, DiskFile], catalog: Mapping[bytes, LiveFile],
@@ -57,13 +69,18 @@ def diff(disk: Mapping[bytes, DiskFile], catalog: Mapping[bytes, LiveFile],
             out.changed.append((path, known.image_id))
         elif scan_time_ns - f.mtime_ns < racy_window_ns:
             out.racy.append((path, known.image_id))
+        elif known.ctime_ns is not None and f.ctime_ns is not None and known.ctime_ns != f.ctime_ns:
+            out.ctime_changed.append((path, known.image_id))
         else:
             out.unchanged += 1
+            if known.ctime_ns is None and f.ctime_ns is not None:
+                out.ctime_unknown.append((known.image_id, f.ctime_ns))
     out.vanished = [(p, known.image_id) for p, known in catalog.items() if p not in disk]
     _pair_by_name(out, disk, catalog, lambda f: scan_time_ns - f.mtime_ns < racy_window_ns, match_by)
     out.new.sort()
     out.changed.sort()
     out.racy.sort()
+    out.ctime_changed.sort()
     out.vanished.sort()
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -104,18 +104,18 @@ class Committer:
                 continue
             if isinstance(r, Known) and old is not None and r.content_hash == old.content_hash:
                 # Touched, not changed: keep the id, refresh the stat.
-                changes.moved.append(Move(old.image_id, r.task.root, r.task.path, r.size, r.mtime_ns))
+                changes.moved.append(Move(old.image_id, r.task.root, r.task.path, r.size, r.mtime_ns, r.ctime_ns))
                 outcome.refreshed += 1
                 continue
             if old is not None:
                 changes.tombstoned.append(old.image_id)
             if isinstance(r, Indexed):
                 changes.added.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash,
-                                              r.width, r.height, r.histogram, r.details))
+                                              r.width, r.height, r.histogram, r.details, r.ctime_ns))
             elif isinstance(r, Known):
                 moved_id = vanished.claim(r.content_hash)
                 if moved_id is not None:
-                    changes.moved.append(Move(moved_id, r.task.root, r.task.path, r.size, r.mtime_ns))
+                    changes.moved.append(Move(moved_id, r.task.root, r.task.path, r.size, r.mtime_ns, r.ctime_ns))
                 else:
                     copies.append(r)
             elif isinstance(r, Failed):
@@ -139,7 +139,8 @@ class Committer:
 
     def rewrite(self, plan: IngestPlan) -> int:
         """The plan's path rewrites, committed before any file is read: the folder it adopts (relocated to
-        its root) and the files that moved (same name, size and mtime elsewhere). Returns the rows adopted."""
+        its root) and the files that moved (same name, size and mtime elsewhere); and the inode change times
+        of unchanged rows that had none (a stat, no read). Returns the rows adopted."""
         adopted = 0
         if plan.adopt is not None:
             relocated = self.catalog.relocate(plan.adopt, plan.root)
@@ -147,6 +148,8 @@ class Committer:
             adopted = relocated.moved
         if plan.moves:
             self.catalog.apply(Changes(moved=plan.moves))
+        if plan.delta.ctime_unknown:
+            self.catalog.fill_ctimes(plan.delta.ctime_unknown)
         return adopted
 
     def _copies(self, copies: list[Known]) -> list[NewImage]:
@@ -159,7 +162,7 @@ class Committer:
         for r in copies:
             src = rows[found[r.content_hash][0]]
             out.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash, src.width,
-                                src.height, src.histogram))
+                                src.height, src.histogram, ctime_ns=r.ctime_ns))
         return out
 
 
@@ -200,19 +203,20 @@ def plan_from_delta(root: str, delta: Diff, stored_hashes: Mapping[int, str],
                     disk: Mapping[bytes, DiskFile] | None = None, adopt: str | None = None) -> IngestPlan:
     """The plan for a delta, given the content hash of every row it names and the disk's stats of the
     files that moved (pure)."""
-    replaced = {(root, p): Replaced(i, stored_hashes[i]) for p, i in delta.changed + delta.racy}
+    replaced = {(root, p): Replaced(i, stored_hashes[i]) for p, i in delta.changed + delta.rehash}
     vanished = Vanished()
     for p, i in delta.vanished:
         vanished.add(stored_hashes[i], i, (root, p))
     disk = disk or {}
-    moves = [Move(i, root, new, disk[new].size, disk[new].mtime_ns) for _, new, i in delta.moved]
+    moves = [Move(i, root, new, disk[new].size, disk[new].mtime_ns, disk[new].ctime_ns) for _, new, i in delta.moved]
     return IngestPlan(root, delta, replaced, vanished, dict(failures or {}), moves, adopt)
 
 
 def adopted_view(own: Mapping[bytes, LiveFile], adopted: Mapping[bytes, LiveFile]) -> dict[bytes, LiveFile]:
     """The rows a root holds once another root's rows are relocated into it: its own row wins a path both
-    hold (as `Catalog.relocate` does)."""
-    return {**adopted, **own}
+    hold (as `Catalog.relocate` does). An adopted row's inode change time is not known (the folder was
+    copied, perhaps: every file has a new one), as `Catalog.relocate` leaves it: filled in, not re-hashed."""
+    return {**{p: replace(f, ctime_ns=None) for p, f in adopted.items()}, **own}
 
 
 def plan_delta(catalog: Catalog, root: str, disk: Mapping[bytes, DiskFile], scan_time_ns: int,
@@ -224,7 +228,7 @@ def plan_delta(catalog: Catalog, root: str, disk: Mapping[bytes, DiskFile], scan
         known = adopted_view(known, catalog.live_under(adopt, under))
     failures = {p: f for (_, p), f in catalog.failed_files(root).items() if is_under(p, under)}
     delta = diff(disk, known, failures, scan_time_ns, match_by=match_by)
-    rows = [i for _, i in delta.vanished + delta.changed + delta.racy]
+    rows = [i for _, i in delta.vanished + delta.changed + delta.rehash]
     return plan_from_delta(root, delta, catalog.content_hashes(rows), failures, disk, adopt)
 
 

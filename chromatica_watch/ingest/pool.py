@@ -64,6 +64,7 @@ class Indexed:
     height: int
     histogram: np.ndarray
     details: PhotoDetails | None = None  # from its headers, read with the same bytes
+    ctime_ns: int | None = None  # the inode change time of the bytes read
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Known:
     size: int
     mtime_ns: int
     content_hash: str
+    ctime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbna
         return Failed(task, st.size if st else 0, st.mtime_ns if st else 0, exc.reason)
     digest = hash_bytes(read.data)
     if digest in task.skip_hashes:
-        return Known(task, read.size, read.mtime_ns, digest)
+        return Known(task, read.size, read.mtime_ns, digest, read.ctime_ns)
     try:
         decoded = decoders.decode(read.data, max_dimension, max_pixels, suffix=extension(task.path))
         feats = features.features_of(decoded, digest)
@@ -123,7 +125,7 @@ def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbna
         thumbnails.store_decoded(path, read.data, read.mtime_ns, read.size, decoded)
     about = details.photo_details(read.data, extension(task.path), read.mtime_ns, feats.width, feats.height)
     return Indexed(task, read.size, read.mtime_ns, feats.content_hash, feats.width, feats.height,
-                   feats.histogram, about)
+                   feats.histogram, about, read.ctime_ns)
 
 
 def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int,

@@ -1,4 +1,4 @@
-"""Walking a watched root: which files are candidates, with the (size, mtime_ns) the diff needs.
+"""Walking a watched root: which files are candidates, with the (size, mtime_ns, ctime_ns) the diff needs.
 
 Stat only: no file is opened here. Symbolic links are not followed (see `walk`).
 """
@@ -140,7 +140,7 @@ def _walk_entry(entry: os.DirEntry[str], rel: str, ancestors: tuple[tuple[int, i
     if reason is not None:
         yield ScanProblem(rel_key(rel), reason)
         return
-    yield rel_key(rel), DiskFile(st.st_size, st.st_mtime_ns)
+    yield rel_key(rel), DiskFile(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def scan(root: str, excludes: Sequence[str] = (), under: bytes = b"",

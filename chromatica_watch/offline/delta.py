@@ -97,7 +97,7 @@ def report_plan(plan: IngestPlan, disk_files: int, index: str, match_by: str,
     return DeltaReport(
         dataset=display_path(plan.root), index=index, match_by=match_by, files=disk_files, unchanged=d.unchanged,
         failed_unchanged=d.failed_unchanged, new=[display_path(p) for p in d.new],
-        changed=sorted(display_path(p) for p in [*(p for p, _ in d.changed), *(p for p, _ in d.racy)]),
+        changed=sorted(display_path(p) for p in [*(p for p, _ in d.changed), *(p for p, _ in d.rehash)]),
         moved=[(display_path(a), display_path(b)) for a, b, _ in d.moved],
         missing=[display_path(p) for p, _ in d.vanished], ambiguous=[display_path(n) for n in d.ambiguous],
         adopted=display_path(plan.adopt) if plan.adopt else None,

@@ -14,7 +14,7 @@ from chromatica_watch.colour.histogram import TOTAL_BINS
 from chromatica_watch.core.records import Failure, LiveFile, StoredImage, order_as
 from chromatica_watch.storage.catalog.base import CatalogBase
 from chromatica_watch.storage.catalog.errors import _mapped
-from chromatica_watch.storage.catalog.schema import _histograms_of
+from chromatica_watch.storage.catalog.schema import CTIME_VERSION, _histograms_of
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +24,17 @@ _SPLIT_FETCH = 64  # ids from which histogram_rows fetches in two halves at once
 class CatalogReads(CatalogBase):
     """Reads of the images and failures tables."""
 
+    @property
+    def _ctime(self) -> str:
+        """The inode change time column, or NULL in a catalog made before it (opened read-only)."""
+        return "ctime_ns" if self.schema_version >= CTIME_VERSION else "NULL::BIGINT"
+
     @_mapped
     def live_files(self, root: str) -> dict[bytes, LiveFile]:
         rows = self._reader().execute(
-            "SELECT path, id, size, mtime_ns, content_hash FROM images WHERE root = ? AND deleted_at IS NULL",
-            [root]).fetchall()
-        return {bytes(p): LiveFile(i, s, m, h) for p, i, s, m, h in rows}
+            f"SELECT path, id, size, mtime_ns, content_hash, {self._ctime} FROM images WHERE root = ? "
+            "AND deleted_at IS NULL", [root]).fetchall()
+        return {bytes(p): LiveFile(i, s, m, h, c) for p, i, s, m, h, c in rows}
 
     @_mapped
     def lookup(self, keys: Iterable[tuple[str, bytes]]) -> dict[tuple[str, bytes], LiveFile]:
@@ -43,11 +48,11 @@ class CatalogReads(CatalogBase):
         try:
             cur.register("_lookup_keys", table)
             rows = cur.execute(
-                "SELECT i.root, i.path, i.id, i.size, i.mtime_ns, i.content_hash FROM images i "
+                f"SELECT i.root, i.path, i.id, i.size, i.mtime_ns, i.content_hash, {self._ctime} FROM images i "
                 "JOIN _lookup_keys k ON i.root = k.root AND i.path = k.path WHERE i.deleted_at IS NULL").fetchall()
         finally:
             cur.close()
-        return {(r, bytes(p)): LiveFile(i, s, m, h) for r, p, i, s, m, h in rows}
+        return {(r, bytes(p)): LiveFile(i, s, m, h, c) for r, p, i, s, m, h, c in rows}
 
     @_mapped
     def live_under(self, root: str, prefix: bytes) -> dict[bytes, LiveFile]:
@@ -57,9 +62,9 @@ class CatalogReads(CatalogBase):
         # The paths under "a/b" are those from "a/b/" up to (not including) "a/b0": "0" follows "/"
         # in byte order. Selected by DuckDB, not by loading every row of the root for each folder.
         rows = self._reader().execute(
-            "SELECT path, id, size, mtime_ns, content_hash FROM images WHERE root = ? AND deleted_at IS NULL "
-            "AND path >= ? AND path < ?", [root, prefix + b"/", prefix + b"0"]).fetchall()
-        return {bytes(p): LiveFile(i, s, m, h) for p, i, s, m, h in rows}
+            f"SELECT path, id, size, mtime_ns, content_hash, {self._ctime} FROM images WHERE root = ? "
+            "AND deleted_at IS NULL AND path >= ? AND path < ?", [root, prefix + b"/", prefix + b"0"]).fetchall()
+        return {bytes(p): LiveFile(i, s, m, h, c) for p, i, s, m, h, c in rows}
 
     @_mapped
     def failed_files(self, root: str | None = None) -> dict[tuple[str, bytes], Failure]:

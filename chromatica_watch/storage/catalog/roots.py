@@ -80,7 +80,9 @@ class CatalogRoots(CatalogBase):
     def relocate(self, old: str, new: str) -> Relocated:
         """Rewrite the root of every live row of `old` to `new`, in one transaction, reading no image. Where
         `new` already has a live row at the same path, that row (the fresher record) wins and the old one
-        is tombstoned. Failure records move along; the roots entry of `old` goes (its scan time moves)."""
+        is tombstoned. Failure records move along; the roots entry of `old` goes (its scan time moves). The
+        rows' inode change times are forgotten (a folder copied elsewhere has new ones): the next scan fills
+        them in, without reading a file."""
         with self._transaction() as con:
             superseded = [int(i) for (i,) in con.execute(
                 "SELECT o.id FROM images o JOIN images n ON o.path = n.path WHERE o.root = ? AND n.root = ? "
@@ -88,7 +90,7 @@ class CatalogRoots(CatalogBase):
             if superseded:
                 con.execute("UPDATE images SET deleted_at = now() WHERE id IN (SELECT unnest(?::BIGINT[]))",
                             [superseded])
-            moved = con.execute("UPDATE images SET root = ?, updated_at = now() WHERE root = ? "
+            moved = con.execute("UPDATE images SET root = ?, ctime_ns = NULL, updated_at = now() WHERE root = ? "
                                 "AND deleted_at IS NULL", [new, old]).fetchall()[0][0]
             # A key of `failures` cannot be updated in place (DuckDB checks it as delete + insert): copy
             # the records the new root has no record of, then drop the old ones.

@@ -27,8 +27,12 @@ CATALOG_FILE = "chromatica_metadata.db"
 # catalog (dense FLOAT[1152]) is read as it is, and rewritten in version 2 when opened for writing.
 # 3: what searches filter on (date taken, camera, orientation, tone, the coarse colour table); a version-2
 # catalog gains the columns (empty, filled by the daemon's details pass) when it is opened for writing.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = ("1", "2", "3")
+# 4: each file's inode change time (ctime_ns), compared as git's index does (see ingest.diff); a version-2 or
+# -3 catalog gains the column (NULL: not known, filled in by the next scan without a read) when opened for
+# writing.
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = ("1", "2", "3", "4")
+CTIME_VERSION = 4  # the first version with images.ctime_ns
 DETAILS_VERSION = 1  # `details` of a row whose detail columns are filled; NULL: not read yet
 # DuckDB's cache of the blocks it read, per process (its default is 80% of the machine's memory): the
 # daemon's searches read a few hundred histograms each, scattered over the whole table.
@@ -56,7 +60,8 @@ CREATE TABLE IF NOT EXISTS images (
     colourfulness REAL,
     monochrome BOOLEAN,
     palette BLOB,
-    details SMALLINT
+    details SMALLINT,
+    ctime_ns BIGINT
 );
 CREATE TABLE IF NOT EXISTS failures (
     root VARCHAR NOT NULL,
@@ -76,10 +81,11 @@ CREATE TABLE IF NOT EXISTS roots (
 );
 """
 
-# The columns version 3 added, for a version-2 catalog opened for writing (no rewrite: DuckDB adds them empty).
+# The columns versions 3 and 4 added, for an older catalog opened for writing (no rewrite: DuckDB adds them
+# empty).
 _DETAIL_COLUMNS = (("taken", "TIMESTAMP"), ("taken_source", "VARCHAR"), ("camera", "VARCHAR"),
                    ("orientation", "VARCHAR"), ("colourfulness", "REAL"), ("monochrome", "BOOLEAN"),
-                   ("palette", "BLOB"), ("details", "SMALLINT"))
+                   ("palette", "BLOB"), ("details", "SMALLINT"), ("ctime_ns", "BIGINT"))
 
 
 def _add_detail_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -113,7 +119,7 @@ def _checked_meta(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool,
                     [str(SCHEMA_VERSION), fingerprint, uuid.uuid4().hex])
         return SCHEMA_VERSION, _meta_id(con)
     schema_version = int(meta.get("schema_version", 0))  # a version-1 catalog opened read-only is 1
-    if not read_only and meta.get("schema_version") == "2":  # its detail columns were just added
+    if not read_only and meta.get("schema_version") in ("2", "3"):  # its newer columns were just added
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         schema_version = SCHEMA_VERSION
         meta["schema_version"] = str(SCHEMA_VERSION)

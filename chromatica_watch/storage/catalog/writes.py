@@ -38,9 +38,9 @@ class CatalogWrites(CatalogBase):
             con.execute("UPDATE images SET deleted_at = now() WHERE deleted_at IS NULL "
                         "AND id IN (SELECT unnest(?::BIGINT[]))", [list(changes.tombstoned)])
         for m in changes.moved:
-            con.execute("UPDATE images SET root = ?, path = ?, size = ?, mtime_ns = ?, "
+            con.execute("UPDATE images SET root = ?, path = ?, size = ?, mtime_ns = ?, ctime_ns = ?, "
                         "updated_at = now() WHERE id = ?",
-                        [m.root, m.path, m.size, m.mtime_ns, m.image_id])
+                        [m.root, m.path, m.size, m.mtime_ns, m.ctime_ns, m.image_id])
         done = [(a.root, a.path) for a in changes.added] + [(m.root, m.path) for m in changes.moved]
         self._delete_failures(con, done + list(changes.cleared_failures))
         self._upsert_failures(con, changes.failed)
@@ -61,6 +61,7 @@ class CatalogWrites(CatalogBase):
             "path": pa.array([a.path for a in added], pa.binary()),
             "size": pa.array([a.size for a in added], pa.int64()),
             "mtime_ns": pa.array([a.mtime_ns for a in added], pa.int64()),
+            "ctime_ns": pa.array([a.ctime_ns for a in added], pa.int64()),
             "content_hash": pa.array([a.content_hash for a in added], pa.string()),
             "width": pa.array([a.width for a in added], pa.int32()),
             "height": pa.array([a.height for a in added], pa.int32()),
@@ -73,6 +74,21 @@ class CatalogWrites(CatalogBase):
         finally:
             con.unregister("_new_images")
         return ids
+
+    @_mapped
+    def fill_ctimes(self, rows: list[tuple[int, int]]) -> None:
+        """Set the inode change time of rows that had none (id, ctime_ns), as a scan found their unchanged
+        files: one UPDATE, no file read."""
+        if not rows:
+            return
+        table = pa.table({"id": pa.array([i for i, _ in rows], pa.int64()),
+                          "ctime_ns": pa.array([c for _, c in rows], pa.int64())})
+        with self._transaction() as con:
+            con.register("_ctimes", table)
+            try:
+                con.execute("UPDATE images SET ctime_ns = c.ctime_ns FROM _ctimes c WHERE images.id = c.id")
+            finally:
+                con.unregister("_ctimes")
 
     @staticmethod
     def _delete_failures(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, bytes]]) -> None:
