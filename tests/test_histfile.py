@@ -161,3 +161,28 @@ def test_a_store_reopened_reads_its_file_back(tmp_path: Path, rows: int) -> None
         assert files.count == rows  # filled from the catalog by the first store or this one
     finally:
         store.close()
+
+
+def test_records_past_the_catalogs_highest_id_are_dropped_never_read(tmp_path: Path) -> None:
+    """A catalog restored from an older copy keeps its identity, and gives its next rows ids the file already
+    holds for other photos: the records past its highest id at the start are dropped, so rows committed
+    while the file is read back come from the catalog, not from those records."""
+    path = tmp_path / HISTOGRAM_FILE
+    before = sparse(50, seed=8)
+    opened(path, "a" * 32, before, np.arange(1, 51)).close()
+    now = np.concatenate([before[:30], sparse(5, seed=9)])  # ids 31-35: other photos in the restored catalog
+    fetched: list[int] = []
+
+    def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fetched.extend(ids.tolist())
+        return ids, now[ids - 1]
+
+    reread = HistogramFile(path, "a" * 32, max_id=30)  # the catalog's highest id when the store opened
+    reread.start(lambda: np.arange(1, 36), fetch)
+    try:
+        assert reread.ready.wait(30)
+        assert fetched == [31, 32, 33, 34, 35]
+        ids, got = reread.read(np.arange(1, 51))
+        assert ids.tolist() == list(range(1, 36)) and np.allclose(got, now, **F16)
+    finally:
+        reread.close()

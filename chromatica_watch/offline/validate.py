@@ -13,7 +13,9 @@ import numpy as np
 from chromatica_watch.colour.histogram import TOTAL_BINS
 from chromatica_watch.core.errors import ChromaticaError
 from chromatica_watch.storage.catalog import Catalog, Verified
+from chromatica_watch.storage.histfile import HISTOGRAM_FILE, check_file
 from chromatica_watch.storage.index import CheckpointInvalid, Manifest, load_checkpoint, read_manifest
+from chromatica_watch.storage.indexdir import watermark_problem
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def _describe(verified: Verified) -> str:
 def _check_against_index(index_dir: Path, catalog: Catalog, manifest: Manifest, sample: int, add: Add) -> None:
     add("fingerprint", catalog.fingerprint() == manifest.fingerprint,
         f"catalog {catalog.fingerprint()}, manifest {manifest.fingerprint}")
+    max_id = catalog.counts()["max_id"]
+    # The daemon's own checks at its start (which would rebuild the index, or start the file again).
+    problem = watermark_problem(manifest, max_id)
+    add("watermark within the catalog", problem is None,
+        problem or f"watermark {manifest.watermark}, the catalog's highest id {max_id}")
+    add("histogram file", *check_file(index_dir / HISTOGRAM_FILE, catalog.catalog_id, max_id))
     try:
         live, _ = load_checkpoint(index_dir, manifest.fingerprint)
         add("index checksum and load", True, f"{manifest.checksum[:24]}…, {live.ntotal} vectors")

@@ -24,6 +24,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,10 @@ _MAX_FORM = TOTAL_BINS // 8 + 2 * TOTAL_BINS  # the bitmap and every bin non-zer
 class HistogramFile:
     """Histograms by id from the file, the rest from `fallback` (the catalog); safe from several threads."""
 
-    def __init__(self, path: Path, catalog_id: str) -> None:
+    def __init__(self, path: Path, catalog_id: str, max_id: int | None = None) -> None:
         self.path = path
-        self._identity = _FILE_HEADER.pack(_MAGIC, catalog_id.encode("ascii")[:32].ljust(32, b"-"))
+        self._catalog_id = catalog_id
+        self._max_id = max_id  # the catalog's highest id: a record past it is of another catalog's row
         self._lock = threading.Lock()
         self._offset = np.full(0, -1, np.int64)  # by id: where its record starts; -1: not in the file
         self._length = np.zeros(0, np.uint32)
@@ -87,11 +89,11 @@ class HistogramFile:
     def _open(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         header = os.pread(fd, _FILE_HEADER.size, 0)
-        if header != self._identity:
+        if (problem := header_problem(header, self._catalog_id)) is not None:
             if header:
-                logger.warning("histogram file %s belongs to another catalog: started again", self.path)
+                logger.warning("histogram file %s %s: started again", self.path, problem)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, self._identity, 0)
+            os.pwrite(fd, _identity(self._catalog_id), 0)
             end = _FILE_HEADER.size
         else:
             end = self._read_back(fd)
@@ -100,38 +102,15 @@ class HistogramFile:
 
     def _read_back(self, fd: int) -> int:
         """Index every whole record; cut the file after the last one (a crash may have left half of one)."""
-        position = _FILE_HEADER.size
-        size = os.fstat(fd).st_size
-        ids, offsets, lengths = [], [], []
-        buffer, base = b"", position
-        while position < size and not self._stop.is_set():
-            if position + _RECORD.size > base + len(buffer):
-                buffer, base = os.pread(fd, _READ_CHUNK, position), position
-            if len(buffer) - (position - base) < _RECORD.size:
-                break
-            image_id, length, crc = _RECORD.unpack_from(buffer, position - base)
-            if length > _MAX_FORM:
-                break
-            start = position - base + _RECORD.size
-            if start + length > len(buffer):
-                buffer, base = os.pread(fd, max(_READ_CHUNK, _RECORD.size + length), position), position
-                start = _RECORD.size
-                if start + length > len(buffer):
-                    break
-            if zlib.crc32(buffer[start:start + length]) != crc or image_id <= 0:
-                break
-            ids.append(image_id)
-            offsets.append(position)
-            lengths.append(length)
-            position += _RECORD.size + length
+        found = read_records(fd, self._max_id, self._stop)
         if self._stop.is_set():
-            return position  # closed while reading: nothing is cut
-        if position < size:
-            logger.warning("histogram file %s: %d bytes after its last whole record dropped", self.path,
-                           size - position)
-            os.ftruncate(fd, position)
-        self._index(np.array(ids, np.int64), np.array(offsets, np.int64), np.array(lengths, np.uint32))
-        return position
+            return found.end  # closed while reading: nothing is cut
+        if found.problem is not None:
+            logger.warning("histogram file %s: %s; the %d bytes from there dropped", self.path, found.problem,
+                           found.size - found.end)
+            os.ftruncate(fd, found.end)
+        self._index(found.ids, found.offsets, found.lengths)
+        return found.end
 
     def _index(self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> None:
         with self._lock:
@@ -220,6 +199,106 @@ class HistogramFile:
             if self._fd >= 0:
                 os.close(self._fd)
             self._fd = -1
+
+
+# -- the checks, the daemon's and `validate`'s ----------------------------------------------------
+def _identity(catalog_id: str) -> bytes:
+    return _FILE_HEADER.pack(_MAGIC, catalog_id.encode("ascii")[:32].ljust(32, b"-"))
+
+
+def header_problem(header: bytes, catalog_id: str) -> str | None:
+    """What is wrong with a file that starts with `header` as the histogram file of catalog `catalog_id`;
+    None when it is that catalog's (an empty header: a new file, "is empty")."""
+    if header == _identity(catalog_id):
+        return None
+    if not header:
+        return "is empty"
+    if len(header) < _FILE_HEADER.size or not header.startswith(_MAGIC):
+        return "is not a histogram file"
+    named = header[len(_MAGIC):].decode("ascii", "replace")
+    return f"belongs to another catalog (catalog id {named}, this catalog's is {catalog_id or 'none'})"
+
+
+@dataclass(frozen=True)
+class Records:
+    """The whole records of a histogram file, read in order from its header on."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    end: int  # where the last whole record ends
+    size: int  # the file's size
+    problem: str | None  # why reading stopped before `size` (None: every record read back)
+    cut_short: bool  # the problem is only a last record cut short (a write a crash interrupted)
+
+
+def read_records(fd: int, max_id: int | None = None, stop: threading.Event | None = None) -> Records:
+    """Read the records of the histogram file open on `fd` until one does not read back: cut short, a length
+    no histogram has, an id that is not a catalog's (below 1, or past `max_id`: the catalog's highest), or a
+    crc32 mismatch. Reads only; `stop` ends it early."""
+    position = _FILE_HEADER.size
+    size = os.fstat(fd).st_size
+    ids, offsets, lengths = [], [], []
+    buffer, base = b"", position
+    problem, cut_short = None, False
+    while position < size and not (stop is not None and stop.is_set()):
+        if position + _RECORD.size > base + len(buffer):
+            buffer, base = os.pread(fd, _READ_CHUNK, position), position
+        if len(buffer) - (position - base) < _RECORD.size:
+            problem, cut_short = f"the record at byte {position} is cut short", True
+            break
+        image_id, length, crc = _RECORD.unpack_from(buffer, position - base)
+        if length > _MAX_FORM:
+            problem = f"the record at byte {position} has a length no histogram has ({length} bytes)"
+            break
+        start = position - base + _RECORD.size
+        if start + length > len(buffer):
+            buffer, base = os.pread(fd, max(_READ_CHUNK, _RECORD.size + length), position), position
+            start = _RECORD.size
+            if start + length > len(buffer):
+                problem, cut_short = f"the record at byte {position} is cut short", True
+                break
+        if image_id <= 0 or (max_id is not None and image_id > max_id):
+            problem = (f"the record at byte {position} is of id {image_id}, which the catalog "
+                       + ("never has" if image_id <= 0 else f"does not have (its highest is {max_id})"))
+            break
+        if zlib.crc32(buffer[start:start + length]) != crc:
+            problem = f"the record at byte {position} (id {image_id}) fails its crc32"
+            break
+        ids.append(image_id)
+        offsets.append(position)
+        lengths.append(length)
+        position += _RECORD.size + length
+    return Records(np.array(ids, np.int64), np.array(offsets, np.int64), np.array(lengths, np.uint32),
+                   position, size, problem, cut_short)
+
+
+def check_file(path: Path, catalog_id: str, max_id: int) -> tuple[bool, str]:
+    """The histogram file at `path` checked as the daemon's start reads it, changing nothing: (whether it is
+    whole and this catalog's, one line saying what was found)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True, "none (the daemon makes it; searches read the catalog meanwhile)"
+    except OSError as exc:
+        return False, f"{path} cannot be read: {exc.strerror}"
+    try:
+        header = os.pread(fd, _FILE_HEADER.size, 0)
+        if not header:  # what a crash right after creating it leaves: the daemon's start writes its header
+            return True, "empty"
+        if (problem := header_problem(header, catalog_id)) is not None:
+            return False, f"{path} {problem}"
+        found = read_records(fd, max_id)
+    except OSError as exc:
+        return False, f"{path} cannot be read: {exc.strerror}"
+    finally:
+        os.close(fd)
+    whole = f"{len(found.ids)} records that read back"
+    if found.problem is None:
+        return True, whole
+    if found.cut_short:  # what a crash mid-append leaves: the daemon's next start drops it
+        return True, f"{whole}; {found.problem} (a write a crash interrupted: the daemon drops it at its start)"
+    return False, f"{path}: {found.problem} ({whole} before it)"
 
 
 def discard(index_dir: Path) -> None:

@@ -27,6 +27,7 @@ from chromatica_watch.storage.index import (
     PCA_TRAINING,
     CheckpointInvalid,
     LiveIndex,
+    Manifest,
     layout_for,
     load_checkpoint,
     read_manifest,
@@ -106,6 +107,14 @@ def _checkpoint_holds_all(index_dir: Path, max_id: int) -> bool:
         return False
 
 
+def watermark_problem(manifest: Manifest, max_id: int) -> str | None:
+    """Why a checkpoint cannot be of a catalog whose highest id is `max_id` (None: it can be): it holds ids
+    the catalog never gave (the catalog is an older copy, or another one)."""
+    if manifest.watermark > max_id:
+        return f"checkpoint holds ids up to {manifest.watermark} but the catalog only up to {max_id}"
+    return None
+
+
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
                     progress: Callable[[], None] | None = None,
                     pca_from: int = PCA_FROM) -> tuple[LiveIndex, Recovery]:
@@ -119,9 +128,8 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
         # daemon: 0.01 s instead of 0.65 s at 100k photos, and only the pages it touches in memory).
         live, manifest = load_checkpoint(index_dir, fingerprint,
                                          mapped=catalog.read_only and _checkpoint_holds_all(index_dir, max_id))
-        if manifest.watermark > max_id:
-            raise CheckpointInvalid(f"checkpoint holds ids up to {manifest.watermark} but the catalog "
-                                    f"only up to {max_id}")
+        if (problem := watermark_problem(manifest, max_id)) is not None:
+            raise CheckpointInvalid(problem)
     except CheckpointInvalid as exc:
         has_rows = max_id > 0
         if has_rows:

@@ -87,7 +87,8 @@ class Store:
         self._live, recovery = open_live_index(self.index_dir, catalog, self.fingerprint, self._progress,
                                                self.pca_from)
         self.refresh_hidden()
-        self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id)
+        self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id,
+                                         catalog.counts()["max_id"])
         self._histograms.start(catalog.live_ids, catalog.histogram_rows)
         self._table = SearchTable(catalog)
         self._warming = threading.Thread(target=self._warm_table, args=(self._table,), name="search-table",
