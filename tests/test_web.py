@@ -1,5 +1,6 @@
-"""The web app at the HTTP level, on a real daemon: the guard (token, Host, no CORS, CSP), searches
-identical to the CLI's, uploads, ids that do not exist, path traversal, thumbnails and placeholders."""
+"""The web app at the HTTP level, on a real daemon: the guard (token, Host, cross-origin writes, no CORS,
+CSP), searches identical to the CLI's, uploads and the bound on their decodes, ids that do not exist or
+cannot, names that are not UTF-8, path traversal, thumbnails and placeholders."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import http.client
 import json
 import os
 import stat
+import struct
 import subprocess
+import threading
+import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +221,169 @@ def test_status_shows_the_app_and_open_prints_its_address(app: tuple[DaemonEnv, 
     assert f"web app {env.status()['web_url']}" in env.cli("status").stdout
     live = json.loads(env.cli("status", "--json").stdout)
     assert live["status"]["web_url"].startswith(f"http://127.0.0.1:{client.port}/?token=")
+
+
+def one_line_error(headers: dict[str, str], body: bytes) -> str:
+    """The error of a refused request: one line of JSON, nothing of a traceback."""
+    assert headers["content-type"].startswith("application/json"), (headers, body)
+    error = json.loads(body)["error"]
+    assert isinstance(error, str) and "\n" not in error and "Traceback" not in error, error
+    return error
+
+
+def no_traceback_since(env: DaemonEnv, mark: int) -> None:
+    """Nothing the requests since `mark` (a length of the log) did was logged as an error or a traceback."""
+    logged = env.log()[mark:]
+    assert "Traceback" not in logged and " ERROR " not in logged, logged
+    assert "Traceback" not in env.stderr(), env.stderr()[-3000:]
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_and_its_file_served(app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    write_rgb(env.pictures / os.fsdecode(b"caf\xe9.jpg"), solid((200, 0, 200)))
+    (env.pictures / os.fsdecode(b"d\xff")).mkdir()
+    (env.pictures / os.fsdecode(b"d\xff") / "bad.png").write_bytes(b"not an image")
+    wait_until(lambda: env.idle_with(5) and env.status()["counts"]["failed"] == 1, timeout=60)
+    mark = len(env.log())
+
+    status, found = client.json("GET", "/api/search?color=%23c800c8&k=1")
+    assert status == 200 and found[0]["relative_path"] == "caf\\xe9.jpg"  # the byte, escaped: displayable
+    assert found[0]["path"] == str(env.pictures) + "/caf\\xe9.jpg"
+    image_id = found[0]["id"]
+    status, detail = client.json("GET", f"/api/images/{image_id}")  # the detail view
+    assert status == 200, detail
+    assert detail["path"] == found[0]["path"] and detail["relative_path"] == "caf\\xe9.jpg"
+    assert detail["dominant_colors"] == found[0]["dominant_colors"] and detail["width"] == 64
+    for url in (detail["thumbnail"], detail["large"]):  # the file itself is still served
+        status, headers, png = client.request("GET", url)
+        assert status == 200 and headers["content-type"] == "image/png" and png.startswith(b"\x89PNG"), url
+        text = png_text_chunks(png)
+        assert text is not None and text["Thumb::URI"].endswith("/caf%E9.jpg")
+    status, similar = client.json("GET", f"/api/similar/{image_id}?k=2")
+    assert status == 200 and similar[0]["id"] == image_id and similar[0]["relative_path"] == "caf\\xe9.jpg"
+    status, shown = client.json("GET", "/api/status")
+    assert status == 200 and [f["path"] for f in shown["failures"]] == [str(env.pictures) + "/d\\xff/bad.png"]
+    no_traceback_since(env, mark)
+
+
+def test_bad_ids_and_bad_bytes_get_a_one_line_4xx(app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    mark = len(env.log())
+    cannot_exist = ("99999999999999999999999", "9223372036854775808", "18446744073709551616", "0", "9" * 5000)
+    not_ids = ("-1", "abc", "1.5", "1e3", "%FF", "%EF%BC%91", "%20", "0x10")
+    for route in ("/api/images/", "/thumbnails/", "/api/similar/"):
+        for text in cannot_exist:
+            status, headers, body = client.request("GET", route + text)
+            assert status == 404 and one_line_error(headers, body) == "no such image in the index", (route, text)
+        for text in not_ids:
+            status, headers, body = client.request("GET", route + text)
+            assert status == 400 and one_line_error(headers, body).startswith("bad image id "), (route, text, body)
+    for method, path, expected in (
+            ("GET", "/nothing/here", 404), ("GET", "/api/images/1/more", 404), ("PUT", "/api/status", 405),
+            ("DELETE", "/api/images/1", 405), ("POST", "/api/images/1", 405), ("GET", "/static/%FF", 404),
+            ("GET", "/thumbnails/1?size=%FF", 400), ("GET", "/api/search?color=%FF", 400),
+            ("GET", "/api/search?color=teal&k=99999999999999999999999", 400),
+            ("GET", "/api/search?color=teal&k=" + "9" * 5000, 400), ("GET", "/api/search?color=teal&k=-1", 400),
+            ("GET", "/api/search?color=teal&in=%FF%FE", 400), ("GET", "/api/search?color=teal&taken_after=%00", 400),
+            ("GET", "/api/similar/1?k=abc", 400)):
+        status, headers, body = client.request(method, path, body=b"" if method != "GET" else None)
+        assert status == expected, (method, path, status, body)
+        one_line_error(headers, body)
+    no_traceback_since(env, mark)
+
+
+def test_a_request_from_another_origin_cannot_change_anything(app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    (env.pictures / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\0" * 64)
+    wait_until(lambda: env.status().get("counts", {}).get("failed") == 1, timeout=60)
+    reads_of_it = "broken.jpg: "  # each read of it logs why it cannot be indexed
+    reads = env.log().count(reads_of_it)
+    assert reads >= 1
+    own = f"http://127.0.0.1:{client.port}"
+    other_port = f"http://127.0.0.1:{client.port + 1}"  # another app on localhost: same-site, not same-origin
+    refused = [{"Origin": "http://evil.example"}, {"Origin": other_port}, {"Origin": "null"},
+               {"Origin": f"http://localhost:{client.port + 1}"}, {"Origin": f"https://127.0.0.1:{client.port}"},
+               {"Sec-Fetch-Site": "same-site", "Origin": other_port}, {"Sec-Fetch-Site": "cross-site"},
+               {"Sec-Fetch-Site": "same-site", "Origin": own}]
+    for headers in refused:
+        status, answer, body = client.request("POST", "/api/retry-failed", body=b"", headers=headers)
+        assert status == 403, (headers, status, body)
+        assert "may not change anything here" in one_line_error(answer, body), headers
+        status, answer, body = client.request("POST", "/api/search?k=1", body=(env.pictures / "red.png").read_bytes(),
+                                              headers=headers)
+        assert status == 403, (headers, body)
+    time.sleep(1.0)  # a file queued again is read within settle_seconds (0.3 s) and a batch's delay
+    assert env.log().count(reads_of_it) == reads and env.status()["counts"]["failed"] == 1  # nothing was retried
+    allowed = [{}, {"Sec-Fetch-Site": "same-origin", "Origin": own}, {"Sec-Fetch-Site": "none"}, {"Origin": own},
+               {"Origin": f"http://localhost:{client.port}"}]
+    for headers in allowed:  # the app's own page (an older browser: Origin alone), a script with the token
+        status, answer, body = client.request("POST", "/api/retry-failed", body=b"", headers=headers)
+        assert status == 200 and json.loads(body)["requeued"] == 1, (headers, body)
+        wait_until(lambda: env.log().count(reads_of_it) > reads and env.status()["counts"]["failed"] == 1)
+        reads = env.log().count(reads_of_it)
+    status, _, body = client.request("POST", "/api/search?k=1", body=(env.pictures / "red.png").read_bytes(),
+                                     headers={"Sec-Fetch-Site": "same-origin", "Origin": own})
+    assert status == 200 and json.loads(body)[0]["path"].endswith("red.png")
+    status, _, _ = client.request("GET", "/api/status", headers={"Origin": "http://evil.example",
+                                                                "Sec-Fetch-Site": "cross-site"})
+    assert status == 200  # reading is what the token is for; only changes are refused
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A 1-bit PNG of a striped grey: a few KB on disk, width x height RGB pixels once decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    row = b"\0" + b"\x55" * ((width + 7) // 8)
+    squeeze = zlib.compressobj(9)
+    idat = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_example_image_decodes_are_bounded_and_say_busy(app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    assert env.proc is not None
+    bomb = bilevel_png(12000, 12000)  # 144 million pixels, under max_pixels: ~300 MB to decode
+    assert len(bomb) < 64 * 1024
+    mark = len(env.log())
+    Path(f"/proc/{env.proc.pid}/clear_refs").write_text("5")  # the peak (VmHWM) counts from here
+    before = memory_kb(env.proc.pid, "VmRSS")
+    start = threading.Barrier(6)
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+
+    def upload() -> None:
+        start.wait()
+        answers.append(client.request("POST", "/api/search?k=1", body=bomb))
+    uploads = [threading.Thread(target=upload) for _ in range(6)]
+    for t in uploads:
+        t.start()
+    for t in uploads:
+        t.join(timeout=120)
+    peak_mb = (memory_kb(env.proc.pid, "VmHWM") - before) / 1024
+
+    statuses = sorted(status for status, _, _ in answers)
+    assert peak_mb < 700, f"six concurrent decodes took the daemon {peak_mb:.0f} MB above where it was {statuses}"
+    assert len(answers) == 6 and set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    for status, headers, body in answers:
+        if status == 503:
+            assert one_line_error(headers, body).startswith("busy: ")
+    status, found = client.json("POST", "/api/search?k=1", (env.pictures / "red.png").read_bytes())
+    assert status == 200 and found[0]["path"].endswith("red.png")  # the slots and the budget are free again
+    no_traceback_since(env, mark)
+
+
+def test_an_example_image_declaring_more_than_max_pixels_is_413(app: tuple[DaemonEnv, App]) -> None:
+    env, client = app
+    mark = len(env.log())
+    status, headers, body = client.request("POST", "/api/search?k=1", body=bilevel_png(13000, 12000))
+    assert status == 413, body
+    error = one_line_error(headers, body)
+    assert error.startswith("the image is too large: 13000x12000") and "max_pixels" in error
+    no_traceback_since(env, mark)

@@ -233,6 +233,27 @@ def sniff(data: bytes, suffix: str = "") -> str:
     return "basic"
 
 
+def declared_size(data: bytes, suffix: str = "") -> tuple[int, int] | None:
+    """(width, height) that an image's header declares, read as the decoders read it and nothing decoded
+    (a PNG's by Pillow's header probe); None when the header does not say: a camera RAW (LibRaw's to
+    read), bytes that are no image or a broken header (the decode then says why)."""
+    try:
+        kind = sniff(data, suffix)
+        if kind == "raw":
+            return None
+        if kind == "jxl":
+            return jxl_size(data)
+        if kind != "basic":
+            return isobmff_size(data, kind.upper())
+        size = jpeg_dimensions(data)
+        if size is not None:
+            return size
+        _, _, width, height, _ = probe(data, max_pixels=2**62)
+        return width, height
+    except ImageError:
+        return None
+
+
 def _isobmff_boxes(data: bytes, start: int, end: int, where: str) -> Iterator[tuple[bytes, int, int]]:
     """(type, body start, body end) of each box in data[start:end]; ImageError for a box that runs past
     the end (a truncated file) or a malformed box header."""

@@ -4,14 +4,17 @@ Starlette does the HTTP work (routing, requests, responses) and uvicorn serves i
 daemon, beside the indexer; this is the only module importing either. The page is plain HTML, CSS and
 JavaScript shipped in `data/web/`, with no build step.
 
-It is a local app on a machine other people may share, so every request must pass the guard:
-- the `Host` header must name the loopback address (or `localhost`) on our port: a page elsewhere
-  cannot reach us by pointing a DNS name at 127.0.0.1 (DNS rebinding);
+It is a local app on a machine other people may share, so every request must pass the guard (its rules,
+which need no HTTP library, are in web_access.py):
+- the `Host` header must name the loopback address (or `localhost`) on our port (DNS rebinding);
+- a request that may change something must come from the app's own page (`Sec-Fetch-Site`, `Origin`);
 - the per-install token (`web-token` in the state dir, mode 0600) must come with it: the URL that
   `chromatica-watch open` prints carries it once, the app trades it for an HttpOnly cookie and
   redirects to the same URL without it (as Jupyter does);
 - no CORS header is ever sent, and every response carries a strict Content-Security-Policy.
-Files are served by catalog id, never by a path taken from the request.
+Files are served by catalog id, never by a path taken from the request. Every answer is JSON (or a file),
+a bad request one line of it with a 4xx; a name that is not UTF-8 is shown escaped (`display_path`).
+Example images are decoded a few at a time within a pixel budget (upload_gate.py).
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Future
 from email.utils import formatdate
 from pathlib import Path
@@ -36,19 +39,24 @@ import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from chromatica_watch.colour import rerank
 from chromatica_watch.core.errors import ChromaticaError, UsageError
-from chromatica_watch.core.fsutil import atomic_write
-from chromatica_watch.core.paths import absolute_key
+from chromatica_watch.core.paths import absolute_key, display_path
 from chromatica_watch.core.records import Failure, StoredImage
-from chromatica_watch.search.ask import Ask, parse_ask, read_colours
+from chromatica_watch.imaging.headers import declared_size
+from chromatica_watch.search.ask import Ask, read_colours
 from chromatica_watch.search.finder import Found
 from chromatica_watch.search.query import color_query_histogram, image_bytes_query_histogram, parse_colors
-from chromatica_watch.search.searcher import DEFAULT_K, DOMINANT_COLORS, Result
+from chromatica_watch.search.searcher import DOMINANT_COLORS, Result
+from chromatica_watch.serving.upload_gate import Busy, DecodeGate, TooLarge
+from chromatica_watch.serving.web_access import allowed_hosts, cookie_value, cross_origin_refusal, own_origins
+from chromatica_watch.serving.web_access import load_token as load_token  # the daemon's composition takes it here
+from chromatica_watch.serving.web_params import ask_of, grouped, has_filters, k_of, parse_image_id, thumbnail_urls
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +67,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATIC_DIR = Path(__file__).parents[1] / "data" / "web"
-TOKEN_FILE = "web-token"
 COOKIE = "chromatica_token"
 THUMBNAIL_SIZES = ("normal", "large", "x-large")
 MAX_FAILURES_SHOWN = 100
@@ -97,42 +104,30 @@ class Thumbnails(Protocol):
     def get(self, path: str, size: str) -> bytes | None: ...
 
 
-# -- the token -----------------------------------------------------------------------------------
-def load_token(state_dir: Path) -> str:
-    """The per-install secret: made once, kept mode 0600 in the state dir (only this user can read it)."""
-    path = Path(state_dir) / TOKEN_FILE
-    with contextlib.suppress(FileNotFoundError):
-        token = path.read_text().strip()
-        if len(token) >= 32:
-            return token
-    token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (token + "\n").encode(), mode=0o600)
-    return token
-
-
 # -- the guard -----------------------------------------------------------------------------------
-def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    names = {host, "127.0.0.1", "localhost", "[::1]"}
-    return frozenset({*names, *(f"{n}:{port}" for n in names)})
-
-
 class Guard:
-    """Pure ASGI middleware in front of every route: Host check, token check, security headers."""
+    """Pure ASGI middleware in front of every route: Host check, cross-origin writes refused, token check,
+    security headers; and no exception past it (the app's handler has answered it and logged one line)."""
 
-    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str], origins: frozenset[str]) -> None:
         self.app = app
         self.token = token
         self.hosts = hosts
+        self.origins = origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        send = _with_security_headers(send)
+        send, started = _with_security_headers(send)
         if headers.get("host", "") not in self.hosts:
             await _deny("this app answers only when called by its loopback address", scope, receive, send)
+            return
+        refused = cross_origin_refusal(scope["method"], headers.get("sec-fetch-site"), headers.get("origin"),
+                                       self.origins)
+        if refused is not None:
+            await _deny(refused, scope, receive, send)
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         given = query.get("token")
@@ -144,35 +139,46 @@ class Guard:
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
             await response(scope, receive, send)
             return
-        if not self._ok(_cookie(headers.get("cookie", ""), COOKIE)):
+        if not self._ok(cookie_value(headers.get("cookie", ""), COOKIE)):
             await _deny("open the app with the address `chromatica-watch open` prints: it carries the access token",
                         scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except Exception:  # re-raised by Starlette after `_internal_error` answered and logged it: not again
+            if not started():  # (uvicorn would log the whole traceback at ERROR)
+                await _Json({"error": "internal error"}, status_code=500)(scope, receive, send)
 
     def _ok(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
 
-def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name:
-            return value
-    return None
+def _with_security_headers(send: Send) -> tuple[Send, Callable[[], bool]]:
+    """The send that adds our headers, and whether a response has started through it."""
+    started = False
 
-
-def _with_security_headers(send: Send) -> Send:
     async def sending(message: Message) -> None:
+        nonlocal started
         if message["type"] == "http.response.start":
+            started = True
             date = (b"date", formatdate(usegmt=True).encode())  # uvicorn's own comes from a timer we do not run
             message["headers"] = [*message.get("headers", []), date, *SECURITY_HEADERS]
         await send(message)
-    return sending
+    return sending, lambda: started
 
 
 async def _deny(why: str, scope: Scope, receive: Receive, send: Send) -> None:
-    await JSONResponse({"error": f"forbidden: {why}"}, status_code=403)(scope, receive, send)
+    await _Json({"error": f"forbidden: {why}"}, status_code=403)(scope, receive, send)
+
+
+class _Json(JSONResponse):
+    """Every JSON answer of the app. Paths come as `display_path` made them (a name that is not UTF-8
+    escaped: caf\\xe9.jpg); should any other text still hold an undecodable byte (a surrogate), it is sent
+    as its JSON escape instead of failing the request."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
+                          separators=(",", ":")).encode("utf-8", "backslashreplace")
 
 
 # -- the routes ----------------------------------------------------------------------------------
@@ -186,6 +192,7 @@ class WebApp:
         self.max_dimension = max_dimension
         self.max_pixels = max_pixels
         self.max_upload = max_upload
+        self.gate = DecodeGate(max_pixels)
 
     def routes(self) -> list[Route]:
         return [
@@ -193,11 +200,11 @@ class WebApp:
             Route("/static/{name}", self.static),
             Route("/api/search", self.search_colors, methods=["GET"]),
             Route("/api/search", self.search_image, methods=["POST"]),
-            Route("/api/similar/{image_id:int}", self.similar),
-            Route("/api/images/{image_id:int}", self.image),
+            Route("/api/similar/{image_id}", self.similar),
+            Route("/api/images/{image_id}", self.image),
             Route("/api/status", self.status),
             Route("/api/retry-failed", self.retry_failed, methods=["POST"]),
-            Route("/thumbnails/{image_id:int}", self.thumbnail),
+            Route("/thumbnails/{image_id}", self.thumbnail),
         ]
 
     def index(self, request: Request) -> Response:
@@ -220,62 +227,77 @@ class WebApp:
         colors = params.getlist("color")
 
         def find() -> Response | list[dict[str, Any]]:
-            if not any(params.get(n) for n in _FILTERS) and not read_colours(colors)[0]:
+            if not has_filters(params) and not read_colours(colors)[0]:
                 return self._search(color_query_histogram(parse_colors(colors)), request)
-            return self._find(_ask(request, colors), request)
+            return self._find(ask_of(params, colors), request)
         return _answer(find)
 
     async def search_image(self, request: Request) -> Response:
+        """POST /api/search: an example image as the body, at most `max_upload` bytes, decoded within the
+        gate (a few at a time, a pixel budget read from the header first): 413 too large, 503 busy."""
         too_big = _error(413, f"the image is larger than {self.max_upload // 2**20} MB, the most this app "
                               "accepts; search with a smaller copy of it")
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_upload:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_upload:
             return too_big  # refused before a byte of it is read
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_upload:
-                return too_big
-        data = bytes(body)
-        if not data:
-            return _error(400, "no image in the request: send the image file as the body")
+        try:
+            with self.gate.slot():
+                body = bytearray()
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > self.max_upload:
+                        return too_big
+                if not body:
+                    return _error(400, "no image in the request: send the image file as the body")
+                return await run_in_threadpool(_answer, lambda: self._search_example(bytes(body), request))
+        except Busy as exc:
+            return _error(503, str(exc))
 
-        def search() -> Response | list[dict[str, Any]]:
+    def _search_example(self, data: bytes, request: Request) -> Response | list[dict[str, Any]]:
+        with self.gate.pixels(declared_size(data)):  # TooLarge, Busy: before a pixel is decoded
             hist = image_bytes_query_histogram(data, "the uploaded image", self.max_dimension, self.max_pixels)
-            return self._search(hist, request)
-        return await run_in_threadpool(_answer, search)
+        return self._search(hist, request)
 
     def similar(self, request: Request) -> Response:
-        stored = self.service.stored(request.path_params["image_id"])
-        if stored is None:
-            return _error(404, "no such image in the index")
-        return _answer(lambda: self._search(stored.histogram, request))
+        def search() -> Response | list[dict[str, Any]]:
+            image_id = parse_image_id(request.path_params["image_id"])
+            stored = None if image_id is None else self.service.stored(image_id)
+            if stored is None:
+                return _error(404, "no such image in the index")
+            return self._search(stored.histogram, request)
+        return _answer(search)
 
     def image(self, request: Request) -> Response:
-        image_id = request.path_params["image_id"]
-        stored = self.service.stored(image_id)
-        if stored is None or not stored.live:
-            return _error(404, "no such image in the index")
-        path = os.fsdecode(absolute_key((stored.root, stored.path)))
-        return JSONResponse({
-            "id": image_id, "path": path, "relative_path": os.fsdecode(stored.path), "root": stored.root,
-            "width": stored.width, "height": stored.height, "offline": not os.path.isdir(stored.root),
-            "dominant_colors": [{"hex": h, "share": round(s, 4)}
-                                for h, s in rerank.dominant_colors(stored.histogram, top=DOMINANT_COLORS)],
-            **_thumbnail_urls(image_id)})
+        def describe() -> Response | dict[str, Any]:
+            image_id = parse_image_id(request.path_params["image_id"])
+            stored = None if image_id is None else self.service.stored(image_id)
+            if image_id is None or stored is None or not stored.live:
+                return _error(404, "no such image in the index")
+            return {
+                "id": image_id, "path": display_path(absolute_key((stored.root, stored.path))),
+                "relative_path": display_path(stored.path), "root": display_path(stored.root),
+                "width": stored.width, "height": stored.height, "offline": not os.path.isdir(stored.root),
+                "dominant_colors": [{"hex": h, "share": round(s, 4)}
+                                    for h, s in rerank.dominant_colors(stored.histogram, top=DOMINANT_COLORS)],
+                **thumbnail_urls(image_id)}
+        return _answer(describe)
 
     def status(self, request: Request) -> Response:
         failures = [f.to_json() for f in self.service.failures()[:MAX_FAILURES_SHOWN]]
-        return JSONResponse({**self.service.status(), "failures": failures})
+        return _Json({**self.service.status(), "failures": failures})
 
     def retry_failed(self, request: Request) -> Response:
-        return JSONResponse({"requeued": self.service.submit_retry_failed().result(timeout=60)})
+        return _Json({"requeued": self.service.submit_retry_failed().result(timeout=60)})
 
     def thumbnail(self, request: Request) -> Response:
         size = request.query_params.get("size", "normal")
         if size not in THUMBNAIL_SIZES:
             return _error(400, f"size must be one of {', '.join(THUMBNAIL_SIZES)}")
-        found = self.service.located(request.path_params["image_id"])
+        try:
+            image_id = parse_image_id(request.path_params["image_id"])
+        except UsageError as exc:
+            return _error(400, str(exc))
+        found = None if image_id is None else self.service.located(image_id)
         if found is None or not found[2]:
             return _error(404, "no such image in the index")
         png = self.thumbnails.get(os.fsdecode(absolute_key((found[0], found[1]))), size)
@@ -287,57 +309,34 @@ class WebApp:
     def _search(self, query: np.ndarray, request: Request) -> Response | list[dict[str, Any]]:
         """A whole palette (an example image, a photo's "more like this", colours): with the query string's
         filters (`not`, `in`, `taken_after`...) if it has any."""
-        if any(request.query_params.get(n) for n in _FILTERS):
-            return self._find(_ask(request, (), query), request)
-        k = _k(request)
-        return [{**r.to_json(), **_thumbnail_urls(r.id)} for r in self.service.search(query, k, _group(request))]
+        params = request.query_params
+        if has_filters(params):
+            return self._find(ask_of(params, (), query), request)
+        results = self.service.search(query, k_of(params), grouped(params))
+        return [{**r.to_json(), **thumbnail_urls(r.id)} for r in results]
 
     def _find(self, ask: Ask, request: Request) -> Response:
-        found = self.service.find(ask, _k(request), _group(request))
-        return JSONResponse([{**r.to_json(), **_thumbnail_urls(r.id)} for r in found.results],
-                            headers={"x-chromatica-pending": str(found.pending)})
-
-
-_FILTERS = ("not", "in", "taken_after", "taken_before", "camera", "orientation", "tone")
-
-
-def _ask(request: Request, colors: Sequence[str], histogram: np.ndarray | None = None) -> Ask:
-    params = request.query_params
-    return parse_ask(colors, histogram=histogram, avoid=params.getlist("not"), folders=params.getlist("in"),
-                     taken_after=params.get("taken_after") or None, taken_before=params.get("taken_before") or None,
-                     camera=params.get("camera") or None, orientation=params.get("orientation") or None,
-                     tone=params.get("tone") or None)
-
-
-def _group(request: Request) -> bool:
-    return request.query_params.get("group_sidecars", "0") not in ("0", "false", "")
-
-
-def _k(request: Request) -> int:
-    text = request.query_params.get("k", str(DEFAULT_K))
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"k must be a whole number, got {text!r}") from None
-
-
-def _thumbnail_urls(image_id: int) -> dict[str, str]:
-    return {"thumbnail": f"/thumbnails/{image_id}?size=normal", "large": f"/thumbnails/{image_id}?size=x-large"}
+        found = self.service.find(ask, k_of(request.query_params), grouped(request.query_params))
+        return _Json([{**r.to_json(), **thumbnail_urls(r.id)} for r in found.results],
+                     headers={"x-chromatica-pending": str(found.pending)})
 
 
 def _answer(work: Callable[[], Any]) -> Response:
-    """JSON of the work's result; a bad query is a 400, anything the daemon refuses a 503, both one line."""
+    """JSON of the work's result; a bad query is a 400, an example image with too many pixels a 413, anything
+    the daemon refuses (busy) a 503, each one line."""
     try:
         result = work()
-        return result if isinstance(result, Response) else JSONResponse(result)
+        return result if isinstance(result, Response) else _Json(result)
     except UsageError as exc:
         return _error(400, str(exc))
+    except TooLarge as exc:
+        return _error(413, str(exc))
     except ChromaticaError as exc:
         return _error(503, str(exc))
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return _Json({"error": message}, status_code=status, headers=headers)
 
 
 def _static_names() -> frozenset[str]:
@@ -350,6 +349,13 @@ def _file(path: Path, cache: bool = False) -> Response:
                     headers=headers)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method a route does not take) as one line of JSON."""
+    assert isinstance(exc, HTTPException)
+    words = {404: f"no such page: {request.url.path}", 405: f"{request.method} is not allowed here"}
+    return _error(exc.status_code, words.get(exc.status_code, str(exc.detail).lower()), headers=exc.headers)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """One request failing must not show a traceback: one line in the log (the trace at debug level)."""
     logger.error("web request %s %s failed: %s", request.method, request.url.path, exc)
@@ -357,9 +363,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal error: {exc}")
 
 
-def build_app(web: WebApp, token: str, hosts: frozenset[str]) -> ASGIApp:
-    app = Starlette(routes=web.routes(), exception_handlers={Exception: _internal_error})
-    return Guard(app, token, hosts)
+def build_app(web: WebApp, token: str, hosts: frozenset[str], origins: frozenset[str]) -> ASGIApp:
+    app = Starlette(routes=web.routes(), exception_handlers={HTTPException: _http_error, Exception: _internal_error})
+    return Guard(app, token, hosts, origins)
 
 
 # -- the server thread ---------------------------------------------------------------------------
@@ -418,7 +424,7 @@ class WebServer:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
-        app = build_app(self.web, self.token, allowed_hosts(self.host, self.port))
+        app = build_app(self.web, self.token, allowed_hosts(self.host, self.port), own_origins(self.host, self.port))
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=5,
                                 server_header=False, date_header=False)
         self._server = _QuietServer(config)
