@@ -23,6 +23,7 @@ from chromatica_watch.daemon.logs import configure_logging
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.read_cache import ReadCache
 from chromatica_watch.daemon.read_side import ReadSide
+from chromatica_watch.daemon.rechecks import Rechecks, recheck_quiet
 from chromatica_watch.daemon.reconciler import Reconciler
 from chromatica_watch.daemon.requests import Requests
 from chromatica_watch.daemon.roots import RootKeeper
@@ -42,7 +43,7 @@ POOL_IDLE_S = 30.0  # worker processes are stopped after this long without work 
 
 
 def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time.monotonic,
-            notifier: SystemdNotifier | None = None) -> Daemon:
+            notifier: SystemdNotifier | None = None, config_named: bool = True) -> Daemon:
     notifier = notifier or SystemdNotifier()
     reporter = StatusReporter(
         cfg.status_path, notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
@@ -78,25 +79,28 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     ingester = Ingester(store, workers, batcher, reporter, publisher, stop, clock, cfg.batch_size, reload)
     # the ingester publishes after each commit, and the publisher counts what the ingester holds
     publisher.queued = lambda: len(batcher) + ingester.in_flight
-    reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds)
+    rechecks = Rechecks(recheck_quiet(cfg))
+    reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds,
+                            rechecks)
     scans = Scans(cfg, reconciler, roots, publisher, guard, reporter, clock, stop)
     commands = CommandQueue()
     damage = DamageReports()
     indexer = Indexer(cfg, clock=clock, stop=stop, events=events, batcher=batcher, workers=workers, store=store,
                       ingester=ingester, reconciler=reconciler, scans=scans, roots=roots, upgrades=upgrades,
                       publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage,
-                      details=DetailsPass(store, reporter), reload_requested=reload)
+                      details=DetailsPass(store, reporter), reload_requested=reload, rechecks=rechecks)
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
     read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
     return Daemon(cfg, config_path, Parts(
         stop=stop, notifier=notifier, reporter=reporter, store=store, batcher=batcher, workers=workers, roots=roots,
         upgrades=upgrades, publisher=publisher, guard=guard, ingester=ingester, reconciler=reconciler, scans=scans,
         commands=commands, read_side=read_side, indexer=indexer, requests=requests, make_server=make_server,
-        make_web=make_web))
+        make_web=make_web), config_named=config_named)
 
 
-def run(cfg: Config, config_path: Path | None = None) -> int:
+def run(cfg: Config, config_path: Path | None = None, config_named: bool = True) -> int:
+    """Run the daemon; `config_named`: `config_path` was named (--config), not found by the rule."""
     configure_logging(cfg)
-    daemon = compose(cfg, config_path)
+    daemon = compose(cfg, config_path, config_named=config_named)
     daemon.install_signal_handlers()
     return daemon.run()

@@ -76,9 +76,12 @@ class Parts:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_path: Path | None, parts: Parts) -> None:
+    def __init__(self, cfg: Config, config_path: Path | None, parts: Parts, *, config_named: bool = True) -> None:
         self.cfg = cfg
         self.config_path = config_path
+        # Named (--config): a reload reads that file. Else it is found again by the rule (find_config_file):
+        # the user's file created since the start is read, and one removed since leaves the built-in defaults.
+        self.config_named = config_named
         self.parts = parts
         self.notifier, self.reporter, self.store = parts.notifier, parts.reporter, parts.store
         self.batcher, self.workers, self.roots = parts.batcher, parts.workers, parts.roots
@@ -194,11 +197,14 @@ class Daemon:
     # -- a new config (SIGHUP), on the indexer thread --------------------------------------------
     def reload(self) -> None:
         self.notifier.reloading()
+        path = self.config_path if self.config_named else config_mod.find_config_file()
         try:
-            new = config_mod.load(self.config_path)
+            new = config_mod.load(path)
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config: %s", exc)
         else:
+            self.config_path = path.absolute() if path is not None else None
+            self.reporter.update(config_file=str(self.config_path) if self.config_path is not None else None)
             self.apply_config(new)
         finally:
             self.notifier.ready()

@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from chromatica_watch.daemon.compose import run
 
     path = config_file(args)
-    return run(config_mod.load(path), path)
+    return run(config_mod.load(path), path, config_named=bool(args.config))
 
 
 def add_status(sub: Subparsers, shared: SharedOptions) -> None:
