@@ -47,7 +47,8 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     reporter = StatusReporter(
         cfg.status_path, notifier, interval=cfg.status_interval, stall_timeout=cfg.stall_timeout,
         base={"version": __version__, "index_dir": cfg.index_dir, "socket": str(cfg.socket_path),
-              "config_file": str(config_path.absolute()) if config_path is not None else None}, clock=clock)
+              "config_file": str(config_path.absolute()) if config_path is not None else None,
+              "thumbnail_cache": None}, clock=clock)
     events: queue.Queue[FsEvent] = queue.Queue()
     stop = threading.Event()
     # How histograms are made is fixed at startup, like the fingerprint: a reload does not change it.
@@ -78,6 +79,9 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     ingester = Ingester(store, workers, batcher, reporter, publisher, stop, clock, cfg.batch_size, reload)
     # the ingester publishes after each commit, and the publisher counts what the ingester holds
     publisher.queued = lambda: len(batcher) + ingester.in_flight
+    # a thumbnail cache that cannot be written (the web app's writes, the workers'): a note in status while it lasts
+    thumbnailer.health.on_change = lambda note: reporter.update(thumbnail_cache=note)
+    ingester.thumbnails_written = thumbnailer.health.noted
     reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds)
     scans = Scans(cfg, reconciler, roots, publisher, guard, reporter, clock, stop)
     commands = CommandQueue()

@@ -13,6 +13,7 @@ from chromatica_watch.core.records import Changes
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.status import StatusReporter
+from chromatica_watch.imaging.thumbnail_cache import CacheWrite
 from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
 from chromatica_watch.ingest.pool import IngestPool, PoolManager, Task
 from chromatica_watch.storage.store import Store
@@ -37,6 +38,8 @@ class Ingester:
         self.reload = reload  # a reload waits: the ingest stops between batches for it
         self.batch_size = batch_size  # follows config reloads
         self.in_flight = 0  # files handed to the workers and not committed yet
+        # What the workers' writes to the thumbnail cache met, told to its health (see compose)
+        self.thumbnails_written: Callable[[list[CacheWrite]], None] = lambda _writes: None
 
     def reconfigure(self, batch_size: int) -> None:
         self.batch_size = batch_size
@@ -93,6 +96,8 @@ class Ingester:
         now = self.clock()
         for u in outcome.unstable:
             self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
+        if outcome.thumbnails:
+            self.thumbnails_written(outcome.thumbnails)
         if outcome.added or outcome.moved or outcome.failed:
             logger.info("indexed %d new image(s); %d moved, %d removed, %d could not be indexed",
                         outcome.added, outcome.moved, outcome.tombstoned, len(outcome.failed))

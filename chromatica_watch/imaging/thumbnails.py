@@ -8,7 +8,8 @@ both still match the file; a file that cannot be thumbnailed is remembered in
 
 Safe to call from several threads: every file is written to a temporary file of its own and renamed
 into place, so a reader sees a whole thumbnail or none, and two threads making the same thumbnail at
-once just write the same thing twice.
+once just write the same thing twice. A cache that cannot be written (a full disk) is said once, not once
+per thumbnail, by `health` (see thumbnail_cache); thumbnails are then made each time they are shown.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 from chromatica_watch.core.errors import ImageError
 from chromatica_watch.imaging.decoders import Decoded, decode, enable_pillow_for, shrink
 from chromatica_watch.imaging.reading import read_file
+from chromatica_watch.imaging.thumbnail_cache import CacheHealth, CacheWrite, write_problem
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,15 @@ class Thumbnailer:
         self.cache_root = Path(cache_root)
         self.max_pixels = max_pixels
         self.software = _software()
+        self.health = CacheHealth(self.cache_root)  # what this process's writes found (see store_decoded)
+
+    def __getstate__(self) -> dict[str, object]:
+        """As handed to an indexing worker: its writes are reported back (store_decoded), not kept there."""
+        return {k: v for k, v in self.__dict__.items() if k != "health"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.health = CacheHealth(self.cache_root)
 
     def path_for(self, path: str, size: str) -> Path:
         """Where the thumbnail of `path` at `size` is cached."""
@@ -133,7 +144,7 @@ class Thumbnailer:
         except ImageError as exc:
             logger.debug("no thumbnail for %s: %s", path, exc.reason)
             if _is_lasting(exc.reason):  # a FIFO, say: remembered as the stat saw it
-                self._write(fail_path, _failure_png(seen, self.software))
+                self.health.wrote(self._write(fail_path, _failure_png(seen, self.software)))
             return None
         # What is recorded is the mtime and size of the bytes actually read (fstat of the open file).
         source = _Source(seen.uri, data.mtime_ns // 1_000_000_000, data.size)
@@ -145,32 +156,36 @@ class Thumbnailer:
             return None
         except ImageError as exc:
             logger.debug("no thumbnail for %s: %s", path, exc.reason)
-            self._write(fail_path, _failure_png(source, self.software))
+            self.health.wrote(self._write(fail_path, _failure_png(source, self.software)))
             return None
-        self._write(thumb_path, png)
+        self.health.wrote(self._write(thumb_path, png))  # served whether it could be kept or not
         return png
 
-    def store_decoded(self, path: str, data: bytes, mtime_ns: int, size: int, decoded: Decoded) -> None:
+    def store_decoded(self, path: str, data: bytes, mtime_ns: int, size: int, decoded: Decoded) -> CacheWrite | None:
         """While indexing: cache the "normal" thumbnail of a file from the pixels its histogram was just made
         of (the indexer decodes at max_dimension, 256 by default, twice the 128 px of "normal"), so the web
         app's grid never waits for a decode. `data`, `mtime_ns` and `size` are the bytes read and their stat.
         A thumbnail already valid for this mtime (a file manager's) is kept. Never raises: a thumbnail that
-        cannot be cached is made when first asked for."""
+        cannot be cached is made when first asked for. Returns what the write met, for the daemon's `health`
+        (this runs in a worker process), or None when nothing was written."""
         try:
             source = _Source(file_uri(path), mtime_ns // 1_000_000_000, size)
             target = self.cache_root / THUMBNAIL_WHILE_INDEXING / thumbnail_name(source.uri)
             if _read_valid(target, source) is None:
-                self._write(target, _from_decoded(decoded, data, SIZES[THUMBNAIL_WHILE_INDEXING], source,
-                                                  self.software))
+                return self._write(target, _from_decoded(decoded, data, SIZES[THUMBNAIL_WHILE_INDEXING], source,
+                                                         self.software))
         except Exception as exc:  # a thumbnail is a convenience: indexing goes on whatever happens here
             logger.debug("no thumbnail cached for %s while indexing: %s", path, exc)
+        return None
 
-    def _write(self, target: Path, data: bytes) -> None:
+    def _write(self, target: Path, data: bytes) -> CacheWrite:
         """Cache `data` at `target`; the thumbnail is served anyway when the cache cannot be written."""
         try:
             _write_private(target, data)
         except OSError as exc:
             logger.debug("cannot cache the thumbnail %s: %s", target, exc)
+            return CacheWrite(write_problem(exc))
+        return CacheWrite()
 
 
 def _check_request(path: str, size: str) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_path, is_under
 from chromatica_watch.core.records import Changes, Failure, LiveFile, Move, NewImage
+from chromatica_watch.imaging.thumbnail_cache import CacheWrite
 from chromatica_watch.ingest.diff import Diff, MatchBy, diff
 from chromatica_watch.ingest.pool import Failed, Indexed, Known, Result, ResultSource, Task, Unstable
 from chromatica_watch.storage.catalog import Catalog
@@ -58,6 +59,7 @@ class Outcome:
     tombstoned: int = 0
     failed: list[Failure] = field(default_factory=list)
     unstable: list[Unstable] = field(default_factory=list)
+    thumbnails: list[CacheWrite] = field(default_factory=list)  # grid thumbnails cached while indexing, or not
     processed: int = 0  # tasks whose results were committed (the first ones: results come in task order)
 
 
@@ -110,6 +112,8 @@ class Committer:
             if old is not None:
                 changes.tombstoned.append(old.image_id)
             if isinstance(r, Indexed):
+                if r.thumbnail is not None:
+                    outcome.thumbnails.append(r.thumbnail)
                 changes.added.append(NewImage(r.task.root, r.task.path, r.size, r.mtime_ns, r.content_hash,
                                               r.width, r.height, r.histogram, r.details, r.ctime_ns))
             elif isinstance(r, Known):

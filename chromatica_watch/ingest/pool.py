@@ -40,6 +40,7 @@ from chromatica_watch.core.records import PhotoDetails
 if TYPE_CHECKING:
     import numpy as np
 
+    from chromatica_watch.imaging.thumbnail_cache import CacheWrite
     from chromatica_watch.imaging.thumbnails import Thumbnailer
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Indexed:
     histogram: np.ndarray
     details: PhotoDetails | None = None  # from its headers, read with the same bytes
     ctime_ns: int | None = None  # the inode change time of the bytes read
+    thumbnail: CacheWrite | None = None  # the grid thumbnail cached while indexing: done, or why not
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,12 @@ def process(task: Task, max_dimension: int, max_pixels: int, thumbnails: Thumbna
         return Failed(task, read.size, read.mtime_ns, exc.reason)
     except MemoryError:
         return Failed(task, read.size, read.mtime_ns, "out of memory while decoding")
+    thumbnail = None
     if thumbnails is not None:
-        thumbnails.store_decoded(path, read.data, read.mtime_ns, read.size, decoded)
+        thumbnail = thumbnails.store_decoded(path, read.data, read.mtime_ns, read.size, decoded)
     about = details.photo_details(read.data, extension(task.path), read.mtime_ns, feats.width, feats.height)
     return Indexed(task, read.size, read.mtime_ns, feats.content_hash, feats.width, feats.height,
-                   feats.histogram, about, read.ctime_ns)
+                   feats.histogram, about, read.ctime_ns, thumbnail)
 
 
 def process_chunk(tasks: list[Task], max_dimension: int, max_pixels: int,

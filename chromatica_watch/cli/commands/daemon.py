@@ -81,6 +81,8 @@ def _print_live_status(live: dict[str, Any]) -> None:
         print(f"  last checkpoint {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(live['last_checkpoint']))}")
     for alert in live.get("alerts", []):
         print(f"  NOTE: {alert['message']}")
+    if live.get("thumbnail_cache"):
+        print(f"  NOTE: {live['thumbnail_cache']}")
     for f in live.get("recent_failures", [])[-5:]:
         print(f"  failed: {f['path']}: {f['reason']}")
 
