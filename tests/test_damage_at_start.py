@@ -18,15 +18,15 @@ FILE_HEADER = 3 * 4096  # DuckDB's main header and its two database headers, the
 BLOCK = 256 * 1024
 
 
-def meta_block_offset(path: Path) -> int:
-    """Where the meta table's data lies in the file, from DuckDB's own storage table."""
+def block_offset(path: Path, table: str) -> int:
+    """Where a table's data lies in the file, from DuckDB's own storage table."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        blocks = [b for (b,) in con.execute("SELECT DISTINCT block_id FROM pragma_storage_info('meta') "
+        blocks = [b for (b,) in con.execute(f"SELECT DISTINCT block_id FROM pragma_storage_info('{table}') "
                                              "WHERE block_id >= 0").fetchall()]
     finally:
         con.close()
-    assert blocks, "the meta table has no block of its own"
+    assert blocks, f"the {table} table has no block of its own"
     return FILE_HEADER + int(blocks[0]) * BLOCK
 
 
@@ -34,13 +34,13 @@ def damage(path: Path, how: str) -> None:
     if how == "truncated":
         os.truncate(path, path.stat().st_size // 2)
         return
-    offset = meta_block_offset(path) + 16
+    offset = block_offset(path, how.split()[0]) + 16
     blob = bytearray(path.read_bytes())
     blob[offset: offset + 64] = bytes(b ^ 0xFF for b in blob[offset: offset + 64])
     path.write_bytes(bytes(blob))
 
 
-@pytest.mark.parametrize("how", ["truncated", "meta block overwritten"])
+@pytest.mark.parametrize("how", ["truncated", "meta block overwritten", "roots block overwritten"])
 def test_a_catalog_damaged_at_start_is_made_again_in_the_same_start(daemon_env: DaemonEnv, how: str) -> None:
     env = daemon_env
     for i, name in enumerate(PHOTO_NAMES):

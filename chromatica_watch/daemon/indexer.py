@@ -193,6 +193,13 @@ class Indexer:
         rebuilt, damage = self.store.open()
         if damage:
             self.reporter.alert(damage)
+        try:
+            self._opened(rebuilt)
+        except CatalogDamaged as exc:  # found by the first reads past the open (a block of the roots table)
+            self.reporter.alert(self.store.replace_damaged(exc))
+            self._opened(False)
+
+    def _opened(self, rebuilt: bool) -> None:
         self.roots.sync()
         if rebuilt:
             self.checkpoint()
