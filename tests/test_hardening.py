@@ -201,25 +201,27 @@ def test_each_committed_batch_leaves_one_info_line(daemon_env: DaemonEnv) -> Non
 
 
 def test_the_socket_is_private_and_idle_connections_are_bounded_and_timed_out(daemon_env: DaemonEnv) -> None:
-    from chromatica_watch.serving.socket_server import CONNECTION_TIMEOUT_S, MAX_CONNECTIONS
+    from chromatica_watch.serving.connections import MAX_PENDING, REQUEST_DEADLINE_S
 
     env = daemon_env
     env.start()
     sock_path = str(env.runtime_dir / "chromatica-watch.sock")
     assert (os.stat(env.runtime_dir).st_mode & 0o777) == 0o700
     idle = []
-    for _ in range(MAX_CONNECTIONS + 5):
+    for _ in range(MAX_PENDING + 5):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(sock_path)
-        s.settimeout(CONNECTION_TIMEOUT_S + 10)
+        s.settimeout(REQUEST_DEADLINE_S + 10)
         idle.append(s)
     try:
         started = time.monotonic()
-        # Past the bound, connections are closed at once; the rest when their idle time runs out.
-        closed_at = _seconds_until_closed(idle, started, limit=CONNECTION_TIMEOUT_S + 10)
+        # Past the bound, the oldest are told "busy" and closed at once; the rest when their deadline passes.
+        closed_at, said = _seconds_until_closed(idle, started, limit=REQUEST_DEADLINE_S + 10)
         assert sum(t < 2 for t in closed_at) >= 5, closed_at
-        assert max(closed_at) < CONNECTION_TIMEOUT_S + 5, closed_at
-        assert min(t for t in closed_at if t >= 2) > CONNECTION_TIMEOUT_S - 1, closed_at
+        assert all(b'"busy": true' in said[i] for i, t in enumerate(closed_at) if t < 2), said
+        assert max(closed_at) < REQUEST_DEADLINE_S + 5, closed_at
+        assert min(t for t in closed_at if t >= 2) > REQUEST_DEADLINE_S - 1, closed_at
+        assert all(b"no request line within" in said[i] for i, t in enumerate(closed_at) if t >= 2), said
     finally:
         for s in idle:
             s.close()
@@ -228,21 +230,26 @@ def test_the_socket_is_private_and_idle_connections_are_bounded_and_timed_out(da
     assert env.stop() == 0
 
 
-def _seconds_until_closed(socks: list[socket.socket], started: float, limit: float) -> list[float]:
-    """For each socket, the seconds after `started` when the server closed it (read gives b"")."""
+def _seconds_until_closed(socks: list[socket.socket], started: float,
+                          limit: float) -> tuple[list[float], list[bytes]]:
+    """For each socket, the seconds after `started` when the server closed it (read gives b""), and what it
+    said before."""
     sel = selectors.DefaultSelector()
     for i, s in enumerate(socks):
         sel.register(s, selectors.EVENT_READ, i)
     closed: dict[int, float] = {}
+    said = [b""] * len(socks)
     while len(closed) < len(socks) and time.monotonic() - started < limit:
         for key, _ in sel.select(timeout=0.5):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
-            if not sock.recv(4096):
+            data = sock.recv(4096)
+            said[key.data] += data
+            if not data:
                 closed[key.data] = time.monotonic() - started
                 sel.unregister(sock)
     sel.close()
-    return [closed.get(i, float("inf")) for i in range(len(socks))]
+    return [closed.get(i, float("inf")) for i in range(len(socks))], said
 
 
 def test_a_folder_deeper_than_path_max_is_named_and_the_rest_stays_watched(daemon_env: DaemonEnv) -> None:

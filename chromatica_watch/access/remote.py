@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from chromatica_watch.access.interface import IndexAccess
 from chromatica_watch.access.match import Match
-from chromatica_watch.core.errors import ChromaticaError, DaemonNotRunning, UsageError
+from chromatica_watch.core.errors import ChromaticaError, DaemonBusy, DaemonNotRunning, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,46 +25,67 @@ if TYPE_CHECKING:
 # large index takes minutes, and the client waits for its report.
 LONG_CHANGE_TIMEOUT = 3600.0
 
+BUSY_MESSAGE = "the daemon is busy (every thread answering other requests): try again in a moment"
+# A write to a socket the daemon has closed fails with EPIPE, never kills the process by SIGPIPE (which
+# Python ignores, but a program embedding it may not).
+_NO_SIGPIPE = getattr(socket, "MSG_NOSIGNAL", 0)
+
 
 def request(socket_path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Send one request; raises DaemonNotRunning when nothing answers on the socket, ChromaticaError when the
-    daemon does not answer in time or drops the connection."""
+    """Send one request; raises DaemonNotRunning when nothing answers on the socket, DaemonBusy when the
+    daemon says it is too busy to take it, ChromaticaError when it does not answer in time or drops the
+    connection; never a bare OSError, nor a SIGPIPE for a socket the daemon closed first."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(str(socket_path))
+            answer = _exchange(s, payload)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonNotRunning(f"no daemon answers on {socket_path}") from exc
-        try:
-            chunks = _exchange(s, payload)
+        except BlockingIOError as exc:  # EAGAIN from connect: the socket's queue of connections is full
+            raise DaemonBusy(BUSY_MESSAGE) from exc
         except TimeoutError as exc:
             raise ChromaticaError(f"the daemon on {socket_path} did not answer within {timeout:g} s (busy or "
                                   "stuck: see `chromatica-watch status`)") from exc
         except OSError as exc:
             raise ChromaticaError(f"the daemon on {socket_path} dropped the connection "
                                   f"({exc.strerror or exc})") from exc
+    if not answer:
+        raise ChromaticaError(f"the daemon on {socket_path} closed the connection without answering")
     try:
-        response = json.loads(b"".join(chunks))
+        response = json.loads(answer)
     except ValueError as exc:
         raise ChromaticaError(f"bad response from the daemon on {socket_path}") from exc
+    if not isinstance(response, dict):
+        raise ChromaticaError(f"bad response from the daemon on {socket_path}")
+    if response.get("busy"):
+        raise DaemonBusy(BUSY_MESSAGE)
     if not response.get("ok"):
         # A bad request (exit code 2) stays a usage error across the socket.
         error = UsageError if response.get("exit_code") == UsageError.exit_code else ChromaticaError
         raise error(f"daemon: {response.get('error', 'unknown error')}")
-    return dict(response)
+    return response
 
 
-def _exchange(s: socket.socket, payload: dict[str, Any]) -> list[bytes]:
-    s.sendall(json.dumps(payload).encode() + b"\n")
-    chunks = []
-    while True:
-        chunk = s.recv(1 << 16)
+def _exchange(s: socket.socket, payload: dict[str, Any]) -> bytes:
+    """The answer line (empty if none came). A daemon that closed the connection before reading the request
+    may have said why (busy) first: a failed send still reads what it said."""
+    try:
+        s.sendall(json.dumps(payload).encode() + b"\n", _NO_SIGPIPE)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = bytearray()
+    while not answer.endswith(b"\n"):
+        try:
+            chunk = s.recv(1 << 16)
+        except ConnectionResetError:
+            if answer:
+                raise
+            break
         if not chunk:
             break
-        chunks.append(chunk)
-        if chunk.endswith(b"\n"):
-            break
-    return chunks
+        answer += chunk
+    return bytes(answer)
 
 
 def daemon_available(socket_path: Path) -> bool:
@@ -79,11 +100,14 @@ def daemon_available(socket_path: Path) -> bool:
 
 def ask_status(socket_path: Path, timeout: float = 3.0) -> tuple[dict[str, Any] | None, str | None]:
     """The daemon's own status over its socket: (status, None), or (None, "no daemon") when nothing
-    listens there, or (None, "not answering") when something holds the socket but does not answer."""
+    listens there, (None, "busy") when the daemon says it is too busy to answer, or (None, "not answering")
+    when something holds the socket but does not answer."""
     try:
         return dict(request(socket_path, {"op": "status"}, timeout=timeout)["status"]), None
     except DaemonNotRunning:
         return None, "no daemon"
+    except DaemonBusy:
+        return None, "busy"
     except (OSError, ChromaticaError, KeyError, TypeError):
         return None, "not answering"
 

@@ -73,6 +73,10 @@ class DaemonNotRunning(ChromaticaError):
     exit_code = 3
 
 
+class DaemonBusy(ChromaticaError):
+    """The daemon answered that every thread for such requests is busy: nothing was done; try again."""
+
+
 class ImageError(Exception):
     """One image could not be indexed; `reason` is what goes into the failure report."""
 

@@ -248,7 +248,7 @@ def judge(live: dict[str, Any] | None, live_problem: str | None, saved: dict[str
     """(exit code, one-line verdict) for `chromatica-watch status`.
 
     `live` is what the daemon answered over its socket (the truth while it runs); `live_problem` says
-    why there is no answer ("no daemon" or "not answering"). `saved` is status.json, which only tells
+    why there is no answer ("no daemon", "busy" or "not answering"). `saved` is status.json, which only tells
     how the last daemon ended. A pid alone proves nothing: pids are reused.
     """
     if live is not None:
@@ -258,6 +258,8 @@ def judge(live: dict[str, Any] | None, live_problem: str | None, saved: dict[str
         return EXIT_DEGRADED, f"degraded: {live.get('degraded_reason') or state}"
     if live_problem == "not answering":
         return EXIT_DEGRADED, "not responding: a daemon holds the socket but did not answer"
+    if live_problem == "busy":
+        return EXIT_DEGRADED, "busy: the daemon said it is answering too many requests; try again in a moment"
     if saved is None:
         return EXIT_NOT_RUNNING, f"not running ({saved_problem or 'no status file'})"
     state = saved.get("state", "?")

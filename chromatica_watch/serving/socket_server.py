@@ -1,19 +1,18 @@
 """The local API: JSON lines over a Unix socket (mode 0600) in the runtime dir; loopback TCP if configured.
 
-One request line, one response line. Reads run on the thread that answers the connection (one of a
-pool); anything that writes the catalog is handed to the indexer thread.
+One request line, one response line: what each op answers is here (`handle`); how connections are read
+and answered, kept from starving one another, is `connections.Door`. Reads run on the thread that answers
+the request (one of a pool); anything that writes the catalog is handed to the indexer thread.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
 import socket
-import socketserver
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,12 +23,9 @@ from chromatica_watch.ingest.roots import RootView
 from chromatica_watch.search.ask import Ask
 from chromatica_watch.search.finder import Found
 from chromatica_watch.search.searcher import DEFAULT_K, Result
+from chromatica_watch.serving.connections import BACKLOG, REQUEST_DEADLINE_S, BadRequest, Door
 
 logger = logging.getLogger(__name__)
-
-MAX_REQUEST = 1 << 20
-CONNECTION_TIMEOUT_S = 10.0  # a client that sends nothing (or reads nothing) for this long is dropped
-MAX_CONNECTIONS = 32  # one thread each; more at once are refused rather than piling up threads
 
 
 class Service(Protocol):
@@ -65,28 +61,28 @@ def _failures(service: Service) -> list[dict[str, Any]]:
 def _query_histogram(request: dict[str, Any]) -> np.ndarray:
     values = request.get("histogram")
     if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
-        raise ValueError("search: 'histogram' must be a list of numbers")
+        raise BadRequest("search: 'histogram' must be a list of numbers")
     return np.asarray(values, dtype=np.float32)
 
 
 def _k(request: dict[str, Any]) -> int:
     k = request.get("k", DEFAULT_K)
     if not isinstance(k, int) or isinstance(k, bool):
-        raise ValueError("search: 'k' must be an integer")
+        raise BadRequest("search: 'k' must be an integer")
     return k
 
 
 def _flag(request: dict[str, Any], name: str) -> bool:
     value = request.get(name, False)
     if not isinstance(value, bool):
-        raise ValueError(f"{request.get('op')}: {name!r} must be true or false")
+        raise BadRequest(f"{request.get('op')}: {name!r} must be true or false")
     return value
 
 
 def _root_arg(request: dict[str, Any], name: str) -> str:
     value = request.get(name)
     if not isinstance(value, str) or not os.path.isabs(value):
-        raise ValueError(f"relocate: {name!r} must be an absolute path")
+        raise BadRequest(f"relocate: {name!r} must be an absolute path")
     return value
 
 
@@ -118,93 +114,20 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         old, new = _root_arg(request, "old"), _root_arg(request, "new")
         future = service.submit_relocate(old, new, bool(request.get("dry_run")), bool(request.get("force")))
         return {"relocated": future.result(timeout=3600)}
-    raise ValueError(f"unknown op {op!r}")
-
-
-class _Handler(socketserver.StreamRequestHandler):
-    server: _UnixServer | _TcpServer
-    timeout = CONNECTION_TIMEOUT_S  # set on the connection's socket by StreamRequestHandler.setup
-
-    def handle(self) -> None:
-        line = self.rfile.readline(MAX_REQUEST)
-        try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("request must be a JSON object")
-            response = {"ok": True, **handle(self.server.service, request)}
-        except ChromaticaError as exc:
-            response = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
-        except (ValueError, TimeoutError) as exc:
-            response = {"ok": False, "error": str(exc)}
-        except Exception as exc:  # one bad request must not take the daemon down
-            logger.exception("request failed")
-            response = {"ok": False, "error": f"internal error: {exc}"}
-        try:
-            self.wfile.write(json.dumps(response).encode() + b"\n")
-        except OSError:
-            pass
-
-
-class _Bounded:
-    """Connections answered on a pool of threads that outlive them, at most MAX_CONNECTIONS at once: the
-    next ones are closed at once. Kept threads, not a thread per connection: a search's first one on a new
-    thread page-faults in OpenBLAS's and glibc's per-thread memory (~1,000 faults, 2-5 ms at a million
-    photos), every time."""
-
-    slots: threading.BoundedSemaphore
-    answering: ThreadPoolExecutor
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            logger.warning("refusing a connection: %d requests are already being answered", MAX_CONNECTIONS)
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-            return
-        try:
-            self.answering.submit(self._answer, request, client_address)
-        except BaseException:
-            self.slots.release()
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-            raise
-
-    def _answer(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)  # type: ignore[attr-defined]
-        except Exception:
-            self.handle_error(request, client_address)  # type: ignore[attr-defined]
-        finally:
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-            self.slots.release()
-
-    def server_close(self) -> None:
-        super().server_close()  # type: ignore[misc]
-        self.answering.shutdown(wait=True)  # each connection ends within CONNECTION_TIMEOUT_S
-
-
-class _UnixServer(_Bounded, socketserver.UnixStreamServer):
-    def __init__(self, path: str, service: Service) -> None:
-        self.service = service
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.answering = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="api-unix")
-        super().__init__(path, _Handler)
-
-
-class _TcpServer(_Bounded, socketserver.TCPServer):
-    allow_reuse_address = True
-
-    def __init__(self, port: int, service: Service) -> None:
-        self.service = service
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.answering = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="api-tcp")
-        super().__init__(("127.0.0.1", port), _Handler)
+    raise BadRequest(f"unknown op {op!r}")
 
 
 class SearchServer:
-    def __init__(self, service: Service, socket_path: os.PathLike[str] | str, tcp_port: int = 0) -> None:
+    """The socket API's doors: the Unix socket, and loopback TCP when a port is configured.
+    `request_deadline`: how long a connection may take to send its request line."""
+
+    def __init__(self, service: Service, socket_path: os.PathLike[str] | str, tcp_port: int = 0, *,
+                 request_deadline: float = REQUEST_DEADLINE_S) -> None:
         self.service = service
         self.path = os.fspath(socket_path)
         self.tcp_port = tcp_port
-        self._servers: list[socketserver.BaseServer] = []
-        self._threads: list[threading.Thread] = []
+        self.request_deadline = request_deadline
+        self._doors: list[Door] = []
 
     def start(self) -> None:
         private_dir(os.path.dirname(self.path))
@@ -212,23 +135,27 @@ class SearchServer:
             if _answers(self.path):
                 raise ChromaticaError(f"another daemon already answers on {self.path}")
             os.unlink(self.path)  # stale, from a crash
-        unix = _UnixServer(self.path, self.service)
-        os.chmod(self.path, 0o600)
-        self._servers.append(unix)
-        if self.tcp_port:
-            self._servers.append(_TcpServer(self.tcp_port, self.service))
-        for srv in self._servers:
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                                 name=f"api-{type(srv).__name__}")
-            t.start()
-            self._threads.append(t)
+        listeners = {"unix": socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)}
+        try:
+            listeners["unix"].bind(self.path)
+            os.chmod(self.path, 0o600)
+            listeners["unix"].listen(BACKLOG)
+            if self.tcp_port:
+                listeners["tcp"] = socket.create_server(("127.0.0.1", self.tcp_port), backlog=BACKLOG)
+        except BaseException:
+            for listener in listeners.values():
+                listener.close()
+            raise
+        handle_here = functools.partial(handle, self.service)
+        for name, listener in listeners.items():
+            door = Door(listener, name, handle_here, request_deadline=self.request_deadline)
+            door.start()
+            self._doors.append(door)
 
     def stop(self) -> None:
-        for srv in self._servers:
-            srv.shutdown()
-            srv.server_close()
-        for t in self._threads:
-            t.join(timeout=5)
+        for door in self._doors:
+            door.stop()
+        self._doors.clear()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
