@@ -168,10 +168,15 @@ class Door:
         try:
             while not self._stopping:
                 for key, _ in self._selector.select(self._timeout()):
-                    if key.fileobj is self._listener:
-                        self._accept()
-                    elif isinstance(key.data, _Reading):
-                        self._read(key.data)
+                    try:
+                        if key.fileobj is self._listener:
+                            self._accept()
+                        elif isinstance(key.data, _Reading):
+                            self._read(key.data)
+                    except Exception:  # a bug: that connection is lost, the door stays open
+                        logger.exception("socket door: a connection failed")
+                        if isinstance(key.data, _Reading) and key.data.sock.fileno() in self._reading:
+                            self._close(key.data)
                 self._expire()
         finally:
             for r in list(self._reading.values()):
