@@ -69,7 +69,7 @@ class _IdleClients:
 
 
 def _warnings_of_the_socket(log: str) -> list[str]:
-    return [line for line in log.splitlines() if " WARNING chromatica_watch.serving." in line]
+    return [line for line in log.splitlines() if " WARNING chromatica_watch.serving.connections:" in line]
 
 
 def test_status_and_search_answer_while_hundreds_of_idle_connections_are_held(daemon_env: DaemonEnv) -> None:
