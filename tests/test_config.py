@@ -288,7 +288,7 @@ def test_a_root_reached_through_a_link_into_another_is_refused(tmp_path: Path) -
     (tmp_path / "same").symlink_to(tmp_path / "Pictures")
     for other in ("link", "same"):
         (tmp_path / "c.toml").write_text(f'roots = ["{tmp_path / "Pictures"}", "{tmp_path / other}"]\n')
-        with pytest.raises(ConfigError, match="inside|same folder"):
+        with pytest.raises(ConfigError, match=r"inside|same folder"):
             config.load(tmp_path / "c.toml")
     (tmp_path / "c.toml").write_text(f'roots = ["{tmp_path / "Pictures"}", "{tmp_path / "Pictures"}/"]\n')
     assert config.load(tmp_path / "c.toml").roots == (str(tmp_path / "Pictures"),)  # one folder named twice
