@@ -23,6 +23,7 @@ from chromatica_watch.daemon.logs import configure_logging
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.read_cache import ReadCache
 from chromatica_watch.daemon.read_side import ReadSide
+from chromatica_watch.daemon.rechecks import Rechecks, recheck_quiet
 from chromatica_watch.daemon.reconciler import Reconciler
 from chromatica_watch.daemon.requests import Requests
 from chromatica_watch.daemon.roots import RootKeeper
@@ -82,14 +83,16 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
     # a thumbnail cache that cannot be written (the web app's writes, the workers'): a note in status while it lasts
     thumbnailer.health.on_change = lambda note: reporter.update(thumbnail_cache=note)
     ingester.thumbnails_written = thumbnailer.health.noted
-    reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds)
+    rechecks = Rechecks(recheck_quiet(cfg))
+    reconciler = Reconciler(store, batcher, ingester, roots, clock, stop.is_set, cfg.excludes, cfg.settle_seconds,
+                            rechecks)
     scans = Scans(cfg, reconciler, roots, publisher, guard, reporter, clock, stop)
     commands = CommandQueue()
     damage = DamageReports()
     indexer = Indexer(cfg, clock=clock, stop=stop, events=events, batcher=batcher, workers=workers, store=store,
                       ingester=ingester, reconciler=reconciler, scans=scans, roots=roots, upgrades=upgrades,
                       publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage,
-                      details=DetailsPass(store, reporter), reload_requested=reload)
+                      details=DetailsPass(store, reporter), reload_requested=reload, rechecks=rechecks)
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
     read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
     return Daemon(cfg, config_path, Parts(

@@ -79,7 +79,16 @@ class Offline:
     root: str
 
 
-Action = Settle | Ready | Forget | ForgetFolder | Walk | Offline
+@dataclass(frozen=True)
+class Recheck:
+    """The disk moved on since the event (a rename storm): compare this folder with the catalog once its
+    root is quiet, instead of deleting on the event's word."""
+
+    root: str
+    folder: bytes
+
+
+Action = Settle | Ready | Forget | ForgetFolder | Walk | Offline | Recheck
 
 
 @dataclass
@@ -96,6 +105,7 @@ class Needs:
     keys: frozenset[Key]
     folders: frozenset[Key]  # (root, folder) whose live rows and failure records are needed
     roots: frozenset[str]  # roots whose presence decides whether a folder event is a delete
+    dirs: frozenset[Key] = frozenset()  # folders whose presence now decides what an event means
 
 
 @dataclass
@@ -105,12 +115,15 @@ class Facts:
     failed: Mapping[Key, Iterable[bytes]] = field(default_factory=dict)  # failure records under a folder
     stats: Mapping[Key, DiskFile | None] = field(default_factory=dict)  # what is on disk now
     present_roots: frozenset[str] = frozenset()
+    present_dirs: frozenset[Key] = frozenset()  # of Needs.dirs, the folders there now
+    unsettled_roots: frozenset[str] = frozenset()  # roots with folders waiting for a recheck (a storm)
 
 
 def needs(events: Iterable[FsEvent]) -> Needs:
     keys: set[Key] = set()
     folders: set[Key] = set()
     roots: set[str] = set()
+    dirs: set[Key] = set()
     for ev in events:
         if ev.kind in (EventKind.DELETED, EventKind.MOVED):
             keys.add((ev.root, ev.path))
@@ -119,7 +132,11 @@ def needs(events: Iterable[FsEvent]) -> Needs:
         if ev.kind in (EventKind.DIR_DELETED, EventKind.DIR_MOVED):
             folders.add((ev.root, ev.path))
             roots.add(ev.root)
-    return Needs(frozenset(keys), frozenset(folders), frozenset(roots))
+        if ev.kind in (EventKind.DIR_DELETED, EventKind.DIR_CHANGED):
+            dirs.add((ev.root, ev.path))
+        elif ev.kind is EventKind.DIR_MOVED:
+            dirs.add((ev.root, ev.dest))
+    return Needs(frozenset(keys), frozenset(folders), frozenset(roots), frozenset(dirs))
 
 
 def stats_needed(events: Iterable[FsEvent], folders: Mapping[Key, Mapping[bytes, LiveFile]]) -> set[Key]:
@@ -138,12 +155,18 @@ def stats_needed(events: Iterable[FsEvent], folders: Mapping[Key, Mapping[bytes,
 def plan_events(events: Iterable[FsEvent], facts: Facts) -> EventPlan:
     """The rules: what a batch of events means for the catalog and the batcher."""
     plan = EventPlan()
+    events = list(events)
+    # Roots being reorganised (things moved in this batch, or a storm waiting for its recheck): there a
+    # "deleted" may be half of a move whose other half comes later, so nothing is deleted on its word.
+    moving = facts.unsettled_roots | {ev.root for ev in events if ev.kind in _MOVES}
     for ev in events:
         key = (ev.root, ev.path)
         if ev.kind is EventKind.CHANGED:
             plan.actions.append(Settle(key))
         elif ev.kind is EventKind.CLOSED:
             plan.actions.append(Ready(key))
+        elif ev.kind is EventKind.DELETED and ev.root in moving:
+            plan.actions += [Forget(key), Recheck(ev.root, _parent(ev.path))]
         elif ev.kind is EventKind.DELETED:
             plan.actions.append(Forget(key))
             if (row := facts.rows.get(key)) is not None:
@@ -152,16 +175,21 @@ def plan_events(events: Iterable[FsEvent], facts: Facts) -> EventPlan:
         elif ev.kind is EventKind.MOVED:
             _file_moved(ev, facts, plan)
         elif ev.kind is EventKind.DIR_DELETED:
-            _folder_gone(ev, facts, plan)
+            if key in facts.present_dirs or (ev.root in moving and ev.path not in (b"", b".")):
+                plan.actions += [ForgetFolder(ev.root, ev.path), Recheck(ev.root, _parent(ev.path))]
+            else:
+                _folder_gone(ev, facts, plan)
         elif ev.kind is EventKind.DIR_MOVED:
             _folder_gone(ev, facts, plan)
-            if ev.root in facts.present_roots:
-                plan.actions.append(Walk(ev.root, ev.dest))
         elif ev.kind is EventKind.DIR_CHANGED:
-            plan.actions.append(Walk(ev.root, ev.path))
+            plan.actions.append(Walk(ev.root, ev.path) if key in facts.present_dirs
+                                else Recheck(ev.root, _parent(ev.path)))
     moved_ids = {m.image_id for m in plan.changes.moved}
     plan.changes.tombstoned = sorted(set(plan.changes.tombstoned) - moved_ids)
     return plan
+
+
+_MOVES = frozenset({EventKind.MOVED, EventKind.DIR_MOVED, EventKind.DIR_CHANGED})
 
 
 def same_stat(row: LiveFile | None, f: DiskFile) -> bool:
@@ -169,6 +197,21 @@ def same_stat(row: LiveFile | None, f: DiskFile) -> bool:
     know it: see ingest.diff)."""
     return (row is not None and (row.size, row.mtime_ns) == (f.size, f.mtime_ns)
             and (row.ctime_ns is None or f.ctime_ns is None or row.ctime_ns == f.ctime_ns))
+
+
+def common_folder(a: bytes, b: bytes) -> bytes:
+    """The deepest folder holding both paths (root-relative, "/"-separated; b"" is the root)."""
+    parts_a, parts_b = a.split(b"/")[:-1], b.split(b"/")[:-1]
+    common = []
+    for x, y in zip(parts_a, parts_b, strict=False):
+        if x != y:
+            break
+        common.append(x)
+    return b"/".join(common)
+
+
+def _parent(path: bytes) -> bytes:
+    return path.rpartition(b"/")[0]
 
 
 def _moved_path(path: bytes, folder: bytes, dest: bytes) -> bytes:
@@ -180,7 +223,10 @@ def _file_moved(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
     plan.actions.append(Forget(src))
     plan.changes.cleared_failures.append(src)
     old, st = facts.rows.get(src), facts.stats.get(dest)
-    if old is None or st is None:  # not indexed before (or gone again): an ordinary new file
+    if old is not None and st is None:  # moved on again since: its row stays until the folder is compared
+        plan.actions.append(Recheck(ev.root, common_folder(ev.path, ev.dest)))
+        return
+    if old is None or st is None:  # not indexed before: an ordinary new file
         if st is not None and not same_stat(facts.rows.get(dest), st):
             plan.actions.append(Settle(dest))
         return
@@ -196,6 +242,7 @@ def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         return
     plan.actions.append(ForgetFolder(ev.root, ev.path))
     plan.changes.cleared_failures += [(ev.root, p) for p in facts.failed.get((ev.root, ev.path), ())]
+    moved_on = False  # some file is not where the move put it: the disk changed again since
     for path, row in facts.folders.get((ev.root, ev.path), {}).items():
         if ev.kind is not EventKind.DIR_MOVED:
             plan.changes.tombstoned.append(row.image_id)
@@ -203,9 +250,14 @@ def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         new_path = _moved_path(path, ev.path, ev.dest)
         st = facts.stats.get((ev.root, new_path))
         if st is None:
-            plan.changes.tombstoned.append(row.image_id)
+            moved_on = True  # nothing deleted on the event's word: the recheck finds where it went
         else:
             plan.changes.moved.append(Move(row.image_id, ev.root, new_path, st.size, st.mtime_ns, st.ctime_ns))
+    if ev.kind is EventKind.DIR_MOVED:
+        if moved_on or (ev.root, ev.dest) not in facts.present_dirs:
+            plan.actions.append(Recheck(ev.root, common_folder(ev.path, ev.dest)))
+        else:
+            plan.actions.append(Walk(ev.root, ev.dest))
 
 
 def failed_under(failed: Iterable[Key], root: str, folder: bytes) -> list[bytes]:

@@ -26,6 +26,7 @@ from chromatica_watch.daemon.events import (
     FsEvent,
     Offline,
     Ready,
+    Recheck,
     Settle,
     Walk,
     plan_events,
@@ -33,6 +34,7 @@ from chromatica_watch.daemon.events import (
 from chromatica_watch.daemon.guard import StorageGuard
 from chromatica_watch.daemon.ingester import STREAM_BATCHES, Ingester
 from chromatica_watch.daemon.publisher import StatusPublisher
+from chromatica_watch.daemon.rechecks import Rechecks, recheck_quiet
 from chromatica_watch.daemon.reconciler import Reconciler
 from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.scans import Scans
@@ -53,7 +55,7 @@ class Indexer:
                  ingester: Ingester, reconciler: Reconciler, scans: Scans, roots: RootKeeper, upgrades: Upgrades,
                  publisher: StatusPublisher, guard: StorageGuard, reporter: StatusReporter,
                  commands: CommandQueue, damage: DamageReports, details: DetailsPass,
-                 reload_requested: threading.Event) -> None:
+                 reload_requested: threading.Event, rechecks: Rechecks) -> None:
         self.cfg = cfg
         self.clock = clock
         self.stop = stop
@@ -74,11 +76,13 @@ class Indexer:
         self.details = details
         self.reload: Callable[[], None] = lambda: None  # SIGHUP's work, run between turns (set by the daemon)
         self.reload_requested = reload_requested
+        self.rechecks = rechecks
         self._next_verify = 0.0  # the first turn after the start reads the catalog back
         self._last_checkpoint_at = 0.0
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.rechecks.reconfigure(recheck_quiet(cfg))
 
     # -- the loop --------------------------------------------------------------------------------
     def step(self) -> None:
@@ -91,10 +95,12 @@ class Indexer:
         if len(self.batcher):
             self.workers.get(warm=True)  # the workers start while the queued files settle
         now = self.clock()
-        self.drain_events(timeout=min(self.batcher.next_deadline(now), self.cfg.status_interval, 0.2))
+        self.drain_events(timeout=min(self.batcher.next_deadline(now), self.rechecks.next_deadline(now),
+                                      self.cfg.status_interval, 0.2))
         if self.stop.is_set():
             return
         self.index_ready(self.clock())
+        self.recheck_folders(self.clock())
         self.periodic(self.clock())
 
     def paused_step(self) -> None:
@@ -117,6 +123,13 @@ class Indexer:
                 raise
         if not len(self.batcher) and self.publisher.state is State.INDEXING:
             self.publisher.set_state(State.IDLE)  # now, so that status.json shows the batch as soon as committed
+
+    def recheck_folders(self, now: float) -> None:
+        """Folders the disk had moved on from when their events were read (a rename storm), compared with
+        the catalog once their root is quiet: moves found by name, size and mtime, nothing decoded."""
+        for root, folder in self.rechecks.due(now):
+            if root in self.cfg.roots and self.roots.is_online(root):
+                self.scans.folder(root, folder)
 
     def periodic(self, now: float) -> None:
         if self.reload_requested.is_set():
@@ -170,6 +183,8 @@ class Indexer:
         """Gather what the rules need, let `events.plan_events` decide, carry out its plan."""
         plan = plan_events(events, self.reconciler.facts(events))
         now = self.clock()
+        for root in {ev.root for ev in events}:
+            self.rechecks.touched(root, now)  # a root's rechecks wait until its events calm down
         for action in plan.actions:
             if isinstance(action, Settle):
                 self.batcher.note(action.key, now)
@@ -184,6 +199,8 @@ class Indexer:
             elif isinstance(action, Offline):
                 self.roots.mark_offline(action.root)
                 self.publisher.refresh_degraded()
+            elif isinstance(action, Recheck):
+                self.rechecks.note(action.root, action.folder, now)
         if plan.changes:
             self.ingester.apply(plan.changes)
 

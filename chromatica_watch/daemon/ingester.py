@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from chromatica_watch.core.paths import Key, display_key
-from chromatica_watch.core.records import Changes
+from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_key, stat_file
+from chromatica_watch.core.records import Changes, Move
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.status import StatusReporter
 from chromatica_watch.imaging.thumbnail_cache import CacheWrite
+from chromatica_watch.ingest.arrivals import pair_arrivals
 from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, ingest_tasks, plan_keys
 from chromatica_watch.ingest.pool import IngestPool, PoolManager, Task
 from chromatica_watch.storage.store import Store
@@ -57,9 +59,35 @@ class Ingester:
         self.committer().apply(changes)
 
     def ingest_keys(self, keys: list[Key]) -> Outcome:
-        """Files the batcher found ready."""
-        replaced, tasks = plan_keys(keys, self.store.catalog.lookup(keys))
+        """Files the batcher found ready; those moved from a path whose row is left (a rename storm) keep
+        that row instead of being read as new."""
+        found = self.store.catalog.lookup(keys)
+        moved = self.moved_here([k for k in keys if k not in found])
+        if moved:
+            self.apply(Changes(moved=moved))
+            logger.info("%d file(s) moved while their events were read: their rows follow them, nothing read",
+                        len(moved))
+            arrived = {(m.root, m.path) for m in moved}
+            keys = [k for k in keys if k not in arrived]
+        replaced, tasks = plan_keys(keys, found)
         return self.ingest(tasks, replaced, Vanished())
+
+    def moved_here(self, keys: list[Key]) -> list[Move]:
+        """Moves of the rows these files (with no row at their path) came from (`arrivals.pair_arrivals`)."""
+        moves: list[Move] = []
+        by_root: dict[str, dict[bytes, DiskFile]] = {}
+        for key in keys:
+            if (st := stat_file(absolute_key(key))) is not None:
+                by_root.setdefault(key[0], {})[key[1]] = st
+        for root, arrivals in by_root.items():
+            candidates = self.store.catalog.live_with_stat(root, {(f.size, f.mtime_ns) for f in arrivals.values()})
+            if not candidates:
+                continue
+            still_there = {p for p, _ in candidates if stat_file(absolute_key((root, p))) is not None}
+            for path, row in pair_arrivals(arrivals, candidates, still_there, time.time_ns()).items():
+                f = arrivals[path]
+                moves.append(Move(row.image_id, root, path, f.size, f.mtime_ns, f.ctime_ns))
+        return moves
 
     def ingest(self, tasks: list[Task], replaced: dict[Key, Replaced], vanished: Vanished) -> Outcome:
         pool = self.workers.get()

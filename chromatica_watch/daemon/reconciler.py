@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_key
 from chromatica_watch.core.records import Changes, Failure
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.events import Facts, FsEvent, needs, same_stat, stats_needed
+from chromatica_watch.daemon.rechecks import Rechecks
 from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanished, plan_delta
 from chromatica_watch.ingest.pool import Task
 from chromatica_watch.ingest.roots import relocation_source
@@ -55,8 +57,9 @@ class Reconciled:
 class Reconciler:
     def __init__(self, store: Store, batcher: Batcher, ingester: Ingest, relocations: Relocations,
                  clock: Callable[[], float], should_stop: Callable[[], bool], excludes: Sequence[str],
-                 settle_seconds: float) -> None:
+                 settle_seconds: float, rechecks: Rechecks) -> None:
         self.store = store
+        self.rechecks = rechecks  # folders changing while walked are compared again once quiet
         self.batcher = batcher
         self.ingester = ingester
         self.relocations = relocations
@@ -75,7 +78,10 @@ class Reconciler:
         vanished ones are moves when their content turns up elsewhere, else tombstoned. Raises OSError
         when the folder cannot be walked. `quiet`: a frequent rescan that finds nothing logs at DEBUG."""
         started = time.monotonic()
-        disk, problems = scan(root, self.excludes, under=under)
+        vanished: list[bytes] = []
+        disk, problems = scan(root, self.excludes, under=under, vanished=vanished)
+        if vanished:  # the folder changed while walked: this diff may be of a moment, look again when quiet
+            self.rechecks.note(root, under, self.clock())
         source = self.adoptable(root, disk) if not under else None
         plan = plan_delta(self.store.catalog, root, disk, time.time_ns(), under, adopt=source)
         delta = plan.delta
@@ -127,10 +133,13 @@ class Reconciler:
     def walk_new_folder(self, root: str, rel: bytes) -> None:
         """A folder appeared (created or moved in): queue its files, and record what cannot be indexed
         there exactly as a full scan would (the same walk, under the same rules)."""
+        vanished: list[bytes] = []
         try:
-            files, problems = scan(root, self.excludes, under=rel)
+            files, problems = scan(root, self.excludes, under=rel, vanished=vanished)
         except OSError:
             return
+        if vanished:
+            self.rechecks.note(root, rel, self.clock())
         keys = [(root, p) for p in files]
         known = self.store.catalog.lookup(keys)
         now = self.clock()
@@ -163,4 +172,14 @@ class Reconciler:
             failed={(root, folder): [p for _, p in failed_in_root[root] if is_under(p, folder)]
                     for root, folder in need.folders},
             stats={key: stat_file(absolute_key(key)) for key in stats_needed(events, folders)},
-            present_roots=frozenset(r for r in need.roots if os.path.isdir(r)))
+            present_roots=frozenset(r for r in need.roots if os.path.isdir(r)),
+            present_dirs=frozenset(key for key in need.dirs if _is_folder(absolute_key(key))),
+            unsettled_roots=frozenset(root for root in {ev.root for ev in events} if root in self.rechecks))
+
+
+def _is_folder(path: bytes) -> bool:
+    """A folder there now (a link to one is not: the walk does not follow links)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

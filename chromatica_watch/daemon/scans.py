@@ -110,6 +110,10 @@ class Scans:
             self.publisher.set_state(State.IDLE if previous in (State.STARTING, State.RECONCILING, State.IDLE)
                                      else previous)
 
+    def folder(self, root: str, under: bytes) -> None:
+        """One folder of a root compared with the catalog (a recheck after a rename storm)."""
+        self._compare(root, under)
+
     def _compare(self, root: str, under: bytes = b"", quiet: bool = False) -> None:
         try:
             done = self.reconciler.reconcile(root, under, quiet=quiet)

@@ -32,6 +32,15 @@ class ScanProblem:
     reason: str
 
 
+# A file or folder gone between its folder's listing and its stat (renamed or deleted meanwhile): nothing
+# wrong with it, and not a failure to record; the caller looks again once the changes calm down.
+VANISHED = "vanished while its folder was walked"
+
+
+def _gone(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
 def is_ignored_name(name: str, is_dir: bool) -> bool:
     """Hidden files and folders, partial downloads, NAS and sync-tool junk."""
     if name.startswith(".") or name in JUNK_NAMES:
@@ -75,7 +84,7 @@ def walk(root: str, excludes: Sequence[str] = (), under: bytes = b"") -> Iterato
         try:
             st = os.lstat(os.path.join(root, start))
         except OSError as exc:
-            yield ScanProblem(under, _unlistable_reason(os.path.join(root, start), exc))
+            yield ScanProblem(under, VANISHED if _gone(exc) else _unlistable_reason(os.path.join(root, start), exc))
             return
         if stat.S_ISLNK(st.st_mode):
             yield ScanProblem(under, symlink_reason(os.path.join(root, start)))
@@ -90,7 +99,7 @@ def walk(root: str, excludes: Sequence[str] = (), under: bytes = b"") -> Iterato
                 entries = list(it)
         except OSError as exc:
             if rel_dir:
-                yield ScanProblem(rel_key(rel_dir), _unlistable_reason(abs_dir, exc))
+                yield ScanProblem(rel_key(rel_dir), VANISHED if _gone(exc) else _unlistable_reason(abs_dir, exc))
             else:
                 raise
             continue
@@ -125,7 +134,7 @@ def _walk_entry(entry: os.DirEntry[str], rel: str, ancestors: tuple[tuple[int, i
         st = entry.stat(follow_symlinks=False)
     except OSError as exc:
         if is_dir or has_image_extension(entry.name):
-            yield ScanProblem(rel_key(rel), f"cannot stat: {exc.strerror}")
+            yield ScanProblem(rel_key(rel), VANISHED if _gone(exc) else f"cannot stat: {exc.strerror}")
         return
     if is_dir:
         ident = (st.st_dev, st.st_ino)
@@ -143,13 +152,18 @@ def _walk_entry(entry: os.DirEntry[str], rel: str, ancestors: tuple[tuple[int, i
     yield rel_key(rel), DiskFile(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def scan(root: str, excludes: Sequence[str] = (), under: bytes = b"",
+def scan(root: str, excludes: Sequence[str] = (), under: bytes = b"", vanished: list[bytes] | None = None,
          ) -> tuple[dict[bytes, DiskFile], list[ScanProblem]]:
+    """(files, problems) under `root` (or its folder `under`); what vanished during the walk is no problem:
+    its paths go to `vanished`, for a caller that looks again later."""
     files: dict[bytes, DiskFile] = {}
     problems: list[ScanProblem] = []
     for item in walk(root, excludes, under):
         if isinstance(item, ScanProblem):
-            problems.append(item)
+            if item.reason != VANISHED:
+                problems.append(item)
+            elif vanished is not None:
+                vanished.append(item.path)
         else:
             files[item[0]] = item[1]
     return files, problems

@@ -197,3 +197,23 @@ class CatalogReads(CatalogBase):
         for h, i in rows:
             out.setdefault(h, []).append(int(i))
         return out
+
+    @_mapped
+    def live_with_stat(self, root: str, stats: Iterable[tuple[int, int]]) -> list[tuple[bytes, LiveFile]]:
+        """Live rows of a root with any of these (size, mtime_ns): where a file seen at a new path may have
+        come from (a scan of the size and mtime columns, a few ms at a million rows)."""
+        pairs = sorted(set(stats))
+        if not pairs:
+            return []
+        table = pa.table({"size": pa.array([s for s, _ in pairs], pa.int64()),
+                          "mtime_ns": pa.array([m for _, m in pairs], pa.int64())})
+        cur = self._reader()
+        try:
+            cur.register("_wanted_stats", table)
+            rows = cur.execute(
+                f"SELECT i.path, i.id, i.size, i.mtime_ns, i.content_hash, {self._ctime} FROM images i "
+                "JOIN _wanted_stats w ON i.size = w.size AND i.mtime_ns = w.mtime_ns "
+                "WHERE i.root = ? AND i.deleted_at IS NULL", [root]).fetchall()
+        finally:
+            cur.close()
+        return [(bytes(p), LiveFile(i, s, m, h, c)) for p, i, s, m, h, c in rows]
