@@ -50,7 +50,7 @@ from chromatica_watch.daemon.watches import (
     too_long,
     unwatched_folders,
 )
-from chromatica_watch.ingest.scan import is_candidate
+from chromatica_watch.ingest.scan import is_candidate, is_excluded, is_ignored_name
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ class _Handler(FileSystemEventHandler):
             if isinstance(event, DirDeletedEvent | DirMovedEvent) and src == ".":
                 self._put(EventKind.DIR_DELETED, ".")  # the root itself went away
             return
-        if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+        if isinstance(event, FileCreatedEvent) and _is_reported_link(os.fsdecode(event.src_path), src, self.excludes):
+            # A link named like a photo, or to a folder: the walk reports it, with a scan's own words.
+            self._put(EventKind.DIR_CHANGED, src)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
             if is_candidate(src, self.excludes):
                 self._put(EventKind.CLOSED if isinstance(event, FileClosedEvent) else EventKind.CHANGED, src)
         elif isinstance(event, FileDeletedEvent):
@@ -115,6 +118,14 @@ class _Handler(FileSystemEventHandler):
                 self._put(EventKind.DIR_DELETED, src)
             else:
                 self._put(EventKind.DIR_MOVED, src, dest)
+
+
+def _is_reported_link(path: str, rel: str, excludes: Sequence[str]) -> bool:
+    """A link the scan reports (never follows): named like a photo (broken or not), or to a folder."""
+    if not os.path.islink(path) or is_excluded(rel, excludes) or any(
+            is_ignored_name(part, is_dir=True) for part in rel.split(os.sep)):
+        return False
+    return is_candidate(rel, excludes) or os.path.isdir(path)
 
 
 class _Probe:
