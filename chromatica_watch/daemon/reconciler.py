@@ -107,7 +107,10 @@ class Reconciler:
             # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
             problem_paths = {p.path for p in problems}
             stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
-            self.ingester.committer().apply(Changes(tombstoned=plan.vanished.remaining_ids(), cleared_failures=stale))
+            # A folder that moved while walked may have been missed where it went: its rows are not gone,
+            # and wait for the recheck noted above.
+            gone = [] if vanished else plan.vanished.remaining_ids()
+            self.ingester.committer().apply(Changes(tombstoned=gone, cleared_failures=stale))
         self.record_problems(root, problems, plan.failures)
         if not under and not self.should_stop():
             self.store.catalog.note_scan(root, time.time(), len(disk))
