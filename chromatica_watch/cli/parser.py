@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from chromatica_watch.cli.commands import daemon, index, offline, search
+from chromatica_watch.cli.commands import browse, daemon, index, offline, search
 from chromatica_watch.cli.options import shared_options
 
 COMMANDS = (
     offline.add_build, offline.add_validate, offline.add_merge, offline.add_formats,
     daemon.add_run, daemon.add_status,
     index.add_failed, index.add_retry_failed,
-    search.add_search,
+    search.add_search, browse.add_palette,
     index.add_compact,
     offline.add_diff,
     index.add_roots, index.add_relocate,
