@@ -27,6 +27,7 @@ OWNERS = {
     "webcolors": "search/query.py",
     "platformdirs": "core/config.py",
     "numba": "colour/fused.py",
+    "tqdm": "cli/progress.py",
 }
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 300

@@ -73,8 +73,8 @@ def format_support() -> tuple[FormatSupport, ...]:
                       "pip install --upgrade 'pillow>=11.2' (built with libavif)", _pillow_avif(),
                       "Pillow's own AVIF support; animations: the first frame"),
         FormatSupport("jxl", "JPEG XL", _sorted(JXL_EXTENSIONS), "pillow-jxl-plugin",
-                      "pip install 'chromatica-watch[jxl]'", _module_installed("pillow_jxl")),
-        FormatSupport("raw", "camera RAW", _sorted(RAW_EXTENSIONS), "rawpy", "pip install 'chromatica-watch[raw]'",
+                      "pip install pillow-jxl-plugin", _module_installed("pillow_jxl")),
+        FormatSupport("raw", "camera RAW", _sorted(RAW_EXTENSIONS), "rawpy", "pip install rawpy",
                       _module_installed("rawpy"),
                       "the embedded preview (what the camera rendered) when large enough, else a half-size demosaic"),
     )

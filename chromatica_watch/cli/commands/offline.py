@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chromatica_watch.cli.options import SharedOptions, setup_logging
-from chromatica_watch.cli.output import ProgressBar, interrupted, print_json, print_some
+from chromatica_watch.cli.output import interrupted, print_json, print_some
 from chromatica_watch.core.defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from chromatica_watch.core.errors import UsageError
 
@@ -72,7 +72,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
             report = build_sharded(opts, args.shards, should_stop)
         else:
-            report = build(opts, on_progress=None if args.quiet else ProgressBar(), should_stop=should_stop)
+            from chromatica_watch.cli.progress import BuildProgress  # tqdm: 30 ms, only for a build
+
+            with BuildProgress() as bar:
+                report = build(opts, on_progress=None if args.quiet else bar, should_stop=should_stop)
     if report.adopted:
         print(f"took over the index's photos of {report.adopted} (matched by name, not read again)")
     print(f"indexed {report.indexed} new images ({report.unchanged} already indexed, {report.moved} moved, "
