@@ -25,6 +25,8 @@ APP = "chromatica-watch"
 ENV_PREFIX = "CHROMATICA_WATCH_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 WATCHER_MODES = ("auto", "native", "polling")
+KEYWORD_MODES = ("off", "xmp")
+SIDECAR_NAMINGS = ("name.ext.xmp", "name.xmp")  # as digiKam and darktable name a sidecar; as Lightroom does
 
 
 def default_roots() -> tuple[str, ...]:
@@ -85,6 +87,8 @@ class Config:
     web_max_upload_mb: float = 32.0  # largest example image the app accepts
     thumbnail_dir: str = field(default_factory=default_thumbnail_dir)
     thumbnails_while_indexing: bool = True  # with the web app: its grid thumbnails made as photos are indexed
+    keywords: str = "off"  # "xmp": each photo's main colours written to its XMP sidecar as it is indexed
+    keywords_sidecar: str = "name.ext.xmp"  # the sidecar's name: IMG_1.jpg.xmp, or "name.xmp": IMG_1.xmp
     log_level: str = "INFO"
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
@@ -226,6 +230,11 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'log_level' must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
     if cfg.watcher not in WATCHER_MODES:
         raise ConfigError(f"config key 'watcher' must be one of {', '.join(WATCHER_MODES)}, got {cfg.watcher!r}")
+    if cfg.keywords not in KEYWORD_MODES:
+        raise ConfigError(f"config key 'keywords' must be one of {', '.join(KEYWORD_MODES)}, got {cfg.keywords!r}")
+    if cfg.keywords_sidecar not in SIDECAR_NAMINGS:
+        raise ConfigError(f"config key 'keywords_sidecar' must be one of {', '.join(SIDECAR_NAMINGS)}, "
+                          f"got {cfg.keywords_sidecar!r}")
     if not 0 <= cfg.tcp_port <= 65535:
         raise ConfigError(f"config key 'tcp_port' must be 0 (off) or a port number, got {cfg.tcp_port}")
     _positive("network_rescan_interval", cfg.network_rescan_interval, allow_zero=True)
