@@ -28,6 +28,7 @@ OWNERS = {
     "platformdirs": "core/config.py",
     "numba": "colour/fused.py",
     "tqdm": "cli/progress.py",
+    "libxmp": "imaging/sidecars.py",
 }
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 300
