@@ -123,7 +123,8 @@ def view_of(hists: np.ndarray, rng: np.random.Generator) -> TableView:
         taken=np.where(rng.random(n) < 0.9, rng.integers(1.4e9, 1.8e9, n), NO_DATE).astype(np.int64),
         source=np.ones(n, np.int8), camera=(np.arange(n) % 3).astype(np.int32),
         cameras=("Canon R5", "Pixel 8", "X"),
-        orientation=np.ones(n, np.int8), monochrome=mono, colourfulness=colourfulness, detailed=np.ones(n, bool))
+        orientation=np.ones(n, np.int8), monochrome=mono, colourfulness=colourfulness, detailed=np.ones(n, bool),
+        wall_key=np.zeros(n), wall_order=np.arange(n, dtype=np.int64))
 
 
 @pytest.mark.parametrize("kind", ["lone", "shares", "avoid", "filtered"])

@@ -19,7 +19,7 @@ OWNERS = {
     "duckdb": "storage/catalog/", "pyarrow": "storage/catalog/",
     "faiss": "storage/index.py",
     "watchdog": "daemon/watcher.py",
-    "starlette": "serving/web.py", "uvicorn": "serving/web.py",
+    "starlette": "serving/web.py", "uvicorn": "serving/web_server.py",
     "dask": "ingest/cluster.py", "distributed": "ingest/cluster.py",
     "pebble": "ingest/pool.py",
     "cv2": "imaging/", "PIL": "imaging/", "rawpy": "imaging/", "pillow_heif": "imaging/", "pillow_jxl": "imaging/",
@@ -27,8 +27,8 @@ OWNERS = {
     "webcolors": "search/query.py",
     "platformdirs": "core/config.py",
     "numba": "colour/fused.py",
-    "tqdm": "cli/progress.py",
     "libxmp": "imaging/sidecars.py",
+    "tqdm": "cli/progress.py",
 }
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 300

@@ -10,6 +10,7 @@
     search(colors="#f58214:0.25")                  # at least a quarter of the photo is this orange
     search(colors="orange", avoid=["red"], tone="colorful", folders=["~/Pictures/2024"],
            taken_after="2024-06", taken_before="2024-09", camera="pixel", orientation="landscape")
+    palette(parse_filters(folders=["~/Pictures/2024"]))  # the colours most of these photos hold
 
 While the daemon runs, the query goes to it over its Unix socket: DuckDB lets one process write or
 several read, never both, and the daemon is the writer. With no daemon, the index directory is
@@ -24,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +37,9 @@ from chromatica_watch.core import config as config_mod
 from chromatica_watch.core.config import Config
 from chromatica_watch.core.defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from chromatica_watch.core.errors import UsageError
-from chromatica_watch.search.ask import Ask, parse_ask
+from chromatica_watch.search.ask import Ask, Filters, parse_ask
+from chromatica_watch.search.ask import parse_filters as parse_filters  # the API's, for palette()
+from chromatica_watch.search.browse import PALETTE_SWATCHES
 from chromatica_watch.search.query import color_query_histogram, image_query_histogram, parse_colors
 from chromatica_watch.search.searcher import DEFAULT_K, DEFAULT_K_CANDIDATES
 
@@ -113,6 +117,19 @@ def find(ask: Ask, k: int = DEFAULT_K, config: Config | None = None, index_dir: 
         local = LocalIndex(Path(index_dir), max_dimension=cfg.max_dimension, candidates=cfg.search_candidates)
         return local.find(ask, k, group_sidecars)
     return use_index(cfg, lambda index: index.find(ask, k, group_sidecars), ask_first=True)
+
+
+def palette(filters: Filters | None = None, top: int = PALETTE_SWATCHES, config: Config | None = None,
+            index_dir: str | Path | None = None) -> dict[str, Any]:
+    """The library's colours: those held (at least 5% of a photo) by the most photos passing `filters`
+    (`search.ask.parse_filters` makes them from what people type), as {"photos", "pending", "swatches":
+    [{"hex", "lab", "photos", "share"}]}, most held first."""
+    cfg = config if config is not None else config_mod.load()
+    filters = filters if filters is not None else Filters()
+    if index_dir is not None:
+        local = LocalIndex(Path(index_dir), max_dimension=cfg.max_dimension, candidates=cfg.search_candidates)
+        return local.palette(filters, top)
+    return use_index(cfg, lambda index: index.palette(filters, top), ask_first=True)
 
 
 def search_configured(cfg: Config, query: np.ndarray, k: int, clock: Callable[[], float] = time.monotonic,

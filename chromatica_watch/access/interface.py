@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # only for the annotations: reaching the daemon must not load
     import numpy as np
 
     from chromatica_watch.access.match import Match
-    from chromatica_watch.search.ask import Ask
+    from chromatica_watch.search.ask import Ask, Filters
 
 
 class IndexAccess(ABC):
@@ -34,6 +34,11 @@ class IndexAccess(ABC):
     def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
         """Any search (colours to contain or avoid, filters, a whole palette): the k best, and how many photos
         the filters could not judge yet (their headers or colours not read)."""
+
+    @abstractmethod
+    def palette(self, filters: Filters, top: int) -> dict[str, Any]:
+        """The colours held by the most photos passing `filters`: {"photos", "pending", "swatches": [{"hex",
+        "lab", "photos", "share"}]}, most held first (`search.browse.library_palette`)."""
 
     @abstractmethod
     def failures(self) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from chromatica_watch.core.config import Config
 if TYPE_CHECKING:
     import numpy as np
 
-    from chromatica_watch.search.ask import Ask
+    from chromatica_watch.search.ask import Ask, Filters
 
 
 class LocalIndex(IndexAccess):
@@ -62,14 +62,28 @@ class LocalIndex(IndexAccess):
 
         catalog, live = open_readonly(self.index_dir, self.max_dimension, self.configured_roots)
         with catalog:
-            searchable = (tuple(self.configured_roots) if self.configured_roots is not None else
-                          tuple(r for r, rec in catalog.root_records().items() if rec.retired_at is None))
+            searchable = self._searchable(catalog)
             # Loaded only for a search that scans it (seconds at a million photos): a whole palette alone
             # goes without, and its results without their details.
             finder = Finder(Searcher(catalog, live, self.candidates), SearchTable(catalog).view, searchable)
             found = finder.find(ask, k, group_sidecars)
         # Through JSON, as the daemon's answer comes: both ways give the same Match.
         return [Match.from_json(r.to_json()) for r in found.results], found.pending
+
+    def palette(self, filters: Filters, top: int) -> dict[str, Any]:
+        from chromatica_watch.search.browse import library_palette
+        from chromatica_watch.storage.catalog import Catalog
+        from chromatica_watch.storage.table import SearchTable
+
+        with Catalog.open(self.index_dir, self._fingerprint(), read_only=True) as catalog:
+            return library_palette(SearchTable(catalog).view(), filters, self._searchable(catalog), top)
+
+    def _searchable(self, catalog: Any) -> tuple[str, ...]:
+        """The roots searched: the configured ones, or (an index dir outside the config) every root the daemon
+        has not retired."""
+        if self.configured_roots is not None:
+            return tuple(self.configured_roots)
+        return tuple(r for r, rec in catalog.root_records().items() if rec.retired_at is None)
 
     def failures(self) -> list[dict[str, Any]]:
         from chromatica_watch.storage.catalog import Catalog

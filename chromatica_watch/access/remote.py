@@ -19,7 +19,7 @@ from chromatica_watch.core.errors import ChromaticaError, DaemonBusy, DaemonNotR
 if TYPE_CHECKING:
     import numpy as np
 
-    from chromatica_watch.search.ask import Ask
+    from chromatica_watch.search.ask import Ask, Filters
 
 # The daemon makes changes on its indexer thread, after the batch in hand: a rebuild or a relocate of a
 # large index takes minutes, and the client waits for its report.
@@ -132,6 +132,9 @@ class DaemonIndex(IndexAccess):
     def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> tuple[list[Match], int]:
         response = self._ask({"op": "search", "ask": ask.to_json(), "k": k, "group_sidecars": group_sidecars})
         return [Match.from_json(r) for r in response["results"]], int(response.get("pending", 0))
+
+    def palette(self, filters: Filters, top: int) -> dict[str, Any]:
+        return dict(self._ask({"op": "palette", "filters": filters.to_json(), "top": top})["palette"])
 
     def failures(self) -> list[dict[str, Any]]:
         return list(self._ask({"op": "failed"})["failures"])

@@ -28,6 +28,7 @@ class SharedOptions:
     json: argparse.ArgumentParser
     index_dir: argparse.ArgumentParser
     verbose: argparse.ArgumentParser
+    filters: argparse.ArgumentParser  # which photos: --in, --taken-after, --taken-before, --camera, --orientation
 
 
 def _parent() -> argparse.ArgumentParser:
@@ -45,7 +46,20 @@ def shared_options() -> SharedOptions:
                                                "(e.g. one made by build)")
     verbose = _parent()
     verbose.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    return SharedOptions(config=config, json=json, index_dir=index_dir, verbose=verbose)
+    return SharedOptions(config=config, json=json, index_dir=index_dir, verbose=verbose, filters=_filters())
+
+
+def _filters() -> argparse.ArgumentParser:
+    p = _parent()
+    p.add_argument("--in", dest="folders", action="append", default=[], metavar="FOLDER",
+                   help="only photos in this folder (under a watched root) or below it, or in folders matching "
+                        "a glob ('*/2024/*'); repeatable")
+    p.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--taken-before", metavar="DATE", help="taken before DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
+    p.add_argument("--camera", metavar="TEXT", help="taken with a camera whose make or model contains TEXT")
+    p.add_argument("--orientation", choices=("landscape", "portrait", "square"),
+                   help="only photos of this orientation (as shown, after the EXIF rotation)")
+    return p
 
 
 def config_file(args: argparse.Namespace) -> Path | None:

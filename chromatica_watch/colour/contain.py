@@ -38,25 +38,25 @@ SHARP_NEAR, SHARP_FAR = 0.0, 12.0  # the very shade
 SHADE_WEIGHT = 0.25  # how much the very shade counts next to holding the colour at all
 SLIGHT = 0.05  # "--not red": more than this share of red excludes a photo
 
-_CENTRES = bin_centers_lab().astype(np.float64)
-_CENTRES.setflags(write=False)
+CENTRES = bin_centers_lab().astype(np.float64)
+CENTRES.setflags(write=False)
 _CELL = (2, 2, 2)  # fine bins per coarse cell, per axis
-_COARSE_SHAPE = (L_BINS // _CELL[0], A_BINS // _CELL[1], B_BINS // _CELL[2])
-COARSE_CELLS = int(np.prod(_COARSE_SHAPE))  # 144
+COARSE_SHAPE = (L_BINS // _CELL[0], A_BINS // _CELL[1], B_BINS // _CELL[2])
+COARSE_CELLS = int(np.prod(COARSE_SHAPE))  # 144
 
 
 def _cell_of_bins() -> np.ndarray:
     light, a, b = np.unravel_index(np.arange(TOTAL_BINS), (L_BINS, A_BINS, B_BINS))
-    return np.ravel_multi_index((light // _CELL[0], a // _CELL[1], b // _CELL[2]), _COARSE_SHAPE).astype(np.intp)
+    return np.ravel_multi_index((light // _CELL[0], a // _CELL[1], b // _CELL[2]), COARSE_SHAPE).astype(np.intp)
 
 
-_CELL_OF_BIN = _cell_of_bins()
-_CELL_OF_BIN.setflags(write=False)
+CELL_OF_BIN = _cell_of_bins()
+CELL_OF_BIN.setflags(write=False)
 
 
 def distances(lab: Sequence[float] | np.ndarray) -> np.ndarray:
     """float64[1152]: delta E (CIE76) from a Lab colour to each bin's centre."""
-    return np.sqrt(((_CENTRES - np.asarray(lab, dtype=np.float64).reshape(1, 3)) ** 2).sum(axis=1))
+    return np.sqrt(((CENTRES - np.asarray(lab, dtype=np.float64).reshape(1, 3)) ** 2).sum(axis=1))
 
 
 def kernel(lab: Sequence[float] | np.ndarray, near: float = NEAR, far: float = FAR) -> np.ndarray:
@@ -142,7 +142,7 @@ def coarse(hists: np.ndarray) -> np.ndarray:
     from it is never below the true value)."""
     hists = np.asarray(hists, dtype=np.float32).reshape(-1, TOTAL_BINS)
     cells = np.zeros((len(hists), COARSE_CELLS), np.float32)
-    np.add.at(cells.T, _CELL_OF_BIN, hists.T)  # (cells, n) += (bins, n), grouped by cell
+    np.add.at(cells.T, CELL_OF_BIN, hists.T)  # (cells, n) += (bins, n), grouped by cell
     return np.minimum(np.ceil(cells * 255.0 - 1e-4), 255).astype(np.uint8)
 
 
@@ -174,7 +174,7 @@ def _cell_bounds(table: np.ndarray, terms: Sequence[_Term], rows: np.ndarray | N
     for t, term in enumerate(terms):
         top = float(term.weights.max())
         most = np.zeros(COARSE_CELLS, np.float32)
-        np.maximum.at(most, _CELL_OF_BIN, term.weights / np.float32(top))
+        np.maximum.at(most, CELL_OF_BIN, term.weights / np.float32(top))
         quantized = np.ceil(most * _WEIGHT_STEPS).astype(np.int32)
         reached = np.flatnonzero(quantized)
         cells[t, :len(reached)], steps[t, :len(reached)] = reached, quantized[reached]
@@ -299,7 +299,7 @@ def tone(hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hists = np.asarray(hists, dtype=np.float64).reshape(-1, TOTAL_BINS)
     mass = hists.sum(axis=1, keepdims=True)
     weights = hists / np.where(mass > 0, mass, 1.0)
-    ab = _CENTRES[:, 1:]
+    ab = CENTRES[:, 1:]
     ab2 = (ab ** 2).sum(axis=1)
     colourfulness = np.sqrt(weights @ ab2)
     spread2 = np.zeros(len(weights))
@@ -314,7 +314,7 @@ def tone(hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spread2 += np.maximum(w @ ab2[cols] - (first ** 2).sum(axis=1) / safe, 0.0)
         chroma = np.linalg.norm(first, axis=1) / safe
         largest = np.maximum(largest, np.where(m >= _SLICE_MASS, chroma, 0.0))
-    lightness = _CENTRES[:, 0]
+    lightness = CENTRES[:, 0]
     tonal = np.sqrt(np.maximum(weights @ lightness ** 2 - (weights @ lightness) ** 2, 0.0))
     toned = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= MONOCHROME_CHROMA) & (tonal >= TONAL_RANGE)
     monochrome = (np.sqrt(spread2) <= MONOCHROME_SPREAD) & (largest <= NEUTRAL) | toned

@@ -104,6 +104,92 @@ def _lut_sums(table: np.ndarray, rows: np.ndarray, cells: np.ndarray, weights: n
     return out
 
 
+@_compiled(parallel=True)
+def _dominant_sectors(bins: np.ndarray, shares: np.ndarray, sector_of: np.ndarray, weight_of: np.ndarray,
+                      lightness_of: np.ndarray, sectors: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = bins.shape[1]
+    dominant = np.zeros(n, np.int64)
+    chromatic = np.zeros(n, np.float64)
+    light_dominant = np.zeros(n, np.float64)
+    light_all = np.zeros(n, np.float64)
+    for i in numba.prange(n):
+        mass = np.zeros(sectors + 1, np.float64)
+        total = 0.0
+        lit = 0.0
+        coloured = 0.0
+        for slot in range(bins.shape[0]):
+            b = bins[slot, i]
+            share = np.float64(shares[slot, i])
+            total += share
+            lit += share * lightness_of[b]
+            mass[sector_of[b]] += share * weight_of[b]
+            if weight_of[b] > 0:
+                coloured += share
+        best = 0
+        for s in range(1, sectors):
+            if mass[s] > mass[best]:
+                best = s
+        num = 0.0
+        den = 0.0
+        for slot in range(bins.shape[0]):
+            b = bins[slot, i]
+            if sector_of[b] == best:
+                w = np.float64(shares[slot, i]) * weight_of[b]
+                num += w * lightness_of[b]
+                den += w
+        dominant[i] = best
+        chromatic[i] = coloured / total if total > 0 else 0.0
+        light_dominant[i] = num / den if den > 0 else 0.0
+        light_all[i] = lit / total if total > 0 else 0.0
+    return dominant, chromatic, light_dominant, light_all
+
+
+def dominant_sectors(bins: np.ndarray, shares: np.ndarray, sector_of: np.ndarray, weight_of: np.ndarray,
+                     lightness_of: np.ndarray, sectors: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each column of the heaviest-bins table (`bins` uint16, `shares` uint8, (slots, n)): the sector
+    (of `sectors`; sector_of[b] == sectors: no hue) holding the most of sum(share * weight_of[bin]), the share
+    of its mass in bins of some weight, the weighted mean lightness in that sector, and over all its bins."""
+    with _LOCK:
+        return _dominant_sectors(np.ascontiguousarray(bins), np.ascontiguousarray(shares),
+                                 np.ascontiguousarray(sector_of, np.int64), np.ascontiguousarray(weight_of, np.float64),
+                                 np.ascontiguousarray(lightness_of, np.float64), sectors)
+
+
+@_compiled(parallel=True)
+def _peak_counts(table: np.ndarray, rows: np.ndarray, neighbours: np.ndarray, threshold: int) -> np.ndarray:
+    cells = table.shape[0]
+    blocks = (rows.shape[0] + BLOCK - 1) // BLOCK
+    partial = np.zeros((blocks, cells), np.int64)
+    for block in numba.prange(blocks):
+        for i in range(block * BLOCK, min(rows.shape[0], (block + 1) * BLOCK)):
+            row = rows[i]
+            for c in range(cells):
+                value = table[c, row]
+                if value < threshold:
+                    continue
+                peak = True
+                for j in range(neighbours.shape[1]):
+                    other = neighbours[c, j]
+                    if other < 0:
+                        break
+                    theirs = table[other, row]
+                    if theirs > value or (theirs == value and other < c):
+                        peak = False
+                        break
+                if peak:
+                    partial[block, c] += 1
+    return partial.sum(axis=0)
+
+
+def peak_counts(table: np.ndarray, rows: np.ndarray, neighbours: np.ndarray, threshold: int) -> np.ndarray:
+    """int64[cells]: for each cell of the table (uint8 (cells, n)), how many of the rows at `rows` hold at
+    least `threshold` there and more than in any of its `neighbours` (int64 (cells, k), -1 after the last;
+    a tie goes to the lower cell): each colour a photo holds counts once, however its shades straddle cells."""
+    with _LOCK:
+        return _peak_counts(table, np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(neighbours, np.int64),
+                            threshold)
+
+
 def lut_sums(table: np.ndarray, rows: np.ndarray, cells: np.ndarray, weights: np.ndarray, lut: np.ndarray
              ) -> np.ndarray:
     """float32[m]: for each row at `rows`, the sum over j of weights[j] * lut[table[cells[j], row]] (`lut`:

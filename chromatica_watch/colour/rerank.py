@@ -274,6 +274,11 @@ def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0.0, 1.0)
 
 
+def hex_of_lab(lab: np.ndarray) -> str:
+    """'#rrggbb' of one Lab colour (clipped into sRGB)."""
+    return _hex(lab_to_srgb(lab)[0])
+
+
 def _hex(rgb: np.ndarray) -> str:
     r, g, b = (round(float(c) * 255.0) for c in rgb)
     return f"#{r:02x}{g:02x}{b:02x}"

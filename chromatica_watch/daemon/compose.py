@@ -35,7 +35,8 @@ from chromatica_watch.daemon.watcher import Watcher
 from chromatica_watch.imaging.thumbnails import Thumbnailer
 from chromatica_watch.ingest.pool import PoolManager, PoolSettings
 from chromatica_watch.serving.socket_server import SearchServer, Service
-from chromatica_watch.serving.web import WebApp, WebServer, WebService, load_token
+from chromatica_watch.serving.web import WebApp, WebService, load_token
+from chromatica_watch.serving.web_server import WebServer
 from chromatica_watch.storage.store import Store
 
 Clock = Callable[[], float]

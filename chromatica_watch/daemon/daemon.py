@@ -39,7 +39,8 @@ from chromatica_watch.imaging.formats import missing_format_support
 from chromatica_watch.ingest.pool import PoolManager
 from chromatica_watch.ingest.roots import RETIRED
 from chromatica_watch.serving.socket_server import SearchServer, Service, private_dir
-from chromatica_watch.serving.web import WebServer, WebService
+from chromatica_watch.serving.web import WebService
+from chromatica_watch.serving.web_server import WebServer
 from chromatica_watch.storage.indexdir import ensure_writable
 from chromatica_watch.storage.store import Store
 

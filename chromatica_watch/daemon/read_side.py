@@ -21,12 +21,14 @@ from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.status import StatusReporter
 from chromatica_watch.daemon.upgrades import Upgrades
 from chromatica_watch.ingest.roots import RootView
-from chromatica_watch.search.ask import Ask
+from chromatica_watch.search import browse
+from chromatica_watch.search.ask import Ask, Filters
 from chromatica_watch.search.finder import Finder, Found
 from chromatica_watch.search.searcher import Result, Searcher
 from chromatica_watch.storage.catalog import Catalog
 from chromatica_watch.storage.index import LiveIndex, configure_threads
 from chromatica_watch.storage.store import Store
+from chromatica_watch.storage.table import TableView
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,25 @@ class ReadSide:
             found = finder.find(ask, k, group_sidecars)
         self.recent.remember(source, found.results)
         return found
+
+    def wall(self, filters: Filters, start: int, limit: int) -> browse.WallPage:
+        """A page of the colour wall of the photos passing `filters`."""
+        with self.noting_damage():
+            return browse.wall_page(self._view(), filters, self.store.searchable, start, limit)
+
+    def wall_of(self, ids: list[int]) -> list[browse.Tile]:
+        """These photos (a search's results) in the wall's order."""
+        with self.noting_damage():
+            return browse.wall_of(self._view(), ids)
+
+    def palette(self, filters: Filters, top: int = browse.PALETTE_SWATCHES) -> dict[str, Any]:
+        """The colours held by the most photos passing `filters` (`browse.library_palette`)."""
+        with self.noting_damage():
+            return browse.library_palette(self._view(), filters, self.store.searchable, top)
+
+    def _view(self) -> TableView:
+        catalog, _ = self.search_pair()
+        return self.store.table_of(catalog).view()
 
     def _searcher_of(self, catalog: Catalog, live: LiveIndex) -> Searcher:
         with self._searcher_lock:

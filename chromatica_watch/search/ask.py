@@ -243,11 +243,17 @@ def parse_ask(colors: Sequence[str] = (), *, histogram: np.ndarray | None = None
         if contains or palette is not None:
             raise UsageError("search by colors or by an example image, not both")
         palette = histogram
-    filters = make_filters(absolute_folders(folders),
-                           None if taken_after is None else parse_date(taken_after, "--taken-after"),
-                           None if taken_before is None else parse_date(taken_before, "--taken-before"),
-                           camera, orientation, tone)
+    filters = parse_filters(folders, taken_after, taken_before, camera, orientation, tone)
     ask = Ask(contains, palette, read_avoided(avoid), filters)
     if not ask.contains and ask.histogram is None and not ask.avoid and not ask.filters:
         raise UsageError("nothing to search for: give --color, --image, --not, or a filter")
     return ask
+
+
+def parse_filters(folders: Sequence[str] = (), taken_after: str | None = None, taken_before: str | None = None,
+                  camera: str | None = None, orientation: str | None = None, tone: str | None = None) -> Filters:
+    """Filters from what people type: folders made absolute, dates read (YYYY, YYYY-MM, YYYY-MM-DD)."""
+    return make_filters(absolute_folders(folders),
+                        None if taken_after is None else parse_date(taken_after, "--taken-after"),
+                        None if taken_before is None else parse_date(taken_before, "--taken-before"),
+                        camera, orientation, tone)

@@ -20,7 +20,8 @@ import numpy as np
 from chromatica_watch.core.errors import ChromaticaError
 from chromatica_watch.core.records import Failure
 from chromatica_watch.ingest.roots import RootView
-from chromatica_watch.search.ask import Ask
+from chromatica_watch.search.ask import Ask, Filters
+from chromatica_watch.search.browse import PALETTE_SWATCHES
 from chromatica_watch.search.finder import Found
 from chromatica_watch.search.searcher import DEFAULT_K, Result
 from chromatica_watch.serving.connections import BACKLOG, REQUEST_DEADLINE_S, BadRequest, Door
@@ -36,6 +37,8 @@ class Service(Protocol):
     def find(self, ask: Ask, k: int, group_sidecars: bool = False) -> Found: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def palette(self, filters: Filters, top: int = PALETTE_SWATCHES) -> dict[str, Any]: ...
 
     def failures(self) -> list[Failure]: ...
 
@@ -72,6 +75,13 @@ def _k(request: dict[str, Any]) -> int:
     return k
 
 
+def _top(request: dict[str, Any]) -> int:
+    top = request.get("top", PALETTE_SWATCHES)
+    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 144:
+        raise BadRequest("'top' must be a whole number from 1 to 144")
+    return top
+
+
 def _flag(request: dict[str, Any], name: str) -> bool:
     value = request.get(name, False)
     if not isinstance(value, bool):
@@ -104,6 +114,8 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
                                                                        _flag(request, "group_sidecars"))]}
         logger.debug("search answered in %.1f ms", (time.perf_counter() - started) * 1000)
         return answer
+    if op == "palette":
+        return {"palette": service.palette(Filters.from_json(request.get("filters")), _top(request))}
     if op == "retry_failed":
         return {"requeued": service.submit_retry_failed().result(timeout=60)}
     if op == "compact":

@@ -1,7 +1,7 @@
 """The web app: search by colour or example image, see the results as thumbnails, watch the daemon.
 
-Starlette does the HTTP work (routing, requests, responses) and uvicorn serves it on a thread of the
-daemon, beside the indexer; this is the only module importing either. The page is plain HTML, CSS and
+Starlette does the HTTP work (routing, requests, responses; this is the only module importing it) and
+uvicorn serves it on a thread of the daemon, beside the indexer (web_server.py). The page is plain HTML, CSS and
 JavaScript shipped in `data/web/`, with no build step.
 
 It is a local app on a machine other people may share, so every request must pass the guard (its rules,
@@ -19,15 +19,10 @@ Example images are decoded a few at a time within a pixel budget (upload_gate.py
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import logging
 import os
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Future
 from email.utils import formatdate
@@ -36,7 +31,6 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -49,14 +43,25 @@ from chromatica_watch.core.errors import ChromaticaError, UsageError
 from chromatica_watch.core.paths import absolute_key, display_path
 from chromatica_watch.core.records import Failure, StoredImage
 from chromatica_watch.imaging.headers import declared_size
-from chromatica_watch.search.ask import Ask, read_colours
+from chromatica_watch.search.ask import Ask, Filters, read_colours
+from chromatica_watch.search.browse import MAX_PAGE, PALETTE_SWATCHES, Tile, WallPage
 from chromatica_watch.search.finder import Found
 from chromatica_watch.search.query import color_query_histogram, image_bytes_query_histogram, parse_colors
 from chromatica_watch.search.searcher import DOMINANT_COLORS, Result
 from chromatica_watch.serving.upload_gate import Busy, DecodeGate, TooLarge
-from chromatica_watch.serving.web_access import allowed_hosts, cookie_value, cross_origin_refusal, own_origins
+from chromatica_watch.serving.web_access import cookie_value, cross_origin_refusal
 from chromatica_watch.serving.web_access import load_token as load_token  # the daemon's composition takes it here
-from chromatica_watch.serving.web_params import ask_of, grouped, has_filters, k_of, parse_image_id, thumbnail_urls
+from chromatica_watch.serving.web_params import (
+    ask_of,
+    filters_of,
+    grouped,
+    has_filters,
+    ids_of,
+    k_of,
+    parse_image_id,
+    thumbnail_urls,
+    whole_number,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,12 @@ class WebService(Protocol):
         ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def wall(self, filters: Filters, start: int, limit: int) -> WallPage: ...
+
+    def wall_of(self, ids: list[int]) -> list[Tile]: ...
+
+    def palette(self, filters: Filters, top: int = PALETTE_SWATCHES) -> dict[str, Any]: ...
 
     def failures(self) -> list[Failure]: ...
 
@@ -202,6 +213,8 @@ class WebApp:
             Route("/api/search", self.search_image, methods=["POST"]),
             Route("/api/similar/{image_id}", self.similar),
             Route("/api/images/{image_id}", self.image),
+            Route("/api/wall", self.wall),
+            Route("/api/palette", self.palette),
             Route("/api/status", self.status),
             Route("/api/retry-failed", self.retry_failed, methods=["POST"]),
             Route("/thumbnails/{image_id}", self.thumbnail),
@@ -281,6 +294,30 @@ class WebApp:
                                     for h, s in rerank.dominant_colors(stored.histogram, top=DOMINANT_COLORS)],
                 **thumbnail_urls(image_id)}
         return _answer(describe)
+
+    def wall(self, request: Request) -> Response:
+        """GET /api/wall: the colour wall, a page at a time (`start`, `limit`) of the photos passing the filters
+        (`in`, `taken_after`...), in the order the table keeps; or, with `ids`, those photos (a search's results)
+        in that order. Each tile: its id, main colours and thumbnail."""
+        params = request.query_params
+
+        def page() -> dict[str, Any]:
+            ids = ids_of(params, MAX_PAGE)
+            if ids is not None:
+                tiles = self.service.wall_of(ids)
+                return {"tiles": [{**t.to_json(), **thumbnail_urls(t.id)} for t in tiles], "start": 0,
+                        "total": len(tiles), "next": None, "pending": 0}
+            found = self.service.wall(filters_of(params), whole_number(params, "start", 0, 0, 2**62),
+                                      whole_number(params, "limit", 120, 1, MAX_PAGE)).to_json()
+            found["tiles"] = [{**t, **thumbnail_urls(t["id"])} for t in found["tiles"]]
+            return found
+        return _answer(page)
+
+    def palette(self, request: Request) -> Response:
+        """GET /api/palette: the colours held by the most photos passing the filters, as swatches."""
+        params = request.query_params
+        return _answer(lambda: self.service.palette(filters_of(params),
+                                                    whole_number(params, "top", PALETTE_SWATCHES, 1, 144)))
 
     def status(self, request: Request) -> Response:
         failures = [f.to_json() for f in self.service.failures()[:MAX_FAILURES_SHOWN]]
@@ -366,82 +403,3 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def build_app(web: WebApp, token: str, hosts: frozenset[str], origins: frozenset[str]) -> ASGIApp:
     app = Starlette(routes=web.routes(), exception_handlers={HTTPException: _http_error, Exception: _internal_error})
     return Guard(app, token, hosts, origins)
-
-
-# -- the server thread ---------------------------------------------------------------------------
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its 10 Hz timer: the timer only refreshes the Date header (the Guard sets one on
-    each response instead) and polls `should_exit`; this server sleeps until `exit` wakes it, so an idle
-    app costs no CPU (the timer alone was ~0.3% of a core)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._exit: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def main_loop(self) -> None:
-        self._loop, self._exit = asyncio.get_running_loop(), asyncio.Event()
-        if not self.should_exit:
-            await self._exit.wait()
-
-    def exit(self) -> None:
-        """From any thread: stop serving (connections are closed as uvicorn's shutdown does)."""
-        self.should_exit = True
-        loop, event = self._loop, self._exit
-        if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed already
-                loop.call_soon_threadsafe(event.set)
-
-
-class WebServer:
-    """uvicorn on its own thread and event loop. The socket is bound by `start` itself, so a port in use
-    is an OSError there (the daemon then runs without the app and says why), and port 0 works."""
-
-    def __init__(self, web: WebApp, token: str, host: str, port: int) -> None:
-        self.web = web
-        self.token = token
-        self.host = host
-        self.port = port
-        self._server: _QuietServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/?token={self.token}"
-
-    def start(self, timeout: float = 10.0) -> None:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY on accepted connections only for a socket made
-        # so, and without it a response's body waits ~40 ms for the client's delayed ACK on a kept-alive
-        # connection (measured: 44 ms per static file, 1.2 ms on a fresh connection).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(64)
-        except OSError:
-            sock.close()
-            raise
-        self.port = sock.getsockname()[1]
-        app = build_app(self.web, self.token, allowed_hosts(self.host, self.port), own_origins(self.host, self.port))
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=5,
-                                server_header=False, date_header=False)
-        self._server = _QuietServer(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="web",
-                                        daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not self._server.started:
-            self.stop()
-            raise OSError(f"the web app did not start on {self.host}:{self.port}")
-        logger.info("web app on http://%s:%d/", self.host, self.port)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.exit()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None

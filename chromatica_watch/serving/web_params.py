@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from chromatica_watch.core.errors import UsageError
-from chromatica_watch.search.ask import Ask, parse_ask
+from chromatica_watch.search.ask import Ask, Filters, parse_ask, parse_filters
 from chromatica_watch.search.searcher import DEFAULT_K
 from chromatica_watch.serving.web_access import shown
 
@@ -40,6 +40,35 @@ def ask_of(params: Params, colors: Sequence[str], histogram: np.ndarray | None =
                      taken_after=params.get("taken_after") or None, taken_before=params.get("taken_before") or None,
                      camera=params.get("camera") or None, orientation=params.get("orientation") or None,
                      tone=params.get("tone") or None)
+
+
+def filters_of(params: Params) -> Filters:
+    """The filters alone (the colour wall, the palette): `in`, `taken_after`, `taken_before`, `camera`,
+    `orientation`, `tone`."""
+    return parse_filters(params.getlist("in"), params.get("taken_after") or None, params.get("taken_before") or None,
+                         params.get("camera") or None, params.get("orientation") or None, params.get("tone") or None)
+
+
+def whole_number(params: Params, name: str, default: int, lowest: int, highest: int) -> int:
+    """A whole-number parameter within [lowest, highest]; a clear 400 otherwise."""
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or not lowest <= int(text) <= highest:
+        raise UsageError(f"{name} must be a whole number from {lowest} to {highest}, got {shown(text)}")
+    return int(text)
+
+
+def ids_of(params: Params, most: int) -> list[int] | None:
+    """`ids=4,8,15` (a search's results, to lay out by colour); None without the parameter."""
+    text = params.get("ids")
+    if text is None:
+        return None
+    words = [w for w in text.split(",") if w]
+    if len(words) > most:
+        raise UsageError(f"at most {most} ids at once, got {len(words)}")
+    ids = [parse_image_id(w) for w in words]
+    return [i for i in ids if i is not None]
 
 
 def grouped(params: Params) -> bool:

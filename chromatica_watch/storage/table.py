@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chromatica_watch.colour import contain
+from chromatica_watch.colour import arrange, contain
 from chromatica_watch.colour.contain import COARSE_CELLS, TOP_BINS
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class TableView:
     monochrome: np.ndarray
     colourfulness: np.ndarray
     detailed: np.ndarray  # its header details were read
+    wall_key: np.ndarray  # its place on the colour wall (arrange.wall_keys)
+    wall_order: np.ndarray  # every row position, ascending by wall_key: kept so as rows come, never sorted per ask
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of these ids (each must be in the view)."""
@@ -122,6 +124,8 @@ class SearchTable:
         self._palette = np.zeros((COARSE_CELLS, 0), np.uint8)
         self._top_bins = np.zeros((TOP_BINS, 0), np.uint16)
         self._top_shares = np.zeros((TOP_BINS, 0), np.uint8)
+        self._wall_order = np.zeros(0, np.int64)
+        self._rekey: list[np.ndarray] = []  # positions of rows whose colours were rewritten this refresh
         self._view: TableView | None = None
 
     def view(self) -> TableView:
@@ -140,8 +144,10 @@ class SearchTable:
         since = None if first else self._updated - _UPDATE_MARGIN
         latest = self.catalog.latest_update()
         rows = self.catalog.facet_rows(self._last_id, since, missing=int(NO_DATE))
+        known = self._n
         self._apply(rows)
         self._colour_missing()
+        self._order_wall(known)
         self._updated = max(self._updated, latest)
         self._apply_tombstones()
         self._view = self._snapshot()
@@ -171,7 +177,7 @@ class SearchTable:
         capacity = max(need, capacity + capacity // 8, 1024)  # ~230 B a row: grown an eighth at a time
         kinds = {"ids": np.int64, "live": bool, "root": np.int32, "folder": np.int32, "coloured": bool,
                  "taken": np.int64, "source": np.int8, "camera": np.int32, "orientation": np.int8,
-                 "monochrome": bool, "colourfulness": np.float32, "detailed": bool}
+                 "monochrome": bool, "colourfulness": np.float32, "detailed": bool, "wall_key": np.float64}
         for name, kind in kinds.items():
             grown = np.zeros(capacity, kind)
             if name in self._cols:
@@ -219,10 +225,29 @@ class SearchTable:
             self._cols["coloured"][at] = True
 
     def _set_palettes(self, at: np.ndarray, stored: np.ndarray) -> None:
+        self._rekey.append(np.asarray(at, np.int64))
         cells, bins, shares = contain.split_palette(stored)
         self._palette[:, at] = cells.T
         self._top_bins[:, at] = bins.T
         self._top_shares[:, at] = shares.T
+
+    def _order_wall(self, known: int) -> None:
+        """The wall's order with this refresh's rows: new rows merged in (O(n), no sort), unless a row seen
+        before changed place (its colours rewritten: a changed file), which sorts them all again."""
+        rekey = np.unique(np.concatenate(self._rekey)) if self._rekey else np.zeros(0, np.int64)
+        self._rekey = []
+        if not len(rekey):
+            return
+        c = self._cols
+        before = c["wall_key"][rekey].copy()
+        c["wall_key"][rekey] = arrange.wall_keys(self._top_bins[:, rekey], self._top_shares[:, rekey],
+                                                 c["monochrome"][rekey])
+        old = rekey < known
+        keys = c["wall_key"][:self._n]
+        if not known or not np.array_equal(before[old], keys[rekey[old]]):
+            self._wall_order = arrange.full_order(keys)
+        else:
+            self._wall_order = arrange.insert_ordered(self._wall_order, keys, np.arange(known, self._n))
 
     def _apply_tombstones(self) -> None:
         """Rows deleted since: the catalog's tombstones are few next to its rows, and only grow."""
@@ -245,7 +270,8 @@ class SearchTable:
             coloured=c["coloured"][:n], taken=c["taken"][:n], source=c["source"][:n],
             camera=c["camera"][:n], cameras=tuple(map(str, self._cameras.values)),
             orientation=c["orientation"][:n], monochrome=c["monochrome"][:n],
-            colourfulness=c["colourfulness"][:n], detailed=c["detailed"][:n])
+            colourfulness=c["colourfulness"][:n], detailed=c["detailed"][:n], wall_key=c["wall_key"][:n],
+            wall_order=self._wall_order)
 
 
 def _grown(array: np.ndarray, capacity: int, n: int) -> np.ndarray:
