@@ -30,6 +30,10 @@ class Match:
     orientation: str | None = None  # "landscape", "portrait" or "square"
     monochrome: bool | None = None  # no colour of its own (greyscale, sepia, cyanotype...)
     colourfulness: float | None = None  # RMS chroma, CIE delta E from grey (30 and up: vivid)
+    # `path` and `sidecars` are for showing (one line: odd bytes and control characters escaped); these are
+    # for opening: the names' bytes through surrogateescape, `os.fsencode(match.fs_path)` gives them back.
+    fs_path: str = ""
+    fs_sidecars: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Match:
@@ -41,7 +45,8 @@ class Match:
                    shares=tuple((str(c["hex"]), float(c["share"])) for c in data.get("shares", ())),
                    taken=data.get("taken"), taken_source=data.get("taken_source"), camera=data.get("camera"),
                    orientation=data.get("orientation"), monochrome=data.get("monochrome"),
-                   colourfulness=data.get("colourfulness"))
+                   colourfulness=data.get("colourfulness"), fs_path=str(data.get("fs_path", data["path"])),
+                   fs_sidecars=tuple(str(p) for p in data.get("fs_sidecars", data.get("sidecars", ()))))
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "relative_path": self.relative_path, "root": self.root, "id": self.id,
@@ -50,4 +55,5 @@ class Match:
                 "offline": self.offline, "sidecars": list(self.sidecars),
                 "shares": [{"hex": h, "share": s} for h, s in self.shares], "taken": self.taken,
                 "taken_source": self.taken_source, "camera": self.camera, "orientation": self.orientation,
-                "monochrome": self.monochrome, "colourfulness": self.colourfulness}
+                "monochrome": self.monochrome, "colourfulness": self.colourfulness, "fs_path": self.fs_path,
+                "fs_sidecars": list(self.fs_sidecars)}

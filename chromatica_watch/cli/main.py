@@ -1,9 +1,9 @@
 """The entry point (`chromatica-watch`, `python -m chromatica_watch`): parse, run the command, and turn
 what it raised into one line on stderr and an exit code, here and nowhere else.
 
-Exit codes: 0 ok; 1 failure (a ChromaticaError); 2 bad usage or config (UsageError, ConfigError, and
-argparse's own); 3 the daemon is not running (DaemonNotRunning; `status` also returns its verdict's
-code); 130 interrupted; 141 stdout closed under us (`| head`).
+Exit codes: 0 ok; 1 failure (a ChromaticaError), or a `search` that found nothing (as grep does); 2 bad
+usage or config (UsageError, ConfigError, and argparse's own); 3 the daemon is not running (DaemonNotRunning;
+`status` also returns its verdict's code); 130 interrupted; 141 stdout closed under us (`| head`).
 """
 
 from __future__ import annotations

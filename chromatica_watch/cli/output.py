@@ -4,12 +4,14 @@ lines for an interruption or an error (the progress bars are in `progress.py`)."
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 PROG = "chromatica-watch"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_NO_MATCH = 1  # a search that found nothing, as grep reports it
 
 
 def json_dumps(obj: object) -> str:
@@ -18,6 +20,13 @@ def json_dumps(obj: object) -> str:
 
 def print_json(obj: object) -> None:
     print(json_dumps(obj))
+
+
+def write_paths(paths: Iterable[str], end: bytes) -> None:
+    """File paths as the bytes of their names on disk (a name that is not UTF-8 kept as it is, through
+    surrogateescape), each followed by `end`: b"\\n" for one a line, b"\\0" for `xargs -0`."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(b"".join(os.fsencode(p) + end for p in paths))
 
 
 def say(line: str) -> None:

@@ -57,6 +57,13 @@ class Result:
     sidecars: tuple[str, ...] = ()  # with grouping: the other files of a RAW+JPEG pair, shown as this one
     details: dict[str, object] | None = None  # what filters use: taken, taken_source, camera, orientation, ...
     shares: tuple[tuple[str, float], ...] = ()  # ('#rrggbb', share held) of each colour the query asked about
+    fs_sidecars: tuple[str, ...] = ()  # the sidecars as the file system names them (see `fs_path`)
+
+    @property
+    def fs_path(self) -> str:
+        """The absolute path as the file system names it, for opening: its bytes through surrogateescape
+        (`os.fsencode` gives them back exactly); `display_path` is for showing."""
+        return os.fsdecode(os.path.join(os.fsencode(self.root), self.path))
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -71,6 +78,8 @@ class Result:
             "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.dominant_colors],
             "offline": self.offline,
             "sidecars": list(self.sidecars),
+            "fs_path": self.fs_path,
+            "fs_sidecars": list(self.fs_sidecars),
         }
 
 
@@ -162,7 +171,8 @@ class Searcher:
         """Results of ranked live ids (their scores in `distances`), in groups (a RAW+JPEG pair shows as one)."""
         leaders = np.array([shown[g[0]] for g in groups], dtype=np.int64)
         results = self._results(leaders, np.array([distances[g[0]] for g in groups]), rows, ids, hists)
-        return [replace(r, sidecars=tuple(_display(rows[shown[n]]) for n in g[1:])) if len(g) > 1 else r
+        return [replace(r, sidecars=tuple(_display(rows[shown[n]]) for n in g[1:]),
+                        fs_sidecars=tuple(_fs(rows[shown[n]]) for n in g[1:])) if len(g) > 1 else r
                 for r, g in zip(results, groups, strict=True)]
 
     @staticmethod
@@ -183,6 +193,10 @@ class Searcher:
 
 def _display(row: Row) -> str:
     return display_path(os.path.join(os.fsencode(row[0]), row[1]))
+
+
+def _fs(row: Row) -> str:
+    return os.fsdecode(os.path.join(os.fsencode(row[0]), row[1]))
 
 
 def group_sidecars_of(ranked_ids: list[int], rows: dict[int, Row]) -> list[list[int]]:

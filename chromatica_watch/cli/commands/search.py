@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chromatica_watch.cli.options import SharedOptions, load_config
-from chromatica_watch.cli.output import print_json, say
+from chromatica_watch.cli.output import EXIT_NO_MATCH, print_json, say, write_paths
 from chromatica_watch.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -24,8 +24,10 @@ COLORS_WIDTH = 3 * len("#rrggbb 100%") + 2 * 2
 def add_search(sub: Subparsers, shared: SharedOptions) -> None:
     p = sub.add_parser("search", help="find photos by color or by an example image",
                        description="Find photos by weighted colors or by an example image. Asks the running "
-                                   "daemon; with none running, opens the index read-only.",
-                       parents=[shared.json, shared.index_dir, shared.config])
+                                   "daemon; with none running, opens the index read-only. Exits 0 when "
+                                   "something matched, 1 when nothing did (as grep does: 'no matches' on "
+                                   "stderr; --json still prints []), 2 for a bad query.",
+                       parents=[shared.index_dir, shared.config])
     p.add_argument("--color", "-c", action="append", default=[], metavar="COLOR[:WEIGHT]",
                    help="a color like '#ff8800', '#f80' or 'teal', optionally weighted ('#ff8800:0.7'); repeatable, "
                         "up to 8. Weights summing below 1 ('#ff8800:0.25'), or one color alone: photos that contain "
@@ -50,6 +52,15 @@ def add_search(sub: Subparsers, shared: SharedOptions) -> None:
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--group-sidecars", action="store_true",
                    help="show a camera's RAW and the JPEG or HEIF beside it (same name) as one result")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="the output as JSON")
+    out.add_argument("--paths", action="store_true",
+                     help="only the paths, one a line, best first, as their bytes are on disk (with "
+                          "--group-sidecars, a result's other files follow it). Like find -print, nothing is "
+                          "escaped: a name holding a newline spans two lines (said on stderr); use --print0 for "
+                          "any name")
+    out.add_argument("--print0", action="store_true",
+                     help="only the paths, each ended by a NUL byte, for xargs -0: right for every file name")
     p.set_defaults(func=cmd_search)
 
 
@@ -86,14 +97,26 @@ def cmd_search(args: argparse.Namespace) -> int:
             "background (see status)")
     if args.json:
         print_json([m.to_json() for m in matches])
-        return 0
-    if not matches:
+    elif args.paths or args.print0:
+        _print_paths(matches, b"\0" if args.print0 else b"\n")
+    elif matches:
+        swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        for line in format_matches(matches, swatches, held=contains):
+            print(line)
+    if not matches:  # as grep: nothing found is exit 1, whatever the output's form
         say("no matches" if contains or _asks_more(args) else "no matches: the index is empty")
-        return 0
-    swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    for line in format_matches(matches, swatches, held=contains):
-        print(line)
+        return EXIT_NO_MATCH
     return 0
+
+
+def _print_paths(matches: Sequence[Match], end: bytes) -> None:
+    """Each result's path (then its sidecars', when grouped) as the bytes of its name on disk."""
+    paths = [p for m in matches for p in (m.fs_path, *m.fs_sidecars)]
+    write_paths(paths, end)
+    if end == b"\n" and (split := sum("\n" in p for p in paths)):
+        say(f"note: {split} of these paths hold a newline and span several lines: use --print0 for them")
+    if offline := sum(m.offline for m in matches):
+        say(f"note: {offline} of these are on a folder that is not reachable now (offline)")
 
 
 def _contains(colors: list[str]) -> bool:
