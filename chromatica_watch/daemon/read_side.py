@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,10 +44,17 @@ class Writes(Protocol):
     def relocate(self, old: str, new: str, dry_run: bool, force: bool) -> dict[str, Any]: ...
 
 
+class KeywordRequests(Protocol):
+    """`keywords write|remove` (daemon/keywords.py): run on the asking thread, its failure records committed
+    by the indexer thread."""
+
+    def request(self, action: str, folder: str | None, dry_run: bool) -> dict[str, Any]: ...
+
+
 class ReadSide:
     def __init__(self, store: Store, upgrades: Upgrades, roots: RootKeeper, reporter: StatusReporter,
                  commands: CommandQueue, writes: Writes, damage: DamageReports, reads: ReadCache,
-                 search_candidates: int) -> None:
+                 search_candidates: int, keywords: KeywordRequests | None = None) -> None:
         self.store = store
         self.upgrades = upgrades
         self.roots_keeper = roots
@@ -56,6 +64,7 @@ class ReadSide:
         self.search_candidates = search_candidates
         self.recent = RecentResults()  # where the files of the latest results are, for thumbnails
         self.writes = writes
+        self.keyword_requests = keywords
         self.damage = damage  # a damaged catalog found by a read: the indexer replaces it
         self._searcher: Searcher | None = None  # of the pair searched last: made again when it changes
         self._searcher_lock = threading.Lock()
@@ -93,12 +102,17 @@ class ReadSide:
     def wall(self, filters: Filters, start: int, limit: int) -> browse.WallPage:
         """A page of the colour wall of the photos passing `filters`."""
         with self.noting_damage():
-            return browse.wall_page(self._view(), filters, self.store.searchable, start, limit)
+            page = browse.wall_page(self._view(), filters, self.store.searchable, start, limit)
+            return replace(page, tiles=self._named(page.tiles))
 
     def wall_of(self, ids: list[int]) -> list[browse.Tile]:
         """These photos (a search's results) in the wall's order."""
         with self.noting_damage():
-            return browse.wall_of(self._view(), ids)
+            return self._named(browse.wall_of(self._view(), ids))
+
+    def _named(self, tiles: list[browse.Tile]) -> list[browse.Tile]:
+        catalog, _ = self.search_pair()
+        return browse.named(tiles, catalog.describe(t.id for t in tiles))
 
     def palette(self, filters: Filters, top: int = browse.PALETTE_SWATCHES) -> dict[str, Any]:
         """The colours held by the most photos passing `filters` (`browse.library_palette`)."""
@@ -163,6 +177,13 @@ class ReadSide:
             self.damage.report(exc)
             raise ChromaticaError(f"the catalog turned out damaged ({exc.reason}); the daemon is setting it "
                                   "aside and indexing the folder again: try again in a moment") from exc
+
+    def keywords(self, action: str, folder: str | None, dry_run: bool) -> dict[str, Any]:
+        """Colour keywords written to (or removed from) the sidecars of the photos in a folder, here."""
+        if self.keyword_requests is None:
+            raise ChromaticaError("this daemon writes no colour keywords")
+        with self.noting_damage():
+            return self.keyword_requests.request(action, folder, dry_run)
 
     # -- writes, on the indexer thread -----------------------------------------------------------
     def submit_retry_failed(self) -> Future[int]:

@@ -5,8 +5,8 @@ mask and a slice of it, and the palette counts the coarse cells every photo keep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from chromatica_watch.colour import arrange
 from chromatica_watch.colour.histogram import TOTAL_BINS
 from chromatica_watch.colour.rerank import dominant_colors
+from chromatica_watch.core.paths import absolute_key, display_path
 from chromatica_watch.search.ask import Filters
 from chromatica_watch.search.scan import scope
 from chromatica_watch.storage.table import TableView
@@ -27,9 +28,11 @@ TILE_COLOURS = 5
 class Tile:
     id: int
     colors: list[tuple[str, float]]  # its main colours, from its heaviest bins
+    path: str = ""  # where it is, shown (`named`)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.colors]}
+        return {"id": self.id, "path": self.path,
+                "dominant_colors": [{"hex": h, "share": round(s, 4)} for h, s in self.colors]}
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ def wall_of(view: TableView, ids: Sequence[int]) -> list[Tile]:
     at = at[held]
     at = at[np.argsort(view.wall_key[at], kind="stable")]
     return [_tile(view, int(p)) for p in at.tolist()]
+
+
+def named(tiles: list[Tile], where: Mapping[int, tuple[str, bytes, bool]]) -> list[Tile]:
+    """The tiles with their paths (`Catalog.describe` of their ids), shown as every path is (`display_path`)."""
+    return [replace(t, path=display_path(absolute_key(where[t.id][:2]))) if t.id in where else t for t in tiles]
 
 
 def _tile(view: TableView, at: int) -> Tile:

@@ -900,6 +900,21 @@
     });
     pollStatus();
     if (restored) searchColors();
+    // What the colour wall (wall.js) uses of this page: the detail view, a search for the most of one colour,
+    // the filters in force, the results shown.
+    window.chromatica = {
+      openDetail,
+      paletteBar,
+      paletteText,
+      api,
+      filterParams,
+      searchMost(hex) {
+        setColors([[hex, 100]], "most");
+        searchColors();
+      },
+      resultIds: () => [...$("results").querySelectorAll("li[data-id]")].map((li) => li.dataset.id),
+    };
+    document.dispatchEvent(new Event("chromatica-ready"));
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
