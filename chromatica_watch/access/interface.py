@@ -59,3 +59,8 @@ class IndexAccess(ABC):
     @abstractmethod
     def relocate(self, old: str, new: str, *, dry_run: bool, force: bool) -> dict[str, Any]:
         """The stored paths of root OLD become NEW's, reading no image; the report, as JSON."""
+
+    @abstractmethod
+    def keywords(self, action: str, folder: str | None, *, dry_run: bool) -> dict[str, Any]:
+        """Write ("write") or take out ("remove") the colour keywords in the XMP sidecars of the indexed photos
+        (of every root, or under `folder`, an absolute path); the report (`KeywordReport.to_json`)."""

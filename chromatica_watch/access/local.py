@@ -29,7 +29,8 @@ class LocalIndex(IndexAccess):
     is_daemon = False
 
     def __init__(self, index_dir: Path, *, max_dimension: int, candidates: int, roots: Sequence[str] | None = None,
-                 retired_grace_days: float = Config.retired_root_grace_days) -> None:
+                 retired_grace_days: float = Config.retired_root_grace_days,
+                 keywords_sidecar: str = Config.keywords_sidecar) -> None:
         """`roots`: the configured roots, the only ones searched and listed first by `roots()`; None (an
         index dir outside the config): every root the daemon has not retired is searched."""
         self.index_dir = Path(index_dir)
@@ -37,12 +38,14 @@ class LocalIndex(IndexAccess):
         self.candidates = candidates
         self.configured_roots = roots
         self.retired_grace_days = retired_grace_days
+        self.keywords_sidecar = keywords_sidecar
 
     @classmethod
     def of_config(cls, cfg: Config, index_dir: Path | None = None) -> LocalIndex:
         """The configured index (or `index_dir`, with the same settings), as the config says to search it."""
         return cls(Path(cfg.index_dir) if index_dir is None else index_dir, max_dimension=cfg.max_dimension,
-                   candidates=cfg.search_candidates, roots=cfg.roots, retired_grace_days=cfg.retired_root_grace_days)
+                   candidates=cfg.search_candidates, roots=cfg.roots, retired_grace_days=cfg.retired_root_grace_days,
+                   keywords_sidecar=cfg.keywords_sidecar)
 
     def _fingerprint(self) -> str:
         from chromatica_watch.colour.histogram import fingerprint
@@ -121,3 +124,17 @@ class LocalIndex(IndexAccess):
             report = relocate(catalog, old, new, dry_run=dry_run, force=force, rewrite=catalog.relocate)
         report["configured"] = None  # no daemon: whether NEW is configured is known at its next start
         return report
+
+    def keywords(self, action: str, folder: str | None, *, dry_run: bool) -> dict[str, Any]:
+        """With no daemon: the catalog opened read-only (the daemon is its only writer), so a sidecar that
+        could not be written is reported here, not recorded for `failed`."""
+        from chromatica_watch.imaging.sidecars import KeywordsUnavailable, available
+        from chromatica_watch.offline.keywords import places, run
+        from chromatica_watch.storage.catalog import Catalog
+
+        if (why := available()) is not None:
+            raise KeywordsUnavailable(why)
+        with Catalog.open(self.index_dir, self._fingerprint(), read_only=True) as catalog:
+            roots = (list(self.configured_roots) if self.configured_roots is not None else
+                     [r for r, rec in catalog.root_records().items() if rec.retired_at is None])
+            return run(catalog, places(folder, roots), action, self.keywords_sidecar, dry_run).to_json()

@@ -152,3 +152,7 @@ class DaemonIndex(IndexAccess):
     def relocate(self, old: str, new: str, *, dry_run: bool, force: bool) -> dict[str, Any]:
         payload = {"op": "relocate", "old": old, "new": new, "dry_run": dry_run, "force": force}
         return dict(self._ask(payload, timeout=LONG_CHANGE_TIMEOUT)["relocated"])
+
+    def keywords(self, action: str, folder: str | None, *, dry_run: bool) -> dict[str, Any]:
+        payload = {"op": "keywords", "action": action, "folder": folder, "dry_run": dry_run}
+        return dict(self._ask(payload, timeout=LONG_CHANGE_TIMEOUT)["keywords"])

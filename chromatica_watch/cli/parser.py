@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from chromatica_watch.cli.commands import browse, daemon, index, offline, search
+from chromatica_watch.cli.commands import browse, daemon, index, keywords, offline, search
 from chromatica_watch.cli.options import shared_options
 
 COMMANDS = (
@@ -16,6 +16,7 @@ COMMANDS = (
     index.add_compact,
     offline.add_diff,
     index.add_roots, index.add_relocate,
+    keywords.add_keywords,
     daemon.add_open, daemon.add_init_config, daemon.add_install_service,
 )
 

@@ -19,6 +19,7 @@ from chromatica_watch.daemon.events import FsEvent
 from chromatica_watch.daemon.guard import StorageGuard
 from chromatica_watch.daemon.indexer import Indexer
 from chromatica_watch.daemon.ingester import Ingester
+from chromatica_watch.daemon.keywords import KeywordWriter
 from chromatica_watch.daemon.logs import configure_logging
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.read_cache import ReadCache
@@ -95,12 +96,16 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
                       publisher=publisher, guard=guard, reporter=reporter, commands=commands, damage=damage,
                       details=DetailsPass(store, reporter), reload_requested=reload, rechecks=rechecks)
     requests = Requests(cfg, store, batcher, roots, scans, indexer, publisher, clock)
-    read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates)
+    # colour keywords in sidecars: as photos are indexed (keywords = "xmp"), and on request
+    keywords = KeywordWriter(cfg, store, commands, ingester.apply, lambda: roots.cfg.roots)
+    ingester.indexed = keywords.indexed
+    read_side = ReadSide(store, upgrades, roots, reporter, commands, requests, damage, reads, cfg.search_candidates,
+                         keywords=keywords)
     return Daemon(cfg, config_path, Parts(
         stop=stop, notifier=notifier, reporter=reporter, store=store, batcher=batcher, workers=workers, roots=roots,
         upgrades=upgrades, publisher=publisher, guard=guard, ingester=ingester, reconciler=reconciler, scans=scans,
         commands=commands, read_side=read_side, indexer=indexer, requests=requests, make_server=make_server,
-        make_web=make_web), config_named=config_named)
+        make_web=make_web, keywords=keywords), config_named=config_named)
 
 
 def run(cfg: Config, config_path: Path | None = None, config_named: bool = True) -> int:

@@ -26,6 +26,7 @@ from chromatica_watch.daemon.commands import CommandQueue
 from chromatica_watch.daemon.guard import ShuttingDown, StorageGuard
 from chromatica_watch.daemon.indexer import Indexer
 from chromatica_watch.daemon.ingester import Ingester
+from chromatica_watch.daemon.keywords import KeywordWriter
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.read_side import ReadSide
 from chromatica_watch.daemon.reconciler import Reconciler
@@ -74,6 +75,7 @@ class Parts:
     requests: Requests
     make_server: Callable[[Service], SearchServer]
     make_web: Callable[[WebService], WebServer] | None
+    keywords: KeywordWriter | None = None  # colour keywords in XMP sidecars
 
 
 class Daemon:
@@ -223,6 +225,8 @@ class Daemon:
         self.publisher.reconfigure(new.status_interval)
         self.read_side.reconfigure(new.search_candidates)
         self.parts.requests.reconfigure(new)
+        if self.parts.keywords is not None:
+            self.parts.keywords.reconfigure(new)
         self.indexer.reconfigure(new)
         self.roots.reconfigure(new)
         self.indexer.check_roots()
@@ -239,6 +243,8 @@ class Daemon:
             self._web.stop()
         self.roots.stop_watching()
         self.workers.close()  # a stop does not wait for a slow or hung file
+        if self.parts.keywords is not None:
+            self.parts.keywords.stop()  # the sidecars in hand are written (each whole, or not at all)
         if self.store.is_open:
             if self.store.live.dirty:  # an unchanged index is already on disk: do not rewrite and fsync it all
                 self.indexer.checkpoint()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from chromatica_watch.core.paths import DiskFile, Key, absolute_key, display_key, stat_file
-from chromatica_watch.core.records import Changes, Move
+from chromatica_watch.core.records import Changes, Move, NewImage
 from chromatica_watch.daemon.batcher import Batcher
 from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.status import StatusReporter
@@ -42,6 +42,8 @@ class Ingester:
         self.in_flight = 0  # files handed to the workers and not committed yet
         # What the workers' writes to the thumbnail cache met, told to its health (see compose)
         self.thumbnails_written: Callable[[list[CacheWrite]], None] = lambda _writes: None
+        # The rows each commit added, for their colour keywords (daemon/keywords.py; see compose)
+        self.indexed: Callable[[list[NewImage]], None] = lambda _images: None
 
     def reconfigure(self, batch_size: int) -> None:
         self.batch_size = batch_size
@@ -126,6 +128,8 @@ class Ingester:
             self.batcher.note((u.task.root, u.task.path), now)  # changed while read: settle again
         if outcome.thumbnails:
             self.thumbnails_written(outcome.thumbnails)
+        if outcome.new_images:
+            self.indexed(outcome.new_images)
         if outcome.added or outcome.moved or outcome.failed:
             logger.info("indexed %d new image(s); %d moved, %d removed, %d could not be indexed",
                         outcome.added, outcome.moved, outcome.tombstoned, len(outcome.failed))

@@ -24,6 +24,7 @@ from chromatica_watch.ingest.pipeline import Committer, Outcome, Replaced, Vanis
 from chromatica_watch.ingest.pool import Task
 from chromatica_watch.ingest.roots import relocation_source
 from chromatica_watch.ingest.scan import ScanProblem, scan
+from chromatica_watch.offline.keywords import is_sidecar_record
 from chromatica_watch.storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ class Reconciler:
         if not self.should_stop():
             # Failure records of files that are gone (or now fine) go too, or `failed` lists them forever.
             problem_paths = {p.path for p in problems}
-            stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths]
+            # A sidecar's record (its colour keywords could not be written) stays while the sidecar is there.
+            stale = [(root, p) for p in plan.failures if p not in disk and p not in problem_paths
+                     and not (is_sidecar_record(p) and os.path.lexists(absolute_key((root, p))))]
             # A folder that moved while walked may have been missed where it went: its rows are not gone,
             # and wait for the recheck noted above.
             gone = [] if vanished else plan.vanished.remaining_ids()

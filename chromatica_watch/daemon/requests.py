@@ -15,6 +15,7 @@ from chromatica_watch.daemon.publisher import StatusPublisher
 from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.scans import Scans
 from chromatica_watch.ingest.roots import relocate
+from chromatica_watch.offline.keywords import is_sidecar_record
 from chromatica_watch.storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,14 @@ class Requests:
         self.cfg = cfg
 
     def retry_failed(self) -> int:
-        """Forget recorded failures and queue their files again (settled already: read at once)."""
+        """Forget recorded failures and queue their files again (settled already: read at once). A sidecar's record
+        is forgotten only: `keywords write` writes it again."""
         failures = self.store.catalog.failed_files()
         self.store.catalog.clear_failures()
         now = self.clock()
         for key in failures:
-            self.batcher.note(key, now - self.cfg.settle_seconds)
+            if not is_sidecar_record(key[1]):
+                self.batcher.note(key, now - self.cfg.settle_seconds)
         self.publisher.publish_counts()
         return len(failures)
 

@@ -8,10 +8,11 @@ A colour term ("teal") is written three ways, each as its tools expect it:
 
 The photo itself is never opened for writing. An existing sidecar is merged: every other property and
 keyword is kept, ours are replaced. Ours are the tags "Colours/<Term>" and "Colours|<Term>" of our vocabulary
-(colour/terms.py), and in dc:subject a vocabulary word only while the sidecar also holds it as one of those
-tags (a word the user typed alone is theirs). A sidecar that does not parse as XMP is left as it is
-(`SidecarUnreadable`). The new sidecar replaces the old by `core.fsutil.atomic_write` (temp file, fsync,
-rename, fsync of the folder): a kill or a full disk leaves the old sidecar or the new one, whole.
+(colour/terms.py), and in dc:subject the words we added, which the sidecar notes in a property of our own
+(`chromaticaWatch:addedSubjects`): a word the user had typed before is theirs, and stays when ours go. A
+sidecar that does not parse as XMP is left as it is (`SidecarUnreadable`). The new sidecar replaces the old
+by `core.fsutil.atomic_write` (temp file, fsync, rename, fsync of the folder): a kill or a full disk leaves
+the old sidecar or the new one, whole.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ MAX_SIDECAR_BYTES = 16 << 20  # a sidecar larger than this is not read (no tool 
 _TAGS = (DIGIKAM_NS, "TagsList", "/", True)
 _HIERARCHY = (LIGHTROOM_NS, "hierarchicalSubject", "|", False)
 _SUBJECT = (DC_NS, "subject", None, False)
+# Which dc:subject words we added (a word the user had typed before is theirs, and stays when ours go)
+OUR_NS = "http://ns.chromatica-watch.org/1.0/"
+_ADDED = (OUR_NS, "addedSubjects", None, False)
 
 
 class KeywordsUnavailable(ChromaticaError):
@@ -56,6 +60,7 @@ def _toolkit() -> Any:
                                   f"(apt-get install libexempi8) ({exc})") from exc
     libxmp.XMPMeta.register_namespace(DIGIKAM_NS, "digiKam")
     libxmp.XMPMeta.register_namespace(LIGHTROOM_NS, "lr")
+    libxmp.XMPMeta.register_namespace(OUR_NS, "chromaticaWatch")
     return libxmp
 
 
@@ -170,25 +175,30 @@ def _items(meta: Any, ns: str, prop: str) -> list[str]:
 
 
 def _set_ours(meta: Any, words: list[str], vocabulary: set[str]) -> bool:
-    """Replace our keywords by `words` in the three arrays; whether anything changed."""
-    def ours(value: str, sep: str) -> str | None:
+    """Replace our keywords by `words` in the three arrays (and our note of the dc:subject words we added);
+    whether anything changed."""
+    def ours(value: str, sep: str) -> bool:
         parent, _, leaf = value.partition(sep)
-        return leaf if parent == PARENT and leaf in vocabulary else None
+        return parent == PARENT and leaf in vocabulary
 
-    before = {p[1]: _items(meta, p[0], p[1]) for p in (_TAGS, _HIERARCHY, _SUBJECT)}
-    earlier = {leaf for v in before["TagsList"] if (leaf := ours(v, "/")) is not None}
-    earlier |= {leaf for v in before["hierarchicalSubject"] if (leaf := ours(v, "|")) is not None}
+    before = {p[1]: _items(meta, p[0], p[1]) for p in (_TAGS, _HIERARCHY, _SUBJECT, _ADDED)}
+    added_before = set(before[_ADDED[1]])
+    subject = [v for v in before["subject"] if v not in added_before or v in words]
+    wanted = {
+        "TagsList": ([v for v in before["TagsList"] if not ours(v, "/")], [f"{PARENT}/{w}" for w in words]),
+        "hierarchicalSubject": ([v for v in before["hierarchicalSubject"] if not ours(v, "|")],
+                                [f"{PARENT}|{w}" for w in words]),
+        "subject": (subject, [w for w in words if w not in subject]),
+    }
+    # the words of dc:subject that are ours: those we add now, and those we added before and keep
+    ours_now = [w for w in words if w in added_before or w not in subject]
+    wanted[_ADDED[1]] = ([v for v in before[_ADDED[1]] if v in ours_now],
+                         [w for w in ours_now if w not in added_before])
     changed = False
-    for ns, prop, sep, ordered in (_TAGS, _HIERARCHY, _SUBJECT):
-        old = before[prop]
-        if sep is not None:
-            kept = [v for v in old if ours(v, sep) is None]
-            added = [f"{PARENT}{sep}{w}" for w in words]
-        else:  # a plain word: ours only if we wrote it as a tag too
-            kept = [v for v in old if v not in earlier or v in words]
-            added = [w for w in words if w not in kept]
-        if kept + added != old:
-            _replace_items(meta, ns, prop, old, kept, added, ordered)
+    for ns, prop, _, ordered in (_TAGS, _HIERARCHY, _SUBJECT, _ADDED):
+        kept, added = wanted[prop]
+        if kept + added != before[prop]:
+            _replace_items(meta, ns, prop, before[prop], kept, added, ordered)
             changed = True
     return changed
 

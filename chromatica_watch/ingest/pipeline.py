@@ -60,6 +60,7 @@ class Outcome:
     failed: list[Failure] = field(default_factory=list)
     unstable: list[Unstable] = field(default_factory=list)
     thumbnails: list[CacheWrite] = field(default_factory=list)  # grid thumbnails cached while indexing, or not
+    new_images: list[NewImage] = field(default_factory=list)  # the rows a batch added (one batch's, not totalled)
     processed: int = 0  # tasks whose results were committed (the first ones: results come in task order)
 
 
@@ -137,6 +138,7 @@ class Committer:
         if changes.tombstoned:
             self.index.mark_deleted(changes.tombstoned)
         outcome.added = len(ids)
+        outcome.new_images = changes.added
         outcome.moved = len(changes.moved) - outcome.refreshed
         outcome.tombstoned = len(changes.tombstoned)
         return outcome

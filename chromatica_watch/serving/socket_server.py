@@ -52,6 +52,10 @@ class Service(Protocol):
 
     def roots(self) -> list[RootView]: ...
 
+    def keywords(self, action: str, folder: str | None, dry_run: bool) -> dict[str, Any]:
+        """Colour keywords written to or removed from the photos' XMP sidecars (on this thread)."""
+        ...
+
     def submit_relocate(self, old: str, new: str, dry_run: bool, force: bool) -> Future[dict[str, Any]]:
         """Rewrite OLD's rows to NEW, on the indexer thread."""
         ...
@@ -96,6 +100,15 @@ def _root_arg(request: dict[str, Any], name: str) -> str:
     return value
 
 
+def _keywords_args(request: dict[str, Any]) -> tuple[str, str | None, bool]:
+    action, folder = request.get("action"), request.get("folder")
+    if action not in ("write", "remove"):
+        raise BadRequest("keywords: 'action' must be write or remove")
+    if folder is not None and (not isinstance(folder, str) or not os.path.isabs(folder)):
+        raise BadRequest("keywords: 'folder' must be an absolute path")
+    return action, folder, _flag(request, "dry_run")
+
+
 def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
     if op == "ping":
@@ -122,6 +135,8 @@ def handle(service: Service, request: dict[str, Any]) -> dict[str, Any]:
         return {"compacted": service.submit_compact().result(timeout=3600)}
     if op == "roots":
         return {"roots": [v.to_json() for v in service.roots()]}
+    if op == "keywords":
+        return {"keywords": service.keywords(*_keywords_args(request))}
     if op == "relocate":
         old, new = _root_arg(request, "old"), _root_arg(request, "new")
         future = service.submit_relocate(old, new, bool(request.get("dry_run")), bool(request.get("force")))
