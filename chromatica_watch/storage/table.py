@@ -116,7 +116,7 @@ class SearchTable:
         self._lock = threading.Lock()
         self._generation = -1  # the catalog's generation when last brought up to date
         self._last_id = 0
-        self._updated = 0.0  # the latest updated_at seen (epoch seconds)
+        self._looked = 0.0  # the catalog's clock when last brought up to date (epoch seconds)
         self._deleted = 0  # tombstones applied
         self._n = 0
         self._roots, self._folders, self._cameras = _Codes(), _Codes(), _Codes()
@@ -141,14 +141,16 @@ class SearchTable:
     def _refresh(self) -> None:
         first = self._view is None
         self._grow(0)  # the columns exist, if empty
-        since = None if first else self._updated - _UPDATE_MARGIN
-        latest = self.catalog.latest_update()
+        # Rows updated since the last look, and a margin before it; never "since the latest update seen": after a
+        # build or a relocate whose rows share one time, that re-read every row at each refresh (5 s at 1M).
+        since = None if first else self._looked - _UPDATE_MARGIN
+        looked = self.catalog.clock()  # read first: a row updated meanwhile is read next time
         rows = self.catalog.facet_rows(self._last_id, since, missing=int(NO_DATE))
         known = self._n
         self._apply(rows)
         self._colour_missing()
         self._order_wall(known)
-        self._updated = max(self._updated, latest)
+        self._looked = looked
         self._apply_tombstones()
         self._view = self._snapshot()
         if first:

@@ -171,10 +171,14 @@ class CatalogDetails(CatalogBase):
         return {int(i): {"taken": t, "taken_source": s, "camera": c, "orientation": o} for i, t, s, c, o in rows}
 
     @_mapped
-    def latest_update(self) -> float:
-        """The latest `updated_at` of any row, epoch seconds (0 for none)."""
-        rows = self._reader().execute("SELECT coalesce(epoch(max(updated_at)), 0) FROM images").fetchall()
-        return float(rows[0][0])
+    def clock(self) -> float:
+        """The catalog's time now, epoch seconds, as `updated_at` is written and read (its time zone's wall
+        clock): what a reader compares `updated_at` with."""
+        cur = self._reader()
+        try:
+            return float(cur.execute("SELECT epoch(now()::TIMESTAMP)").fetchall()[0][0])
+        finally:
+            cur.close()
 
     @_mapped
     def uncoloured(self, limit: int) -> np.ndarray:
