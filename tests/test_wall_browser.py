@@ -123,10 +123,10 @@ def test_a_swatch_of_the_library_palette_shows_the_photos_holding_that_colour_fi
     assert 20 <= counts[1] <= 23 and near(colours[1], _hsv(0.08, 0.9, 0.92))
     widths = [s.size["width"] for s in swatches[:2]]
     assert widths[0] > widths[1] * 1.5  # sized by how many photos hold it
-    screenshot(browser, "screenshot-palette.png")
     swatches[0].click()
     wait(browser).until(lambda d: len(results(d)) > 0 and d.find_element(By.ID, "results-view").is_displayed())
     shown = [r.get_attribute("data-path") or "" for r in results(browser)]
+    screenshot(browser, "screenshot-palette.png")
     assert all("/teal/" in p for p in shown[:20]), shown[:20]
     # The folder filter applies to the wall and its palette: only the orange folder's photos.
     browser.find_element(By.ID, "folder").send_keys(str(library.env.pictures / "orange"))
