@@ -24,7 +24,7 @@ OWNERS = {
     "pebble": "ingest/pool.py",
     "cv2": "imaging/", "PIL": "imaging/", "rawpy": "imaging/", "pillow_heif": "imaging/", "pillow_jxl": "imaging/",
     "xxhash": "core/hashing.py",
-    "webcolors": "search/query.py",
+    "webcolors": "colour/names.py",
     "platformdirs": "core/config.py",
     "numba": "colour/fused.py",
     "libxmp": "imaging/sidecars.py",

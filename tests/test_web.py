@@ -120,7 +120,14 @@ def test_searches_answer_what_the_cli_answers(app: tuple[DaemonEnv, App]) -> Non
     assert status == 200 and by_image[0]["path"] == str(env.pictures / "trip" / "coffee.jpg")
 
     status, error = client.json("GET", "/api/search?color=notacolour")
-    assert status == 400 and "CSS colour name" in error["error"]
+    assert status == 400 and "a colour name" in error["error"]
+    status, error = client.json("GET", "/api/search?color=dusty%20rse")
+    assert status == 400 and "did you mean 'dusty rose'" in error["error"]
+    status, named = client.json("GET", "/api/search?color=dusty%20rose:0.3&k=2")  # the xkcd survey's names too
+    assert status == 200 and named
+    status, listed = client.json("GET", "/api/colour-names")  # what the app resolves typed names with
+    assert status == 200 and len(listed["names"]) == 949 + 147 - 49 and len(listed["css"]) == 147
+    assert listed["names"]["mustard"] == "#ceb301" and listed["names"]["teal"] == "#008080"  # CSS first
     status, error = client.json("POST", "/api/search", b"this is not an image")
     assert status == 400 and "cannot use the uploaded image" in error["error"]
 

@@ -236,3 +236,25 @@ def test_a_date_range_shows_the_photos_taken_in_it_with_their_date(app: App, bro
     # The server's refusal (400) is logged by the browser as a failed request: that one, and nothing else.
     errors = [e["message"] for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert all("/api/search" in e and "400" in e for e in errors), errors
+
+
+def test_a_colour_name_is_read_as_a_search_reads_it(app: App, browser: webdriver.Chrome) -> None:
+    """The names come from the daemon (/api/colour-names), once: an xkcd survey name typed any way, a CSS name in
+    words, and the one line for a name it does not know."""
+    fresh_page(browser, app)
+    keep_colors(browser, 1)
+    field, picker = labelled(browser, "Colour 1 as hex or a CSS name"), labelled(browser, "Colour 1")
+    for typed, wanted in (("Dusty-Rose", "#c0737a"), ("mustard", "#ceb301"), ("dark slate gray", "#2f4f4f"),
+                          ("teal", "#008080")):  # CSS's teal, as the daemon reads it, not xkcd's #029386
+        set_value(browser, field, typed)
+        wait(browser).until(lambda d: picker.get_attribute("value") == wanted)
+        assert "invalid" not in (field.get_attribute("class") or "")
+    set_value(browser, field, "sage")
+    search(browser)
+    assert "color=%2387ae73" in browser.execute_script("return location.hash;")  # sent as the hex it names
+    set_value(browser, field, "dusty rse")
+    assert "invalid" in (field.get_attribute("class") or "")
+    browser.find_element(By.ID, "search").click()
+    wait(browser).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "“dusty rse” is not a colour" in text(browser, "error")
+    assert_no_browser_errors(browser)

@@ -14,9 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import webcolors
 
-from chromatica_watch.colour import histogram
+from chromatica_watch.colour import histogram, names
 from chromatica_watch.core.defaults import DEFAULT_MAX_DIMENSION, DEFAULT_MAX_PIXELS
 from chromatica_watch.core.errors import ImageError, UsageError
 from chromatica_watch.core.filetypes import extension
@@ -29,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 MAX_COLORS = 8
 _HEX = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-_SPEC_HELP = ("expected a hex colour like '#ff8800' or '#f80' or a CSS colour name like 'teal', optionally "
-              "':weight' (e.g. '#ff8800:0.7', 'teal:0.3')")
+_SPEC_HELP = ("expected a hex colour like '#ff8800' or '#f80', or a colour name (CSS: 'teal'; the xkcd survey's: "
+              "'dusty rose'), optionally ':weight' (e.g. '#ff8800:0.7', 'teal:0.3')")
 
 
 @dataclass(frozen=True)
@@ -48,16 +47,24 @@ class ColorWeight:
 def _parse_hex(text: str, spec: str) -> tuple[int, int, int]:
     match = _HEX.fullmatch(text)
     if match is None:
-        try:  # a CSS colour name (the 147 of CSS Color Module Level 3), any case
-            text = webcolors.name_to_hex(text.lower())
-        except ValueError:
-            raise UsageError(f"bad color {spec!r}: {_SPEC_HELP}") from None
-        match = _HEX.fullmatch(text)
-        assert match is not None
+        rgb = names.name_rgb(text)  # a CSS name, else one of the xkcd survey's (colour/names.py)
+        if rgb is None:
+            raise UsageError(_unknown(text, spec))
+        return rgb
     digits = match.group(1)
     if len(digits) == 3:
         digits = "".join(c * 2 for c in digits)
     return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def _unknown(text: str, spec: str) -> str:
+    """One line for a colour that is no hex and no name: the names spelled most like it, if any."""
+    near = [] if text.startswith("#") else names.nearest_names(text)
+    if not near:
+        return f"bad color {spec!r}: {_SPEC_HELP}"
+    where = f" in {spec!r}" if spec.strip() != text else ""
+    return (f"unknown colour {text!r}{where}: did you mean {', '.join(repr(n) for n in near)}? "
+            "(a hex like '#ff8800', a CSS name or one of the xkcd survey's 949)")
 
 
 def _parse_weight(text: str, spec: str) -> float:
@@ -83,8 +90,44 @@ def parse_color_spec(spec: str) -> tuple[tuple[int, int, int], float | None]:
 
 
 def split_specs(args: Iterable[str]) -> list[str]:
-    """Command-line values to single specs: each value may hold several, separated by spaces or commas."""
-    return [part for arg in args for part in re.split(r"[\s,]+", arg) if part]
+    """Command-line values to single specs: each value may hold several, separated by commas or spaces; words
+    that together are one colour name ('dusty rose:0.3', 'blue green') stay one spec, the longest first."""
+    return [spec for arg in args for part in arg.split(",") for spec in _join_names(part.split())]
+
+
+def _join_names(words: list[str]) -> list[str]:
+    specs, at = [], 0
+    while at < len(words):
+        end = _name_end(words, at) or _unknown_end(words, at)
+        specs.append(" ".join(words[at:end]))
+        at = end
+    return specs
+
+
+def _name_end(words: list[str], at: int) -> int | None:
+    """Where the longest name of several words starting at `at` ends (only its last word may hold a weight)."""
+    return next((end for end in range(len(words), at + 1, -1)
+                 if ":" not in " ".join(words[at:end - 1]) and names.is_name(_name_of(words[at:end]))), None)
+
+
+def _unknown_end(words: list[str], at: int) -> int:
+    """A colour is one word; words that are no colour stay together, so that 'dusty rse' is said to be unknown
+    as typed (and its nearest names found), not as 'dusty'."""
+    end = at + 1
+    if _is_colour(words[at]):
+        return end
+    while end < len(words) and ":" not in words[end - 1] and not _is_colour(words[end]):
+        end += 1
+    return end
+
+
+def _is_colour(word: str) -> bool:
+    text = word.partition(":")[0]
+    return _HEX.fullmatch(text) is not None or names.is_name(text)
+
+
+def _name_of(words: list[str]) -> str:
+    return " ".join(words).partition(":")[0]
 
 
 def parse_colors(specs: Sequence[str]) -> list[ColorWeight]:

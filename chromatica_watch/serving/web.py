@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from chromatica_watch.colour import rerank
+from chromatica_watch.colour import names, rerank
 from chromatica_watch.core.errors import ChromaticaError, UsageError
 from chromatica_watch.core.paths import absolute_key, display_path
 from chromatica_watch.core.records import Failure, StoredImage
@@ -216,6 +216,7 @@ class WebApp:
             Route("/api/wall", self.wall),
             Route("/api/palette", self.palette),
             Route("/api/status", self.status),
+            Route("/api/colour-names", self.colour_names),
             Route("/api/retry-failed", self.retry_failed, methods=["POST"]),
             Route("/thumbnails/{image_id}", self.thumbnail),
         ]
@@ -322,6 +323,12 @@ class WebApp:
     def status(self, request: Request) -> Response:
         failures = [f.to_json() for f in self.service.failures()[:MAX_FAILURES_SHOWN]]
         return _Json({**self.service.status(), "failures": failures})
+
+    def colour_names(self, request: Request) -> Response:
+        """Every colour name the daemon reads (CSS, then the xkcd survey's) -> '#rrggbb': the app resolves
+        typed names with it, so that it reads a name as a search does. Loaded once a page."""
+        return _Json({"names": names.all_names(), "css": names.css_names()},
+                     headers={"cache-control": "private, max-age=86400"})
 
     def retry_failed(self, request: Request) -> Response:
         return _Json({"requeued": self.service.submit_retry_failed().result(timeout=60)})

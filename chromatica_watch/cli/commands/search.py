@@ -29,9 +29,11 @@ def add_search(sub: Subparsers, shared: SharedOptions) -> None:
                                    "stderr; --json still prints []), 2 for a bad query.",
                        parents=[shared.index_dir, shared.config])
     p.add_argument("--color", "-c", action="append", default=[], metavar="COLOR[:WEIGHT]",
-                   help="a color like '#ff8800', '#f80' or 'teal', optionally weighted ('#ff8800:0.7'); repeatable, "
-                        "up to 8. Weights summing below 1 ('#ff8800:0.25'), or one color alone: photos that contain "
-                        "that much of it, the rest of the photo anything; otherwise the whole palette is matched")
+                   help="a color like '#ff8800', '#f80', or a name: CSS ('teal') or the xkcd survey's 949 ('dusty "
+                        "rose', 'mustard'; CSS first where both spell one), optionally weighted ('#ff8800:0.7'); "
+                        "repeatable, up to 8. Weights summing below 1 ('#ff8800:0.25'), or one color alone: photos "
+                        "that contain that much of it, the rest of the photo anything; otherwise the whole palette is "
+                        "matched")
     p.add_argument("--not", dest="avoid", action="append", default=[], metavar="COLOR[:SHARE]",
                    help="leave out photos holding more than a little (5%%) of this color, or more than SHARE "
                         "('red:0.2'); repeatable")

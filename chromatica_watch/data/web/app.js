@@ -36,8 +36,18 @@
 
   // ---------------------------------------------------------------- colours
   const probe = document.createElement("canvas").getContext("2d");
+  // The colour names the daemon reads ({names: name -> '#rrggbb', CSS first then the xkcd survey's; css: the
+  // CSS ones}), asked for once (/api/colour-names), so that a name here is what it is in a search.
+  let colourNames = { names: {}, css: {} };
 
-  /** '#rrggbb' for a CSS colour (hex, name, rgb()...), or null when it is not one. */
+  /** '#rrggbb' for a colour name as the daemon reads it: case aside, hyphens, underscores and spaces alike. */
+  function namedHex(value) {
+    const key = value.toLowerCase().replace(/[\s_-]+/g, " ").trim();
+    const own = (table, name) => (Object.prototype.hasOwnProperty.call(table, name) ? table[name] : null);
+    return own(colourNames.names, key) || (key.includes(" ") ? own(colourNames.css, key.replace(/ /g, "")) : null);
+  }
+
+  /** '#rrggbb' for a colour (hex, a name the daemon knows, or CSS such as rgb()), or null when it is not one. */
   function toHex(text) {
     const value = String(text || "").trim();
     if (!value) return null;
@@ -46,6 +56,8 @@
       if (hex.length === 3) hex = hex.split("").map((c) => c + c).join("");
       return "#" + hex;
     }
+    const named = namedHex(value);
+    if (named) return named;
     if (!window.CSS || !CSS.supports("color", value)) return null;
     probe.fillStyle = "#000000";
     probe.fillStyle = value;
@@ -61,7 +73,7 @@
     return Array.from($("avoid").querySelectorAll(".avoid-row"));
   }
 
-  /** A picker and its text field kept in step: the text takes hex or a CSS name, the picker shows it. */
+  /** A picker and its text field kept in step: the text takes hex or a colour name, the picker shows it. */
   function bindColorInputs(picker, text) {
     const sync = () => {
       text.value = picker.value;
@@ -204,7 +216,7 @@
     const picked = rows.map((row, i) => {
       const text = row.querySelector(".color-text");
       const hex = toHex(text.value);
-      if (!hex) throw new Error(`Colour ${i + 1}: “${text.value}” is not a colour (a hex like #ff8800, or a CSS name like teal).`);
+      if (!hex) throw new Error(`Colour ${i + 1}: “${text.value}” is not a colour (a hex like #ff8800, or a name like teal or dusty rose).`);
       row.querySelector(".color-picker").value = hex;
       return { hex, weight: Number(row.dataset.weight), share: Number(row.dataset.share) };
     });
@@ -793,7 +805,20 @@
     return true;
   }
 
+  /** The names the daemon reads, once; the fields typed before they came are judged again. */
+  async function loadColourNames() {
+    try {
+      colourNames = await api("/api/colour-names");
+    } catch (err) {
+      return; // hex and CSS still work; a search names what it cannot read
+    }
+    document.querySelectorAll(".color-text, .avoid-text").forEach((text) => {
+      if (text.value) text.dispatchEvent(new Event("input"));
+    });
+  }
+
   function init() {
+    loadColourNames();
     const restored = restoreFromHash();
     if (!restored) setColors(DEFAULT_COLORS.map((c) => [c, 100]));
 
