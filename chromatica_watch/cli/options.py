@@ -28,7 +28,6 @@ class SharedOptions:
     json: argparse.ArgumentParser
     index_dir: argparse.ArgumentParser
     verbose: argparse.ArgumentParser
-    filters: argparse.ArgumentParser  # which photos: --in, --taken-after, --taken-before, --camera, --orientation
 
 
 def _parent() -> argparse.ArgumentParser:
@@ -46,11 +45,12 @@ def shared_options() -> SharedOptions:
                                                "(e.g. one made by build)")
     verbose = _parent()
     verbose.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    return SharedOptions(config=config, json=json, index_dir=index_dir, verbose=verbose, filters=_filters())
+    return SharedOptions(config=config, json=json, index_dir=index_dir, verbose=verbose)
 
 
-def _filters() -> argparse.ArgumentParser:
-    p = _parent()
+def add_filters(p: argparse.ArgumentParser) -> None:
+    """Which photos a command looks at (search, palette): --in, --taken-after, --taken-before, --camera,
+    --orientation; added where the command's help should list them."""
     p.add_argument("--in", dest="folders", action="append", default=[], metavar="FOLDER",
                    help="only photos in this folder (under a watched root) or below it, or in folders matching "
                         "a glob ('*/2024/*'); repeatable")
@@ -59,7 +59,6 @@ def _filters() -> argparse.ArgumentParser:
     p.add_argument("--camera", metavar="TEXT", help="taken with a camera whose make or model contains TEXT")
     p.add_argument("--orientation", choices=("landscape", "portrait", "square"),
                    help="only photos of this orientation (as shown, after the EXIF rotation)")
-    return p
 
 
 def config_file(args: argparse.Namespace) -> Path | None:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from chromatica_watch.cli.options import SharedOptions, load_config
+from chromatica_watch.cli.options import SharedOptions, add_filters, load_config
 from chromatica_watch.cli.output import print_json, say
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ def add_palette(sub: Subparsers, shared: SharedOptions) -> None:
                        description="The library's palette: the colours held (at least 5%% of a photo) by the most "
                                    "photos, most first, with how many hold each. Search for one with "
                                    "`search --color HEX`.",
-                       parents=[shared.json, shared.index_dir, shared.config, shared.filters])
+                       parents=[shared.json, shared.index_dir, shared.config])
+    add_filters(p)
     p.add_argument("--top", type=int, default=24, help="how many colours (default 24, at most 144)")
     p.set_defaults(func=cmd_palette)
 

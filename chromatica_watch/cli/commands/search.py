@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from chromatica_watch.cli.options import SharedOptions, load_config
+from chromatica_watch.cli.options import SharedOptions, add_filters, load_config
 from chromatica_watch.cli.output import EXIT_NO_MATCH, print_json, say, write_paths
 from chromatica_watch.core.errors import UsageError
 
@@ -42,14 +42,7 @@ def add_search(sub: Subparsers, shared: SharedOptions) -> None:
                       help="only photos without color: greyscale, and toned ones such as sepia or cyanotype")
     tone.add_argument("--colorful", dest="tone", action="store_const", const="colorful",
                       help="only vivid photos")
-    p.add_argument("--in", dest="folders", action="append", default=[], metavar="FOLDER",
-                   help="only photos in this folder (under a watched root) or below it, or in folders matching "
-                        "a glob ('*/2024/*'); repeatable")
-    p.add_argument("--taken-after", metavar="DATE", help="taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
-    p.add_argument("--taken-before", metavar="DATE", help="taken before DATE (YYYY, YYYY-MM, YYYY-MM-DD)")
-    p.add_argument("--camera", metavar="TEXT", help="taken with a camera whose make or model contains TEXT")
-    p.add_argument("--orientation", choices=("landscape", "portrait", "square"),
-                   help="only photos of this orientation (as shown, after the EXIF rotation)")
+    add_filters(p)
     p.add_argument("--image", "-i", metavar="PATH", help="find photos colored like this one")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--group-sidecars", action="store_true",
