@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from chromatica_watch.imaging.lab import srgb_to_lab
 from tests.conftest import photo, solid, wait_until, write_rgb
@@ -127,9 +128,15 @@ def test_a_swatch_of_the_library_palette_shows_the_photos_holding_that_colour_fi
     wait(browser).until(lambda d: len(results(d)) > 0 and d.find_element(By.ID, "results-view").is_displayed())
     shown = [r.get_attribute("data-path") or "" for r in results(browser)]
     screenshot(browser, "screenshot-palette.png")
+    # "The results of the search", laid out by colour: the same photos.
+    browser.find_element(By.ID, "view-wall").click()
+    Select(browser.find_element(By.ID, "wall-scope")).select_by_value("results")
+    wait(browser).until(lambda d: sorted(tiles(d)) == sorted(shown))
     assert all("/teal/" in p for p in shown[:20]), shown[:20]
     # The folder filter applies to the wall and its palette: only the orange folder's photos.
+    Select(browser.find_element(By.ID, "wall-scope")).select_by_value("library")
     browser.find_element(By.ID, "folder").send_keys(str(library.env.pictures / "orange"))
+    browser.find_element(By.ID, "view-results").click()
     browser.find_element(By.ID, "view-wall").click()
     wait(browser).until(lambda d: len(tiles(d)) == 20)
     wait(browser).until(lambda d: [int(s.get_attribute("data-photos") or 0) for s in
