@@ -63,8 +63,9 @@ class KeywordWriter:
         while (batch := self._queue.get()) is not None:
             try:
                 self._write(batch)
-            except Exception:  # a bug must not end the thread: the next photos still get their keywords
-                logger.exception("colour keywords: writing %d sidecar(s) failed", len(batch))
+            except Exception as exc:  # a bug must not end the thread: the next photos still get their keywords
+                logger.error("colour keywords: writing %d sidecar(s) failed: %s", len(batch), exc)
+                logger.debug("colour keywords failed", exc_info=exc)  # the trace only at debug level
 
     def _write(self, batch: list[tuple[Key, np.ndarray]]) -> None:
         if available() is not None:
