@@ -173,8 +173,9 @@ class Door:
                             self._accept()
                         elif isinstance(key.data, _Reading):
                             self._read(key.data)
-                    except Exception:  # a bug: that connection is lost, the door stays open
-                        logger.exception("socket door: a connection failed")
+                    except Exception as exc:  # a bug: that connection is lost, the door stays open
+                        logger.error("socket door: a connection failed: %s", exc)
+                        logger.debug("socket door failed", exc_info=exc)  # the trace only at debug level
                         if isinstance(key.data, _Reading) and key.data.sock.fileno() in self._reading:
                             self._close(key.data)
                 self._expire()
@@ -288,7 +289,8 @@ class Door:
         except (ValueError, TimeoutError) as exc:
             return encode({"ok": False, "error": str(exc)})
         except Exception as exc:  # a bug: one request must not take the daemon down
-            logger.exception("request failed")
+            logger.error("a socket request failed: %s", exc)
+            logger.debug("socket request failed", exc_info=exc)  # the trace only at debug level
             return encode({"ok": False, "error": f"internal error: {exc}"})
 
 
