@@ -44,7 +44,7 @@ from bench_common import BENCH_DIR, begin, finish, section
 from bench_search import base_histograms, make_queries, mixes
 
 from chromatica_watch.colour import rerank
-from chromatica_watch.colour.histogram import TOTAL_BINS, hellinger
+from chromatica_watch.colour.histogram import TOTAL_BINS, index_vectors
 
 K = 200
 TRUTH_K = 1000
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = base_histograms()
     rng = np.random.default_rng(1)
     hists = np.concatenate([mixes(base, min(BATCH, args.n - s), rng) for s in range(0, args.n, BATCH)])
-    vectors = np.ascontiguousarray(hellinger(hists), dtype=np.float32)
+    vectors = np.ascontiguousarray(index_vectors(hists), dtype=np.float32)
     queries = make_queries(base, args.queries)
     nnz = (hists > 0).sum(axis=1)
     excluded = np.sort(np.random.default_rng(3).choice(args.n, int(args.n * args.tombstoned), replace=False))
@@ -177,14 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         truth[label] = []
         for _, q in queries:
             q = q / q.sum()
-            _, ids = exact.search(hellinger(q).reshape(1, -1).astype(np.float32), TRUTH_K, params=params)
+            _, ids = exact.search(index_vectors(q).reshape(1, -1).astype(np.float32), TRUTH_K, params=params)
             truth[label].append(top(q, ids[0][ids[0] >= 0], hists))
     # float16 rounding of the stored histograms, as a store would keep them: the rerank's top 10 with them
     h16 = hists.astype(np.float16).astype(np.float32)
     f16_agree = []
     for _, q in queries:
         q = q / q.sum()
-        _, ids = exact.search(hellinger(q).reshape(1, -1).astype(np.float32), K)
+        _, ids = exact.search(index_vectors(q).reshape(1, -1).astype(np.float32), K)
         f16_agree.append(len(set(top(q, ids[0], h16)) & set(top(q, ids[0], hists))) / TOP)
     print(f"  float16 histograms in the rerank: top-10 agreement {np.mean(f16_agree):.3f}")
 
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 times, reranks, agree = [], [], []
                 for (_, q), want in zip(queries, truth[label], strict=True):
                     q = q / q.sum()
-                    hq = hellinger(q).astype(np.float32)
+                    hq = index_vectors(q).astype(np.float32)
                     started = time.perf_counter()
                     ids = layout.search(hq, sel, k)
                     times.append((time.perf_counter() - started) * 1000)

@@ -317,12 +317,12 @@ def agreement(index_dir: Path, queries: Sequence[np.ndarray], tombstoned: float)
         dead = np.sort(np.random.default_rng(3).choice(ids_all, int(len(ids_all) * tombstoned), replace=False))
         live.mark_deleted(dead.tolist())
         k = searcher.k_candidates
-        vq = np.stack([histogram.hellinger(q / q.sum()) for q in queries]).astype(np.float32)
+        vq = np.stack([histogram.index_vectors(q / q.sum()) for q in queries]).astype(np.float32)
         best_d = np.full((len(queries), k), np.inf, np.float32)
         best_i = np.zeros((len(queries), k), np.int64)
         for ids, hists in catalog.iter_histograms():
             keep = ~np.isin(ids, dead)
-            ids, vecs = ids[keep], histogram.hellinger(hists[keep]).astype(np.float32)
+            ids, vecs = ids[keep], histogram.index_vectors(hists[keep]).astype(np.float32)
             d = (vecs ** 2).sum(axis=1)[None, :] - 2 * vq @ vecs.T + (vq ** 2).sum(axis=1)[:, None]
             all_d = np.concatenate([best_d, d], axis=1)
             all_i = np.concatenate([best_i, np.broadcast_to(ids, d.shape)], axis=1)

@@ -48,9 +48,9 @@ def mixes(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def exact_top10(query: np.ndarray, ids: np.ndarray, hists: np.ndarray, vectors: np.ndarray,
                 k_candidates: int) -> list[int]:
-    """Brute force: L2 between the Hellinger vectors of every row given, the nearest k_candidates, the same
+    """Brute force: L2 between the index vectors of every row given, the nearest k_candidates, the same
     rerank."""
-    d = np.square(vectors - H.hellinger(query)[None, :]).sum(axis=1)
+    d = np.square(vectors - H.index_vectors(query)).sum(axis=1)
     top = np.argsort(d, kind="stable")[:k_candidates]
     got, _ = R.rerank(query, ids[top], hists[top], k=10)
     return got[:10].tolist()

@@ -97,7 +97,7 @@ def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path: Path) -> Non
     assert manifest.watermark == 50 and manifest.vector_count == 50
     loaded, m2 = load_checkpoint(tmp_path, FP)
     assert loaded.ntotal == 50 and m2.xxh3_128 == manifest.xxh3_128 and len(manifest.xxh3_128) == 32
-    assert np.allclose(loaded.reconstruct(7), H.hellinger(hists[6]))
+    assert np.allclose(loaded.reconstruct(7), H.index_vectors(hists[6]))
     with pytest.raises(CheckpointInvalid, match="histogram settings"):
         load_checkpoint(tmp_path, H.fingerprint(64))
     blob = (tmp_path / INDEX_FILE).read_bytes()
@@ -262,3 +262,43 @@ def test_live_under_selects_a_folder_exactly_with_odd_bytes(tmp_path: Path) -> N
     assert sorted(cat.live_under("/root", b"a/b")) == [b"a/b/c/y.jpg", b"a/b/x.jpg", b"a/b/\xff\xfe.jpg"]
     assert set(cat.live_under("/root", b".")) == set(paths)
     cat.close()
+
+
+def test_a_checkpoint_of_plain_hellinger_vectors_is_made_again_from_the_catalog(tmp_path: Path) -> None:
+    """An index written by a release before smoothed vectors (its manifest names none) is not searched with
+    today's queries: it is rebuilt from the catalog's histograms, no image read, and checkpointed anew."""
+    hists = random_hists(30)
+    with Catalog.open(tmp_path, FP) as cat:
+        ids = cat.apply(Changes(added=new_images(hists)))
+        old = LiveIndex()
+        old.add(np.array(ids), hists)
+        old.checkpoint(tmp_path, FP)
+        raw = json.loads((tmp_path / MANIFEST_FILE).read_text())
+        assert raw.pop("vectors") == H.VECTORS
+        (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))  # as the manifests of earlier releases were
+        with pytest.raises(CheckpointInvalid, match="hellinger vectors"):
+            load_checkpoint(tmp_path, FP)
+        live, rec = open_live_index(tmp_path, cat, FP)
+        assert not rec.loaded_checkpoint and "hellinger vectors" in (rec.rebuilt_reason or "")
+        assert set(live.ids().tolist()) == set(ids)
+        assert np.allclose(live.reconstruct(ids[4]), H.index_vectors(hists[4])[0], atol=1e-5)
+        assert live.search(hists[4], 1)[0].tolist() == [ids[4]]
+
+
+def test_index_vectors_are_the_square_root_of_the_histogram_smoothed_by_a_gaussian_over_bin_centres() -> None:
+    rng = np.random.default_rng(4)
+    hists = rng.random((3, H.TOTAL_BINS)) ** 8
+    hists /= hists.sum(axis=1, keepdims=True)
+    centres = H.bin_centers_lab().astype(np.float64)
+    dense = np.exp(-np.square(centres[:, None, :] - centres[None, :, :]).sum(axis=2) / (2 * H.SMOOTHING ** 2))
+    dense /= dense.sum(axis=1, keepdims=True)  # each bin's mass goes somewhere: the total is kept
+    assert np.allclose(H.smoothed(hists), hists @ dense, atol=1e-6)
+    vectors = H.index_vectors(hists)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Two palettes a few delta E apart, in neighbouring bins: unrelated bin by bin, near once smoothed.
+    a, b, far = (np.zeros(H.TOTAL_BINS) for _ in range(3))
+    a[H.TOTAL_BINS // 2], b[H.TOTAL_BINS // 2 + 1], far[5] = 1.0, 1.0, 1.0
+    plain = np.linalg.norm(H.hellinger(a) - H.hellinger(b))
+    assert plain == pytest.approx(np.sqrt(2))
+    smooth = H.index_vectors(np.stack([a, b, far]))
+    assert np.linalg.norm(smooth[0] - smooth[1]) < 0.5 * plain < np.linalg.norm(smooth[0] - smooth[2])

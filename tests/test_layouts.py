@@ -170,7 +170,7 @@ def test_searches_over_the_pca_layout_agree_with_an_exact_search(catalog: Catalo
     k_candidates = 100
     searcher = Searcher(catalog, live, k_candidates=k_candidates)
     hists = stored(catalog, ids)  # what both rerank: the catalog's float16 histograms
-    vectors = H.hellinger(hists)
+    vectors = H.index_vectors(hists)
     queries = list(mixes(base, 15, rng)) + colour_queries(rng, 15)
     for phase, alive in live_then_a_fifth_deleted(catalog, live, ids, rng):
         overlap, same = [], 0
@@ -191,11 +191,11 @@ def test_the_candidates_of_the_pca_layout_are_those_of_an_exact_search(catalog: 
     ids = add_rows(catalog, mixes(base, 3000, rng))
     live = rebuild_from(catalog, pca_from=1000)
     hists = stored(catalog, ids)
-    vectors = H.hellinger(hists)
+    vectors = H.index_vectors(hists)
     searcher = Searcher(catalog, live, k_candidates=100)
     narrowed, raw = [], []
     for q in list(mixes(base, 10, rng)) + colour_queries(rng, 10):
-        exact = set(ids[np.argsort(np.square(vectors - H.hellinger(q)).sum(axis=1), kind="stable")[:100]].tolist())
+        exact = set(ids[np.argsort(np.square(vectors - H.index_vectors(q)).sum(axis=1), kind="stable")[:100]].tolist())
         got, got_hists = searcher.candidates(q, 10)
         assert len(got) == 100 and np.array_equal(got_hists, stored(catalog, got))
         narrowed.append(len(exact & set(got.tolist())) / 100)

@@ -242,7 +242,7 @@ def test_ann_recall_after_rerank_with_and_without_tombstones(tmp_path: Path) -> 
         live = LiveIndex()
         live.add(ids, hists)
         searcher = Searcher(catalog, live, k_candidates=200)
-        vectors = H.hellinger(hists)
+        vectors = H.index_vectors(hists)
         queries = list(mixes(base, 30, rng)) + [
             color_query_histogram(parse_colors([f"#{c:06x}" for c in rng.integers(0, 1 << 24, 2)]))
             for _ in range(10)]

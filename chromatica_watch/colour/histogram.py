@@ -100,6 +100,43 @@ def hellinger(hist: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.asarray(hist, dtype=np.float32), 0.0))
 
 
+# What the live index holds per photo: the Hellinger vector (square root) of the histogram smoothed by a
+# Gaussian of SMOOTHING delta E over the bin centres. Results are ranked by EMD, which moves mass across bins;
+# plain Hellinger compares bin by bin, so two palettes a few delta E apart, split over neighbouring bins, look
+# unrelated, and the EMD top 10 often lay outside its 200 nearest (0.85 of it in them, at 100,000 photos).
+# Smoothed, the 200 nearest hold 0.93 of it and 400 0.97 (bench_contain's whole-palette queries). The
+# Gaussian is separable on the grid, so smoothing is three small products, ~10 us a photo.
+VECTORS = "smoothed-hellinger-15"
+SMOOTHING = 15.0
+
+
+def _axis_kernel(lo: float, hi: float, n: int) -> np.ndarray:
+    """(n, n): the Gaussian's weight from each bin centre (rows) to each (columns), each row summing to 1 (a
+    bin's mass is spread, none lost: a smoothed histogram keeps its mass, and its square root a unit norm)."""
+    width = (hi - lo) / n
+    centres = lo + width * (np.arange(n, dtype=np.float64) + 0.5)
+    kernel = np.exp(-np.square(centres[:, None] - centres[None, :]) / (2.0 * SMOOTHING ** 2))
+    return kernel / kernel.sum(axis=1, keepdims=True)
+
+
+_KERNELS = tuple(_axis_kernel(lo, hi, n).astype(np.float32) for (lo, hi), n in _AXES)
+
+
+def smoothed(hists: np.ndarray) -> np.ndarray:
+    """float32 (n, 1152): histograms (rows, or one) smoothed by the Gaussian over bin centres."""
+    grid = np.asarray(hists, dtype=np.float32).reshape(-1, L_BINS, A_BINS, B_BINS)
+    out = np.tensordot(grid, _KERNELS[0], axes=([1], [0]))  # (n, a, b, L)
+    out = np.tensordot(out, _KERNELS[1], axes=([1], [0]))  # (n, b, L, a)
+    out = np.tensordot(out, _KERNELS[2], axes=([1], [0]))  # (n, L, a, b)
+    return np.ascontiguousarray(out.reshape(-1, TOTAL_BINS))
+
+
+def index_vectors(hists: np.ndarray) -> np.ndarray:
+    """float32 (n, 1152): what the live index holds for these histograms (VECTORS), unit norm for a
+    normalized histogram: squared L2 between two is twice one minus their smoothed Bhattacharyya coefficient."""
+    return np.sqrt(np.maximum(smoothed(hists), 0.0))
+
+
 def bin_centers_lab() -> np.ndarray:
     """Lab coordinates of the 1152 bin centres, float32 (1152, 3), in bin order."""
 

@@ -6,7 +6,7 @@ colour a photo holds.
 A whole palette with filters: a filter keeping at least a tenth of the photos searches the live index among
 its rows only (HNSW with an id bitmap, exploring more of the graph the fewer it keeps); a narrower one
 ranks its rows by their coarse colour cells (Hellinger on the 144 cells), reads the best of them, and ranks
-those by their exact Hellinger distance, so a filter keeping 100 photos of a million never walks the graph.
+those by the exact distance of their index vectors, so a filter keeping 100 photos of a million never walks the graph.
 Both then rerank by EMD as usual.
 """
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 WIDE = 0.1  # a filter keeping at least this share of the photos searches the live index among them
 MAX_EF = 4096
-PROXY_READ = 1000  # a narrow filter's rows read for their exact Hellinger distance, at least
+PROXY_READ = 1000  # a narrow filter's rows read for their exact (index vector) distance, at least
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Finder:
         else:
             ids = _proxy(view, query, rows, want)
         ids, hists = self.searcher.histogram_rows(ids)
-        nearest = np.argsort(np.square(histogram.hellinger(hists) - histogram.hellinger(query)).sum(axis=1),
+        nearest = np.argsort(np.square(histogram.index_vectors(hists) - histogram.index_vectors(query)).sum(axis=1),
                              kind="stable")[:want]
         ids, hists = ids[nearest], hists[nearest]
         ok = np.ones(len(ids), bool)

@@ -24,7 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from chromatica_watch.colour.histogram import TOTAL_BINS, hellinger
+from chromatica_watch.colour.histogram import TOTAL_BINS, VECTORS, index_vectors
 from chromatica_watch.core.defaults import available_cores
 from chromatica_watch.core.fsutil import atomic_write, remove_stale_temps
 from chromatica_watch.core.hashing import file_checksum, file_checksum_of
@@ -70,6 +70,7 @@ class Manifest:
     xxh3_128: str = ""
     sha256: str = ""
     layout: str = FLAT  # a manifest written before layouts existed is of the flat one
+    vectors: str = "hellinger"  # what each vector is (histogram.VECTORS); before smoothing, plain Hellinger
 
     @property
     def checksum(self) -> str:
@@ -118,7 +119,8 @@ def new_index(training: np.ndarray | None = None) -> Any:
     hnsw.hnsw.efSearch = EF_SEARCH
     # The id map inside the projection: searches pass it their IDSelector, which it translates to positions.
     index = faiss.IndexPreTransform(faiss.PCAMatrix(TOTAL_BINS, PCA_DIMS), faiss.IndexIDMap(hnsw))
-    index.train(np.ascontiguousarray(hellinger(training), dtype=np.float32))  # the projection, then the 8-bit ranges
+    # The projection, then the 8-bit ranges:
+    index.train(np.ascontiguousarray(index_vectors(training), dtype=np.float32))
     return index
 
 
@@ -173,7 +175,7 @@ class LiveIndex:
             return
         if self.mapped:
             raise ValueError("a live index mapped from its checkpoint is read-only: load it to add to it")
-        vectors = np.ascontiguousarray(hellinger(histograms), dtype=np.float32)
+        vectors = np.ascontiguousarray(index_vectors(histograms), dtype=np.float32)
         with self._lock:
             self._index.add_with_ids(vectors, ids)
             self.watermark = max(self.watermark, int(ids.max()))
@@ -242,9 +244,9 @@ class LiveIndex:
         return wrapped
 
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, squared L2 distances between Hellinger vectors, or between their projections), best
-        first, tombstoned and hidden ids excluded."""
-        query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
+        """(ids, squared L2 distances between index vectors (`histogram.index_vectors`), or between their
+        projections), best first, tombstoned and hidden ids excluded."""
+        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
         with self._lock:
             k = min(k, self.ntotal)
             if k <= 0:
@@ -265,7 +267,7 @@ class LiveIndex:
         bits[allowed] = True
         bitmap = np.packbits(bits, bitorder="little")
         selector: Any = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bitmap))
-        query = np.ascontiguousarray(hellinger(histogram).reshape(1, -1), dtype=np.float32)
+        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
         with self._lock:
             k = min(k, self.ntotal)
             if k <= 0:
@@ -286,7 +288,7 @@ class LiveIndex:
         digest = file_checksum(memoryview(blob))
         manifest = Manifest(watermark=watermark, vector_count=count, tombstone_count=tombstones,
                             xxh3_128=digest, faiss_version=faiss.__version__, fingerprint=fingerprint,
-                            saved_at=time.time(), layout=self.layout)
+                            saved_at=time.time(), layout=self.layout, vectors=VECTORS)
         try:
             atomic_write(index_dir / INDEX_FILE, memoryview(blob))
             atomic_write(index_dir / MANIFEST_FILE, manifest.to_json())
@@ -346,6 +348,8 @@ def _matching_manifest(index_dir: Path, fingerprint: str) -> Manifest:
     if manifest.fingerprint != fingerprint:
         raise CheckpointInvalid(f"checkpoint built with histogram settings {manifest.fingerprint}, "
                                 f"not {fingerprint}")
+    if manifest.vectors != VECTORS:  # an index of an earlier release: made again from the catalog, no decode
+        raise CheckpointInvalid(f"checkpoint holds {manifest.vectors} vectors; this release indexes {VECTORS}")
     return manifest
 
 
