@@ -84,13 +84,13 @@ class Finder:
         share = len(rows) / max(int(view.live.sum()), 1)
         if share >= WIDE:
             ef = min(MAX_EF, math.ceil(max(want, 64) / share))
-            ids, _ = self.searcher.live_index.search_among(query, want * 2, view.ids[rows], ef)
-        else:
-            ids = _proxy(view, query, rows, want)
-        ids, hists = self.searcher.histogram_rows(ids)
-        nearest = np.argsort(np.square(histogram.index_vectors(hists) - histogram.index_vectors(query)).sum(axis=1),
-                             kind="stable")[:want]
-        ids, hists = ids[nearest], hists[nearest]
+            ids, _ = self.searcher.live_index.search_among(query, want, view.ids[rows], ef)
+            ids, hists = self.searcher.histogram_rows(ids)
+        else:  # the coarse cells' proxy reads more than it keeps: the nearest by their index vectors
+            ids, hists = self.searcher.histogram_rows(_proxy(view, query, rows, want))
+            nearest = np.argsort(np.square(histogram.index_vectors(hists) - histogram.index_vectors(query))
+                                 .sum(axis=1), kind="stable")[:want]
+            ids, hists = ids[nearest], hists[nearest]
         ok = np.ones(len(ids), bool)
         for colour in ask.avoid:
             ok &= contain.held(hists, colour.lab) <= colour.share
