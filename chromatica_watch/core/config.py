@@ -78,7 +78,7 @@ class Config:
     network_rescan_interval: float = 30.0  # a root on NFS, SMB, FUSE...: stat-only rescans this often (0: never)
     root_watch: tuple[str, ...] = ()  # "PATH=native|rescan|SECONDS": how one root is kept current
     tcp_port: int = 0
-    search_candidates: int = 300  # 0.955 of the exact EMD top 10 at 100,000 photos (bench_contain)
+    search_candidates: int = 200
     file_timeout: float = 60.0  # a file taking longer to read and decode fails and its worker is replaced
     stall_timeout: float = 300.0  # an indexer stuck this long with work queued is degraded; watchdog pings stop
     web: bool = True  # serve the web app

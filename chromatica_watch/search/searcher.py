@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # imported where used: a CLI search through the daemon never 
 logger = logging.getLogger(__name__)
 
 DEFAULT_K = 10
-DEFAULT_K_CANDIDATES = 300
+DEFAULT_K_CANDIDATES = 200
 MAX_K = 1000
 DOMINANT_COLORS = 5
 # similarity = exp(-score / SIMILARITY_SCALE): 1 for the same colours, 1/e when every bit of colour
