@@ -58,6 +58,8 @@ def test_the_previous_index_is_searched_and_validated_as_it_is(tmp_path: Path) -
     assert len(found) == 7
     proc = subprocess.run([CLI, "validate", str(index)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Its FAISS file holds plain Hellinger vectors: not damaged, made again by the daemon from the catalog.
+    assert "[ok] index of an earlier release: checkpoint holds hellinger vectors" in proc.stdout
 
 
 def test_the_daemon_takes_the_previous_index_over_without_reading_a_photo(daemon_env: DaemonEnv,
@@ -73,7 +75,9 @@ def test_the_daemon_takes_the_previous_index_over_without_reading_a_photo(daemon
     counts = daemon_env.status()["counts"]
     assert counts["indexed"] == 7 and counts["failed"] == 0
     log = daemon_env.log()
-    assert "checkpoint unusable" not in log and "rebuilding" not in log  # the FAISS file loaded as it is
+    # The FAISS file (plain Hellinger vectors) is made again from the catalog's histograms: never a decode.
+    assert "checkpoint unusable" not in log
+    assert "live index of an earlier release (checkpoint holds hellinger vectors" in log
     assert f"holds the photos of {BUILT_UNDER}" in log  # the rows were moved to the new folder, not re-read
     assert "decode JPEG XL files to other pixels" in log and "1 photos will be read again" in log
     found = search("--config", str(daemon_env.config))

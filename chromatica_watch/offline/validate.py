@@ -14,7 +14,13 @@ from chromatica_watch.colour.histogram import TOTAL_BINS
 from chromatica_watch.core.errors import ChromaticaError
 from chromatica_watch.storage.catalog import Catalog, Verified
 from chromatica_watch.storage.histfile import HISTOGRAM_FILE, check_file
-from chromatica_watch.storage.index import CheckpointInvalid, Manifest, load_checkpoint, read_manifest
+from chromatica_watch.storage.index import (
+    CheckpointInvalid,
+    CheckpointOutdated,
+    Manifest,
+    load_checkpoint,
+    read_manifest,
+)
 from chromatica_watch.storage.indexdir import watermark_problem
 
 logger = logging.getLogger(__name__)
@@ -99,6 +105,10 @@ def _check_against_index(index_dir: Path, catalog: Catalog, manifest: Manifest, 
     try:
         live, _ = load_checkpoint(index_dir, manifest.fingerprint)
         add("index checksum and load", True, f"{manifest.checksum[:24]}…, {live.ntotal} vectors")
+    except CheckpointOutdated as exc:  # not damaged: the daemon makes it again, reading no image
+        add("index of an earlier release", True, f"{exc}; the daemon rebuilds it from the catalog's histograms at "
+                                                 "its next start, reading no image")
+        return
     except CheckpointInvalid as exc:
         add("index checksum and load", False, str(exc))
         return

@@ -57,6 +57,10 @@ class CheckpointInvalid(Exception):
     """The checkpoint on disk cannot be trusted; the caller rebuilds from the catalog."""
 
 
+class CheckpointOutdated(CheckpointInvalid):
+    """The checkpoint holds vectors of an earlier release (not damaged): rebuilt from the catalog all the same."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     watermark: int  # highest catalog id whose vector the checkpoint holds
@@ -349,7 +353,7 @@ def _matching_manifest(index_dir: Path, fingerprint: str) -> Manifest:
         raise CheckpointInvalid(f"checkpoint built with histogram settings {manifest.fingerprint}, "
                                 f"not {fingerprint}")
     if manifest.vectors != VECTORS:  # an index of an earlier release: made again from the catalog, no decode
-        raise CheckpointInvalid(f"checkpoint holds {manifest.vectors} vectors; this release indexes {VECTORS}")
+        raise CheckpointOutdated(f"checkpoint holds {manifest.vectors} vectors; this release indexes {VECTORS}")
     return manifest
 
 

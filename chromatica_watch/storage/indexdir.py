@@ -26,6 +26,7 @@ from chromatica_watch.storage.index import (
     PCA_FROM,
     PCA_TRAINING,
     CheckpointInvalid,
+    CheckpointOutdated,
     LiveIndex,
     Manifest,
     layout_for,
@@ -132,7 +133,10 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
             raise CheckpointInvalid(problem)
     except CheckpointInvalid as exc:
         has_rows = max_id > 0
-        if has_rows:
+        if has_rows and isinstance(exc, CheckpointOutdated):
+            logger.warning("live index of an earlier release (%s): rebuilding it from the catalog's histograms, "
+                           "no image is read", exc)
+        elif has_rows:
             logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
         live = rebuild_from(catalog, progress, pca_from)  # live rows only: no tombstone to mark
         return live, Recovery(False, 0, str(exc) if has_rows else None)
