@@ -73,7 +73,7 @@ def test_a_rename_of_an_unindexed_file_is_a_new_file_unless_gone_again() -> None
 
 def test_a_moved_folder_moves_its_rows_and_is_walked() -> None:
     events = [ev(EventKind.DIR_MOVED, b"trip", b"2024/trip")]
-    rows = {(R, b"trip"): {b"trip/a.jpg": row(1), b"trip/b.jpg": row(2)}}
+    rows = {(R, b"trip"): {b"trip/a.jpg": row(1, 1, 2), b"trip/b.jpg": row(2, 3, 4)}}  # as their files still are
     assert stats_needed(events, rows) == {(R, b"2024/trip/a.jpg"), (R, b"2024/trip/b.jpg")}
     assert needs(events).dirs == {(R, b"2024/trip")}
     facts = Facts(folders=rows, failed={(R, b"trip"): [b"trip/bad.jpg"]},
@@ -90,7 +90,7 @@ def test_a_folder_moved_on_before_its_event_is_read_is_rechecked_not_deleted() -
     """A rename storm: by the time `trip -> 2024/trip` is read, the folder moved on; nothing is deleted on
     the event's word, the folder holding both ends is compared once the root is quiet."""
     events = [ev(EventKind.DIR_MOVED, b"trip", b"2024/trip")]
-    rows = {(R, b"trip"): {b"trip/a.jpg": row(1), b"trip/b.jpg": row(2)}}
+    rows = {(R, b"trip"): {b"trip/a.jpg": row(1, 1, 2), b"trip/b.jpg": row(2)}}
     partly = Facts(folders=rows, stats={(R, b"2024/trip/a.jpg"): DiskFile(1, 2), (R, b"2024/trip/b.jpg"): None},
                    present_roots=frozenset({R}), present_dirs=frozenset({(R, b"2024/trip")}))
     plan = plan_events(events, partly)
@@ -122,6 +122,17 @@ def test_a_folder_deleted_then_back_and_one_created_then_gone_wait_for_a_recheck
     created = [ev(EventKind.DIR_CHANGED, b"a/new")]
     assert plan_events(created, Facts(present_dirs=frozenset({(R, b"a/new")}))).actions == [Walk(R, b"a/new")]
     assert plan_events(created, Facts()).actions == [Recheck(R, b"a")]
+
+
+def test_a_file_changed_then_moved_keeps_its_rows_times_and_is_read_again() -> None:
+    """Written then renamed before the write was handled: the row follows with its own size and times (so
+    the file reads as changed to any scan) and the file is read again; an unchanged one just moves."""
+    events = [ev(EventKind.MOVED, b"a/x.jpg", b"a/y.jpg"), ev(EventKind.MOVED, b"a/u.jpg", b"a/v.jpg")]
+    plan = plan_events(events, Facts(rows={(R, b"a/x.jpg"): row(1), (R, b"a/u.jpg"): row(2)},
+                                     stats={(R, b"a/y.jpg"): DiskFile(10, 250, 7), (R, b"a/v.jpg"): DiskFile(10, 100)},
+                                     present_roots=frozenset({R})))
+    assert plan.changes.moved == [Move(1, R, b"a/y.jpg", 10, 100, None), Move(2, R, b"a/v.jpg", 10, 100, None)]
+    assert Settle((R, b"a/y.jpg")) in plan.actions and Settle((R, b"a/v.jpg")) not in plan.actions
 
 
 def test_a_file_moved_on_again_keeps_its_row_until_the_recheck() -> None:

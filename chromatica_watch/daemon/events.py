@@ -232,7 +232,18 @@ def _file_moved(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         return
     if (replaced := facts.rows.get(dest)) is not None:
         plan.changes.tombstoned.append(replaced.image_id)  # the moved file took its place
-    plan.changes.moved.append(Move(old.image_id, ev.root, ev.dest, st.size, st.mtime_ns, st.ctime_ns))
+    _follow(plan, old, ev.root, ev.dest, st)
+
+
+def _follow(plan: EventPlan, row: LiveFile, root: str, path: bytes, st: DiskFile) -> None:
+    """The row follows its file to `path`. A file changed too (written, then moved before the write was
+    handled) keeps the row's own size and times, so that it is read again, now and by any later scan: with
+    the new ones its old hash would pass for the new content for good."""
+    if same_stat(row, st):
+        plan.changes.moved.append(Move(row.image_id, root, path, st.size, st.mtime_ns, st.ctime_ns))
+        return
+    plan.changes.moved.append(Move(row.image_id, root, path, row.size, row.mtime_ns, row.ctime_ns))
+    plan.actions.append(Settle((root, path)))
 
 
 def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
@@ -252,7 +263,7 @@ def _folder_gone(ev: FsEvent, facts: Facts, plan: EventPlan) -> None:
         if st is None:
             moved_on = True  # nothing deleted on the event's word: the recheck finds where it went
         else:
-            plan.changes.moved.append(Move(row.image_id, ev.root, new_path, st.size, st.mtime_ns, st.ctime_ns))
+            _follow(plan, row, ev.root, new_path, st)
     if ev.kind is EventKind.DIR_MOVED:
         if moved_on or (ev.root, ev.dest) not in facts.present_dirs:
             plan.actions.append(Recheck(ev.root, common_folder(ev.path, ev.dest)))
