@@ -21,7 +21,7 @@ import numpy as np
 
 from chromatica_watch.colour import contain, fused
 from chromatica_watch.colour.contain import CELL_OF_BIN, CENTRES, COARSE_CELLS
-from chromatica_watch.colour.rerank import hex_of_lab
+from chromatica_watch.colour.rerank import grid_neighbours, hex_of_lab
 
 HUE_SECTORS = 24  # 15 degrees each, from red round the wheel
 # The four bins around the neutral axis have centres 15 delta E from it (the next ring 34): what falls in them
@@ -82,15 +82,11 @@ def cell_counts(cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _cell_neighbours() -> np.ndarray:
-    shape = contain.COARSE_SHAPE
-    grid = np.stack(np.unravel_index(np.arange(COARSE_CELLS), shape), axis=1)
-    steps = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    steps = steps[np.any(steps != 0, axis=1)]
-    out = np.full((COARSE_CELLS, len(steps)), -1, np.int64)
-    for cell, at in enumerate(grid):
-        near = at + steps
-        near = near[np.all((near >= 0) & (near < np.array(shape)), axis=1)]
-        out[cell, :len(near)] = np.ravel_multi_index(tuple(near.T), shape)
+    """int64 (144, 26): each coarse cell's neighbours (itself not), -1 after the last (`fused.peak_counts`)."""
+    out = np.full((COARSE_CELLS, 26), -1, np.int64)
+    for cell, near in enumerate(grid_neighbours(contain.COARSE_SHAPE)):
+        others = [n for n in near if n != cell]
+        out[cell, :len(others)] = others
     return out
 
 

@@ -284,18 +284,18 @@ def _hex(rgb: np.ndarray) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _grid_neighbours() -> tuple[tuple[int, ...], ...]:
-    """For each bin, the bins at most one grid step away on every axis (itself included)."""
-    shape = (L_BINS, A_BINS, B_BINS)
-    grid = np.stack(np.unravel_index(np.arange(TOTAL_BINS), shape), axis=1)
+def grid_neighbours(shape: tuple[int, int, int]) -> tuple[tuple[int, ...], ...]:
+    """For each cell of a 3-D grid (flat, C order), the cells at most one step away on every axis (itself
+    included)."""
+    grid = np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), axis=1)
     steps = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    near = grid[:, None, :] + steps[None, :, :]  # (bins, 27, 3)
+    near = grid[:, None, :] + steps[None, :, :]  # (cells, 27, 3)
     inside = ((near >= 0) & (near < np.array(shape))).all(axis=2)
     flat = np.ravel_multi_index(tuple(np.clip(near, 0, np.array(shape) - 1).transpose(2, 0, 1)), shape)
     return tuple(tuple(row[ok].tolist()) for row, ok in zip(flat, inside, strict=True))
 
 
-_NEIGHBOURS = _grid_neighbours()
+_NEIGHBOURS = grid_neighbours((L_BINS, A_BINS, B_BINS))
 
 
 def dominant_colors(hist: np.ndarray, top: int = 5, min_share: float = 0.001) -> list[tuple[str, float]]:
