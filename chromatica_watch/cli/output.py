@@ -29,6 +29,17 @@ def write_paths(paths: Iterable[str], end: bytes) -> None:
     sys.stdout.buffer.write(b"".join(os.fsencode(p) + end for p in paths))
 
 
+def colour_wanted() -> bool:
+    """Whether stdout takes colour: a terminal, and no NO_COLOR (no-color.org)."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def swatch(hex_color: str, width: int = 2) -> str:
+    """`width` spaces on the colour '#rrggbb' (a 24-bit ANSI background), then the colour reset."""
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"\x1b[48;2;{r};{g};{b}m{' ' * width}\x1b[0m"
+
+
 def say(line: str) -> None:
     """One line for the user on stderr (stdout stays the command's result)."""
     print(line, file=sys.stderr)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from chromatica_watch.cli.options import SharedOptions, add_filters, load_config
-from chromatica_watch.cli.output import print_json, say
+from chromatica_watch.cli.output import colour_wanted, print_json, say, swatch
 
 if TYPE_CHECKING:
     from chromatica_watch.cli.options import Subparsers
@@ -46,8 +44,7 @@ def cmd_palette(args: argparse.Namespace) -> int:
         say("no photos to take colours from" + (" with these filters" if args.folders or args.taken_after
                                                 or args.taken_before or args.camera or args.orientation else ""))
         return 1
-    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    for line in format_palette(found, colour):
+    for line in format_palette(found, colour_wanted()):
         print(line)
     return 0
 
@@ -60,11 +57,7 @@ def format_palette(found: dict[str, Any], colour: bool) -> list[str]:
     lines = [f"the colours held by the most of {found['photos']} photo(s):"]
     for s in swatches:
         width = max(1, round(BAR_WIDTH * s["photos"] / most))
-        bar = _painted(s["hex"], width) if colour else "#" * width
+        bar = swatch(s["hex"], width) if colour else "#" * width
         lines.append(f"  {bar}{' ' * (BAR_WIDTH - width)}  {s['hex']}  {s['photos']:>9,} photos  {s['share']:6.1%}")
     return lines
 
-
-def _painted(hex_color: str, width: int) -> str:
-    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    return f"\x1b[48;2;{r};{g};{b}m{' ' * width}\x1b[0m"

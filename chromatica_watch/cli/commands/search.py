@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from chromatica_watch.cli.options import SharedOptions, add_filters, load_config
-from chromatica_watch.cli.output import EXIT_NO_MATCH, print_json, say, write_paths
+from chromatica_watch.cli.output import EXIT_NO_MATCH, colour_wanted, print_json, say, swatch, write_paths
 from chromatica_watch.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -95,8 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif args.paths or args.print0:
         _print_paths(matches, b"\0" if args.print0 else b"\n")
     elif matches:
-        swatches = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        for line in format_matches(matches, swatches, held=contains):
+        for line in format_matches(matches, colour_wanted(), held=contains):
             print(line)
     if not matches:  # as grep: nothing found is exit 1, whatever the output's form
         say("no matches" if contains or _asks_more(args) else "no matches: the index is empty")
@@ -132,11 +130,6 @@ def _find(args: argparse.Namespace, cfg: Config) -> tuple[list[Match], int]:
     return find(ask, args.k, cfg, args.index_dir, group_sidecars=args.group_sidecars)
 
 
-def _swatch(hex_color: str) -> str:
-    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    return f"\x1b[48;2;{r};{g};{b}m  \x1b[0m"
-
-
 def format_matches(matches: Sequence[Match], swatches: bool = False, held: bool = False) -> list[str]:
     """A table: rank, colour distance (EMD in CIE delta E: 0 = the same colours) or, for colours a photo should
     contain (`held`), the share it holds of the first of them, dominant colours, path."""
@@ -145,7 +138,7 @@ def format_matches(matches: Sequence[Match], swatches: bool = False, held: bool 
         shown = m.dominant_colors[:3]
         colors = "  ".join(f"{h} {share:3.0%}" for h, share in shown)
         if swatches:  # the swatch is 2 visible columns, added after padding so widths stay right
-            colors = "  ".join(f"{_swatch(h)} {h} {share:3.0%}" for h, share in shown) + \
+            colors = "  ".join(f"{swatch(h)} {h} {share:3.0%}" for h, share in shown) + \
                 " " * (COLORS_WIDTH - len(colors) - 3 * len(shown))
         where = f"{m.path}  (offline: {m.root} is not reachable)" if m.offline else m.path
         if m.sidecars:
