@@ -102,26 +102,25 @@ class ReadSide:
     def wall(self, filters: Filters, start: int, limit: int) -> browse.WallPage:
         """A page of the colour wall of the photos passing `filters`."""
         with self.noting_damage():
-            page = browse.wall_page(self._view(), filters, self.store.searchable, start, limit)
-            return replace(page, tiles=self._named(page.tiles))
+            catalog, view = self._view()
+            page = browse.wall_page(view, filters, self.store.searchable, start, limit)
+            return replace(page, tiles=_named(catalog, page.tiles))
 
     def wall_of(self, ids: list[int]) -> list[browse.Tile]:
         """These photos (a search's results) in the wall's order."""
         with self.noting_damage():
-            return self._named(browse.wall_of(self._view(), ids))
-
-    def _named(self, tiles: list[browse.Tile]) -> list[browse.Tile]:
-        catalog, _ = self.search_pair()
-        return browse.named(tiles, catalog.describe(t.id for t in tiles))
+            catalog, view = self._view()
+            return _named(catalog, browse.wall_of(view, ids))
 
     def palette(self, filters: Filters, top: int = browse.PALETTE_SWATCHES) -> dict[str, Any]:
         """The colours held by the most photos passing `filters` (`browse.library_palette`)."""
         with self.noting_damage():
-            return browse.library_palette(self._view(), filters, self.store.searchable, top)
+            return browse.library_palette(self._view()[1], filters, self.store.searchable, top)
 
-    def _view(self) -> TableView:
+    def _view(self) -> tuple[Catalog, TableView]:
+        """The catalog searched, and its table: a page's paths come from the catalog its rows came from."""
         catalog, _ = self.search_pair()
-        return self.store.table_of(catalog).view()
+        return catalog, self.store.table_of(catalog).view()
 
     def _searcher_of(self, catalog: Catalog, live: LiveIndex) -> Searcher:
         with self._searcher_lock:
@@ -210,3 +209,7 @@ class ReadSide:
         except BaseException:
             lock.release()
             raise
+
+
+def _named(catalog: Catalog, tiles: list[browse.Tile]) -> list[browse.Tile]:
+    return browse.named(tiles, catalog.describe(t.id for t in tiles))

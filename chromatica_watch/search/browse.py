@@ -67,9 +67,7 @@ def wall_page(view: TableView, filters: Filters, searchable: Sequence[str] | Non
 
 def wall_of(view: TableView, ids: Sequence[int]) -> list[Tile]:
     """These photos (a search's results) in the wall's order; ids the view does not hold are left out."""
-    wanted = np.asarray(ids, np.int64)
-    at = np.minimum(view.positions(wanted), max(view.n - 1, 0))
-    held = (view.n > 0) & (view.ids[at] == wanted) if len(wanted) else np.zeros(0, bool)
+    at, held = view.lookup(np.asarray(ids, np.int64))
     at = at[held]
     at = at[np.argsort(view.wall_key[at], kind="stable")]
     return [_tile(view, int(p)) for p in at.tolist()]

@@ -304,12 +304,13 @@ class WebApp:
 
         def page() -> dict[str, Any]:
             ids = ids_of(params, MAX_PAGE)
-            if ids is not None:
+            if ids is not None:  # the results shown: one page holding them all
                 tiles = self.service.wall_of(ids)
-                return {"tiles": [{**t.to_json(), **thumbnail_urls(t.id)} for t in tiles], "start": 0,
-                        "total": len(tiles), "next": None, "pending": 0}
-            found = self.service.wall(filters_of(params), whole_number(params, "start", 0, 0, 2**62),
-                                      whole_number(params, "limit", 120, 1, MAX_PAGE)).to_json()
+                page = WallPage(tiles, start=0, total=len(tiles), pending=0)
+            else:
+                page = self.service.wall(filters_of(params), whole_number(params, "start", 0, 0, 2**62),
+                                         whole_number(params, "limit", 120, 1, MAX_PAGE))
+            found = page.to_json()
             found["tiles"] = [{**t, **thumbnail_urls(t["id"])} for t in found["tiles"]]
             return found
         return _answer(page)

@@ -69,9 +69,16 @@ class TableView:
         """Row positions of these ids (each must be in the view)."""
         return np.searchsorted(self.ids, ids)
 
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, held): where each of these ids is, and whether the view holds it at all."""
+        ids = np.asarray(ids, np.int64)
+        if not self.n:
+            return np.zeros(len(ids), np.intp), np.zeros(len(ids), bool)
+        at = np.minimum(self.positions(ids), self.n - 1)
+        return at, self.ids[at] == ids
+
     def holds(self, ids: np.ndarray) -> bool:
-        at = np.minimum(self.positions(ids), max(self.n - 1, 0))
-        return bool(self.n) and bool(np.array_equal(self.ids[at], ids))
+        return bool(self.n) and bool(self.lookup(ids)[1].all())
 
     def details_of(self, ids: np.ndarray) -> dict[int, dict[str, object]]:
         """The header details of these rows (each in the view), as `Catalog.details_of` gives them: a search's
