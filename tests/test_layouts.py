@@ -109,7 +109,7 @@ def test_tombstoned_and_hidden_ids_never_come_back_from_a_pca_index(
     rng = np.random.default_rng(1)
     ids = add_rows(catalog, mixes(base, 400, rng))
     live = rebuild_from(catalog, pca_from=PCA_FROM)
-    assert live.layout == PCA and live.approximate and live.ntotal == 400 and not live.mapped
+    assert live.layout == PCA and live.ntotal == 400 and not live.mapped
     hists = stored(catalog, ids)
     searcher = Searcher(catalog, live, k_candidates=50)
     # Before anything is excluded, every row finds itself (else the checks below would prove nothing).

@@ -38,12 +38,11 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 96
 MANIFEST_VERSION = 1
 
-# Layouts (docs/architecture.md has the measurements behind them). FLAT: each photo's 1152 Hellinger
-# coordinates in HNSW, exact, 4.9 KB of RAM a photo. PCA: the coordinates projected on the collection's
-# first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the index file), stored
-# in 8 bits a coordinate, HNSW over those: ~0.45 KB a photo. Its distances are approximate, so a search
-# asks it for more candidates and the searcher ranks them again on the stored histograms
-# (`LiveIndex.approximate`).
+# Layouts (docs/architecture.md has the measurements behind them). FLAT: each photo's 1152 index-vector
+# coordinates (histogram.index_vectors) in HNSW, exact, 4.9 KB of RAM a photo. PCA: the coordinates projected
+# on the collection's first PCA_DIMS principal axes (fitted on a sample of its own histograms, kept in the
+# index file), stored in 8 bits a coordinate, HNSW over those: ~0.45 KB a photo. Its distances are
+# approximate, but smoothed vectors live in few dimensions: its neighbours are the exact index's.
 FLAT = "hnsw-flat"
 PCA_DIMS = 96
 PCA = f"pca{PCA_DIMS}-sq8-hnsw"  # the projections stored in 8 bits a coordinate (96 B)
@@ -167,11 +166,6 @@ class LiveIndex:
     @property
     def tombstone_count(self) -> int:
         return len(self._deleted)
-
-    @property
-    def approximate(self) -> bool:
-        """Whether search distances are approximate (a projection): the caller ranks again on histograms."""
-        return self.layout != FLAT
 
     def add(self, ids: np.ndarray, histograms: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
