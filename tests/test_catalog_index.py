@@ -13,7 +13,15 @@ from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.errors import IndexDirError
 from chromatica_watch.core.records import Changes, Failure, Move, NewImage
 from chromatica_watch.storage.catalog import Catalog
-from chromatica_watch.storage.index import INDEX_FILE, MANIFEST_FILE, CheckpointInvalid, LiveIndex, load_checkpoint
+from chromatica_watch.storage.index import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PCA_DIMS,
+    CheckpointInvalid,
+    LiveIndex,
+    load_checkpoint,
+    new_index,
+)
 from chromatica_watch.storage.indexdir import open_live_index
 
 FP = H.fingerprint(256)
@@ -87,6 +95,27 @@ def test_search_excludes_tombstones_at_once() -> None:
     live.mark_deleted([42])
     found, _ = live.search(hists[41], 5)
     assert 42 not in found and len(found) == 5
+
+
+@pytest.mark.parametrize("layout", ["flat", "pca"])
+def test_a_search_among_some_ids_never_returns_another_and_their_distances_are_the_searchs(layout: str) -> None:
+    hists = random_hists(3000, seed=3)
+    live = LiveIndex(new_index(hists[:1000] if layout == "pca" else None))
+    ids = np.arange(1, 3001) * 7  # ids far past the positions they are stored at
+    live.add(ids[:1500], hists[:1500])
+    live.add(ids[1500:], hists[1500:])
+    rng = np.random.default_rng(4)
+    for size in (300, 1500):  # a filter keeping a tenth of the photos or more: the finder walks the graph
+        allowed = np.sort(rng.choice(ids[:2000], size, replace=False))
+        for query in hists[2000:2010]:
+            found, distances = live.search_among(query, 20, allowed, 1000)
+            assert set(found.tolist()) <= set(allowed.tolist())
+            assert len(found) == min(20, size)
+            exact = live.distances_to(query, allowed)
+            assert np.allclose(np.sort(exact)[:len(found)], distances, atol=1e-5)  # the nearest, found
+            assert np.allclose(live.distances_to(query, found), distances, atol=1e-5)
+    assert np.isinf(live.distances_to(hists[0], np.array([8, -1, 10**12]))).all()  # ids it does not hold
+    assert live.reconstruct(int(ids[2999])).shape == ((H.TOTAL_BINS,) if layout == "flat" else (PCA_DIMS,))
 
 
 def test_checkpoint_round_trip_and_corruption_is_detected(tmp_path: Path) -> None:

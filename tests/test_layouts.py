@@ -15,6 +15,8 @@ import pytest
 from chromatica_watch.colour import histogram as H
 from chromatica_watch.core.records import Changes, NewImage
 from chromatica_watch.ingest.pipeline import Committer
+from chromatica_watch.search.ask import parse_ask
+from chromatica_watch.search.finder import Finder
 from chromatica_watch.search.query import ColorWeight, color_query_histogram
 from chromatica_watch.search.searcher import Searcher
 from chromatica_watch.storage.catalog import Catalog
@@ -33,6 +35,7 @@ from chromatica_watch.storage.index import (
 )
 from chromatica_watch.storage.indexdir import compact, needs_reshape, open_live_index, rebuild_from
 from chromatica_watch.storage.store import Store
+from chromatica_watch.storage.table import SearchTable
 from tests.photo_corpus import exact_top10, live_then_a_fifth_deleted, mixes, photo_histograms
 
 FP = H.fingerprint(256)
@@ -202,6 +205,29 @@ def test_the_candidates_of_the_pca_layout_are_those_of_an_exact_search(catalog: 
         raw.append(len(exact & set(live.search(q, 100)[0].tolist())) / 100)
     assert np.mean(narrowed) >= 0.99, narrowed
     assert np.mean(narrowed) >= np.mean(raw), (narrowed, raw)
+
+
+def test_a_whole_palette_among_a_filters_rows_keeps_to_them_and_finds_their_nearest(
+        catalog: Catalog, base: np.ndarray) -> None:
+    """Both ways a filtered whole palette searches: the index among the filter's rows (a filter keeping a fifth
+    or more), and its rows ranked by the vectors the index holds for them (fewer). Every result is the
+    filter's, and the top 10 is an exact search's among its rows."""
+    rng = np.random.default_rng(6)
+    hists = mixes(base, 3000, rng)
+    folders = {"few": add_rows(catalog, hists[:150], "few"), "many": add_rows(catalog, hists[150:1200], "many")}
+    add_rows(catalog, hists[1200:], "rest")
+    live = rebuild_from(catalog, pca_from=1000)
+    finder = Finder(Searcher(catalog, live, k_candidates=100), SearchTable(catalog).view, ("/photos",))
+    queries = list(mixes(base, 8, rng)) + colour_queries(rng, 8)
+    for folder, members in folders.items():
+        member_hists = stored(catalog, members)
+        vectors = H.index_vectors(member_hists)
+        overlap = []
+        for q in queries:
+            got = [r.id for r in finder.find(parse_ask(histogram=q, folders=[f"/photos/{folder}"]), 10).results]
+            assert len(got) == 10 and set(got) <= set(members.tolist()), folder
+            overlap.append(len(set(got) & set(exact_top10(q, members, member_hists, vectors, 100))) / 10)
+        assert np.mean(overlap) >= 0.95, (folder, overlap)
 
 
 # -- a flat index grows into the PCA layout ----------------------------------------------------------------

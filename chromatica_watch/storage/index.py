@@ -148,6 +148,11 @@ class LiveIndex:
     def __init__(self, index: Any = None, watermark: int = 0, mapped: bool = False) -> None:
         self._index: Any = index if index is not None else new_index()
         self.layout, self._idmap, self._hnsw = _parts(self._index)
+        self._storage: Any = faiss.downcast_index(self._hnsw.storage)  # the stored vectors, flat or 8-bit codes
+        self._projection: Any = (faiss.downcast_VectorTransform(self._index.chain.at(0)) if self.layout == PCA
+                                 else None)
+        self._positions = np.zeros(0, np.int32)  # each id's position among the stored vectors, -1 for none
+        self._positioned = 0  # vectors whose ids are in it (vectors are only ever appended)
         # Its vectors are the checkpoint file's pages, mapped read-only: searchable, never added to (FAISS
         # would abort the process, not raise).
         self.mapped = mapped
@@ -215,12 +220,46 @@ class LiveIndex:
             return faiss.vector_to_array(self._idmap.id_map).astype(np.int64)
 
     def reconstruct(self, image_id: int) -> np.ndarray:
-        """The vector stored for an id: its Hellinger vector (flat layout) or its projection (PCA)."""
+        """The vector stored for an id: its index vector (flat layout) or its projection (PCA)."""
         with self._lock:
-            if self.layout == FLAT:
-                return np.asarray(self._index.reconstruct(int(image_id)))
-            position = int(np.nonzero(faiss.vector_to_array(self._idmap.id_map) == int(image_id))[0][0])
+            position = int(self._positions_of(np.array([image_id], np.int64))[0])
+            if position < 0:
+                raise KeyError(f"id {image_id} is not in the live index")
             return np.asarray(self._hnsw.reconstruct(position))
+
+    def distances_to(self, histogram: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Squared L2 distances from the query's index vector to the vectors stored for `ids`, as `search`
+        measures them (projection and 8-bit codes included); inf for an id the index does not hold. A narrow
+        filter's rows ranked with no walk of the graph: ~0.3 us a row, where the graph, asked for the nearest
+        among 1% of the photos, must visit a hundred times the usual."""
+        ids = np.asarray(ids, dtype=np.int64)
+        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
+        if self._projection is not None:
+            query = self._projection.apply(query)
+        with self._lock:
+            at = self._positions_of(ids)
+            held = at >= 0
+            size = self._storage.code_size
+            stored = faiss.rev_swig_ptr(self._storage.codes.data(), self.ntotal * size) if self.ntotal else b""
+            codes = np.frombuffer(stored, np.uint8).reshape(-1, size)[at[held]]  # a copy: safe past the lock
+        out = np.full(len(ids), np.inf, np.float32)
+        if len(codes):
+            out[held] = np.square(self._storage.sa_decode(codes) - query).sum(axis=1)
+        return out
+
+    def _positions_of(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's position among the stored vectors, -1 for none; the lock held."""
+        total = self.ntotal
+        if self._positioned < total:
+            added = faiss.rev_swig_ptr(self._idmap.id_map.data(), total)[self._positioned:]
+            if int(added.max()) >= len(self._positions):
+                grown = np.full(max(int(added.max()) + 1, 2 * len(self._positions)), -1, np.int32)
+                grown[:len(self._positions)] = self._positions
+                self._positions = grown
+            self._positions[added] = np.arange(self._positioned, total, dtype=np.int32)
+            self._positioned = total
+        inside = (ids >= 0) & (ids < len(self._positions))
+        return np.where(inside, self._positions[np.where(inside, ids, 0)], -1)
 
     def _search_params(self, k: int, selector: Any = None, ef_search: int = EF_SEARCH) -> Any:
         if selector is not None:
@@ -264,7 +303,8 @@ class LiveIndex:
         bits = np.zeros(int(allowed.max()) + 1, bool)
         bits[allowed] = True
         bitmap = np.packbits(bits, bitorder="little")
-        selector: Any = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bitmap))
+        # Its size is in bytes: FAISS reads bitmap[id / 8] for any id below 8 x that.
+        selector: Any = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
         query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
         with self._lock:
             k = min(k, self.ntotal)
