@@ -188,23 +188,21 @@ def test_searches_over_the_pca_layout_agree_with_an_exact_search(catalog: Catalo
 
 
 def test_the_candidates_of_the_pca_layout_are_those_of_an_exact_search(catalog: Catalog, base: np.ndarray) -> None:
-    """Stage 1 alone: twice as many asked of the projection, narrowed on exact distances, are (nearly) the
-    exact nearest k_candidates, where the projection's own nearest are not as close."""
+    """Stage 1 alone: the projection's nearest k_candidates, asked for no more than that, are (nearly) the exact
+    nearest by index vector: smoothed vectors live in few dimensions. They come with their stored histograms."""
     rng = np.random.default_rng(3)
     ids = add_rows(catalog, mixes(base, 3000, rng))
     live = rebuild_from(catalog, pca_from=1000)
     hists = stored(catalog, ids)
     vectors = H.index_vectors(hists)
     searcher = Searcher(catalog, live, k_candidates=100)
-    narrowed, raw = [], []
+    found = []
     for q in list(mixes(base, 10, rng)) + colour_queries(rng, 10):
         exact = set(ids[np.argsort(np.square(vectors - H.index_vectors(q)).sum(axis=1), kind="stable")[:100]].tolist())
         got, got_hists = searcher.candidates(q, 10)
         assert len(got) == 100 and np.array_equal(got_hists, stored(catalog, got))
-        narrowed.append(len(exact & set(got.tolist())) / 100)
-        raw.append(len(exact & set(live.search(q, 100)[0].tolist())) / 100)
-    assert np.mean(narrowed) >= 0.99, narrowed
-    assert np.mean(narrowed) >= np.mean(raw), (narrowed, raw)
+        found.append(len(exact & set(got.tolist())) / 100)
+    assert np.mean(found) >= 0.99, found
 
 
 def test_a_whole_palette_among_a_filters_rows_keeps_to_them_and_finds_their_nearest(
