@@ -26,7 +26,7 @@ OWNERS = {
     "xxhash": "core/hashing.py",
     "webcolors": "colour/names.py",
     "platformdirs": "core/config.py",
-    "numba": "colour/fused.py",
+    "numba": "colour/kernels.py",
     "libxmp": "imaging/sidecars.py",
     "tqdm": "cli/progress.py",
 }
