@@ -118,7 +118,7 @@ def test_the_daemons_store_keeps_the_file_and_searches_find_the_same_through_it(
     rng = np.random.default_rng(6)
     base = photo_histograms(rng, ("astronaut", "coffee", "chelsea", "rocket", "retina"), 10)
     hists = mixes(base, 600, rng)
-    store = Store(tmp_path, FP, progress=lambda: None, pca_from=256)
+    store = Store(tmp_path, FP, pca_from=256)
     try:
         store.open()
         catalog = store.catalog
@@ -144,7 +144,7 @@ def test_the_daemons_store_keeps_the_file_and_searches_find_the_same_through_it(
 @pytest.mark.parametrize("rows", [0, 5])
 def test_a_store_reopened_reads_its_file_back(tmp_path: Path, rows: int) -> None:
     hists = sparse(max(rows, 1), seed=7)
-    store = Store(tmp_path, FP, progress=lambda: None)
+    store = Store(tmp_path, FP)
     store.open()
     try:
         if rows:
@@ -153,7 +153,7 @@ def test_a_store_reopened_reads_its_file_back(tmp_path: Path, rows: int) -> None
             store.live.add(np.array(ids), hists)
     finally:
         store.close()
-    store = Store(tmp_path, FP, progress=lambda: None)
+    store = Store(tmp_path, FP)
     store.open()
     try:
         files = store.histograms_of(store.catalog)

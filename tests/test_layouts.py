@@ -231,7 +231,7 @@ def test_a_whole_palette_among_a_filters_rows_keeps_to_them_and_finds_their_near
 # -- a flat index grows into the PCA layout ----------------------------------------------------------------
 def test_a_flat_index_grows_into_the_pca_layout_and_reopens_in_it(tmp_path: Path, base: np.ndarray) -> None:
     rng = np.random.default_rng(4)
-    store = Store(tmp_path, FP, progress=lambda: None, pca_from=PCA_FROM)
+    store = Store(tmp_path, FP, pca_from=PCA_FROM)
     try:
         assert store.open() == (False, None)
         assert store.live.layout == FLAT
@@ -258,7 +258,7 @@ def test_a_flat_index_grows_into_the_pca_layout_and_reopens_in_it(tmp_path: Path
         store.close()
 
     live_ids = ids[60:]
-    store = Store(tmp_path, FP, progress=lambda: None, pca_from=PCA_FROM)
+    store = Store(tmp_path, FP, pca_from=PCA_FROM)
     try:
         rebuilt, message = store.open()
         assert not rebuilt and message is None  # the checkpoint loaded, and 20 rows caught up

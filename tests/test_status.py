@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from chromatica_watch.cli.commands.daemon import _print_live_status
+from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.records import Changes, NewImage
 from chromatica_watch.daemon.status import (
     EXIT_DEGRADED,
     EXIT_HEALTHY,
     EXIT_NOT_RUNNING,
+    RebuildReport,
     StatusReporter,
     judge,
     stalled_for,
 )
+from chromatica_watch.storage.catalog import Catalog
+from chromatica_watch.storage.store import Store
 
 
 class RecordingNotifier:
@@ -72,3 +81,38 @@ def test_verdicts_from_the_socket_and_the_saved_file() -> None:
     assert code == EXIT_NOT_RUNNING and "stopped cleanly" in verdict
     code, verdict = judge(None, "no daemon", None, "status file /s.json is damaged (not JSON)")
     assert code == EXIT_NOT_RUNNING and "damaged" in verdict
+
+
+def test_a_rebuild_of_the_live_index_says_how_far_it_is_until_it_is_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An index of an earlier release, or a lost checkpoint, is built again from the catalog at the start:
+    minutes at a million photos. Status says how far it is, and forgets it once the index is open."""
+    fp = H.fingerprint(256)
+    hists = np.full((300, H.TOTAL_BINS), 1.0 / H.TOTAL_BINS, np.float32)
+    with Catalog.open(tmp_path, fp) as catalog:
+        catalog.apply(Changes(added=[NewImage("/p", f"{i}.jpg".encode(), 10, 10**18, f"h{i}", 8, 8, h)
+                                     for i, h in enumerate(hists)]))
+    now = [100.0]
+    reporter = StatusReporter(tmp_path / "status.json", RecordingNotifier(), interval=5, stall_timeout=60, base={},
+                              clock=lambda: now[0], wall=lambda: 1.7e9)
+    reporter.update(queued=1)
+    seen: list[dict[str, int]] = []
+
+    class Watched(RebuildReport):
+        def moved(self, added: int, total: int) -> None:
+            now[0] += 100  # minutes between chunks: each one is a beat, so the daemon is not taken as stuck
+            super().moved(added, total)
+            status = reporter.snapshot()
+            assert not status["stalled"]
+            seen.append(status["live_index"])
+            _print_live_status(status)
+
+    store = Store(tmp_path, fp, progress=Watched(reporter))
+    try:
+        store.open()
+    finally:
+        store.close()
+    assert seen == [{"added": 300, "total": 300}]
+    assert "building the live index from the catalog: 300 of 300 photos (no image is read); searches wait for it" \
+        in capsys.readouterr().out
+    assert reporter.snapshot()["live_index"] is None

@@ -29,7 +29,7 @@ from chromatica_watch.daemon.reconciler import Reconciler
 from chromatica_watch.daemon.requests import Requests
 from chromatica_watch.daemon.roots import RootKeeper
 from chromatica_watch.daemon.scans import Scans
-from chromatica_watch.daemon.status import StatusReporter
+from chromatica_watch.daemon.status import RebuildReport, StatusReporter
 from chromatica_watch.daemon.systemd import SystemdNotifier
 from chromatica_watch.daemon.upgrades import Upgrades
 from chromatica_watch.daemon.watcher import Watcher
@@ -69,7 +69,7 @@ def compose(cfg: Config, config_path: Path | None = None, *, clock: Clock = time
         app = WebApp(service, thumbnailer, cfg.max_dimension, cfg.max_pixels, int(cfg.web_max_upload_mb * 2**20))
         return WebServer(app, load_token(Path(cfg.state_dir)), cfg.web_host, cfg.web_port)
 
-    store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=reporter.beat,
+    store = Store(Path(cfg.index_dir), histogram.fingerprint(cfg.max_dimension), progress=RebuildReport(reporter),
                   pca_from=cfg.compact_layout_from)
     batcher = Batcher(cfg.settle_seconds, cfg.batch_size, cfg.max_batch_delay)
     workers = PoolManager(settings, clock, idle_after=POOL_IDLE_S)

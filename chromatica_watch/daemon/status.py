@@ -96,7 +96,7 @@ class StatusReporter:
             "state": State.STARTING, "pid": os.getpid(), "started_at": wall(), "counts": {}, "queued": 0,
             "last_checkpoint": None, "last_full_scan": None, "degraded_reason": None, "alerts": [],
             "roots": [], "watcher_mode": {}, "rescanned": {}, "unwatched": {},
-            "watch_unchecked": [], **base}
+            "watch_unchecked": [], "live_index": None, **base}
         self._failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
         self._rate = Rate()
         self._last_beat = clock()
@@ -215,6 +215,21 @@ class StatusReporter:
         if ping and not status["stalled"]:
             self.notifier.watchdog()  # withheld while stuck, so that systemd restarts the service
         return status
+
+
+class RebuildReport:
+    """A long rebuild of the live index, as the store tells it (`RebuildProgress`): each chunk is a beat (it
+    moves: no stall), and status says how far it is (`live_index`) until it is over."""
+
+    def __init__(self, reporter: StatusReporter) -> None:
+        self._reporter = reporter
+
+    def moved(self, added: int, total: int) -> None:
+        self._reporter.beat()
+        self._reporter.update(live_index={"added": added, "total": max(total, added)})
+
+    def finished(self) -> None:
+        self._reporter.update(live_index=None)
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:

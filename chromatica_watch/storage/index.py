@@ -185,15 +185,15 @@ class LiveIndex:
             self.dirty = True
 
     def add_from(self, batches: Iterable[tuple[np.ndarray, np.ndarray]],
-                 progress: Callable[[], None] | None = None) -> int:
-        """Add chunks of (ids, histograms); `progress` is called after each (a rebuild of a large
-        catalog takes minutes: the daemon's watchdog must hear that it is moving)."""
+                 progress: Callable[[int], None] | None = None) -> int:
+        """Add chunks of (ids, histograms); `progress` is told how many were added after each (a rebuild of a
+        large catalog takes minutes: the daemon's watchdog must hear that it is moving, and status says how far)."""
         added = 0
         for ids, hists in batches:
             self.add(ids, hists)
             added += len(ids)
             if progress is not None:
-                progress()
+                progress(added)
         return added
 
     def mark_deleted(self, ids: Iterable[int]) -> None:
@@ -426,7 +426,7 @@ def copy_checkpoint(src_dir: Path, dest_dir: Path, fingerprint: str) -> Manifest
     return manifest
 
 
-def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[], None] | None = None,
+def rebuild(batches: Iterator[tuple[np.ndarray, np.ndarray]], progress: Callable[[int], None] | None = None,
             training: np.ndarray | None = None) -> LiveIndex:
     """A new index of these (ids, histograms): flat, or in the PCA layout fitted on `training`."""
     live = LiveIndex(new_index(training))

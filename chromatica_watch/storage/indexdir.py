@@ -84,8 +84,10 @@ def compact(index_dir: Path, fingerprint: str, pca_from: int = PCA_FROM) -> tupl
         return before, live.ntotal
 
 
-def rebuild_from(catalog: Catalog, progress: Callable[[], None] | None = None,
-                 pca_from: int = PCA_FROM) -> LiveIndex:
+Progress = Callable[[int, int], None]  # (vectors added so far, of how many): a long rebuild moving
+
+
+def rebuild_from(catalog: Catalog, progress: Progress | None = None, pca_from: int = PCA_FROM) -> LiveIndex:
     """A new live index of the catalog's live rows, in the layout their number calls for (the PCA
     projection fitted on a sample of them)."""
     live_rows = catalog.counts()["live"]
@@ -93,7 +95,14 @@ def rebuild_from(catalog: Catalog, progress: Callable[[], None] | None = None,
     if layout_for(live_rows, pca_from) == PCA:
         training = catalog.sample_histograms(PCA_TRAINING)
         logger.info("building the live index of %d photos in the %s layout", live_rows, PCA)
-    return rebuild(catalog.iter_histograms(), progress, training)
+    return rebuild(catalog.iter_histograms(), _of(progress, live_rows), training)
+
+
+def _of(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+    return lambda added: report(added, total)
 
 
 def needs_reshape(live: LiveIndex, pca_from: int = PCA_FROM) -> bool:
@@ -117,7 +126,7 @@ def watermark_problem(manifest: Manifest, max_id: int) -> str | None:
 
 
 def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
-                    progress: Callable[[], None] | None = None,
+                    progress: Progress | None = None,
                     pca_from: int = PCA_FROM) -> tuple[LiveIndex, Recovery]:
     """The live index of `index_dir`, recovered (see the module docstring); `progress` is called as
     chunks of vectors are added, so that a long rebuild is not taken for a stuck daemon."""
@@ -140,7 +149,8 @@ def open_live_index(index_dir: Path, catalog: Catalog, fingerprint: str,
             logger.warning("live index checkpoint unusable (%s); rebuilding it from the catalog", exc)
         live = rebuild_from(catalog, progress, pca_from)  # live rows only: no tombstone to mark
         return live, Recovery(False, 0, str(exc) if has_rows else None)
-    caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark), progress)
+    caught_up = live.add_from(catalog.iter_histograms(after_id=manifest.watermark),
+                              _of(progress, max_id - manifest.watermark))  # at most that many
     # Only the deleted ids this index holds are its tombstones: rows a compaction (rebuild) already
     # dropped must not count, or every start after one would find "too many tombstones" and rebuild.
     live.mark_deleted(np.intersect1d(catalog.deleted_ids(), live.ids(), assume_unique=True))

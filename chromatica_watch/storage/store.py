@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from chromatica_watch.core.errors import CatalogDamaged, ChromaticaError
 from chromatica_watch.core.records import Relocated
@@ -21,19 +23,28 @@ from chromatica_watch.storage.catalog import Catalog, quarantine
 from chromatica_watch.storage.decoder_stamp import check_decoders
 from chromatica_watch.storage.histfile import HISTOGRAM_FILE, HistogramFile, discard
 from chromatica_watch.storage.index import PCA_FROM, LiveIndex
-from chromatica_watch.storage.indexdir import discard_checkpoint, needs_reshape, open_live_index, rebuild_from
+from chromatica_watch.storage.indexdir import Progress, discard_checkpoint, needs_reshape, open_live_index, rebuild_from
 from chromatica_watch.storage.table import SearchTable
 
 logger = logging.getLogger(__name__)
 
 
+class RebuildProgress(Protocol):
+    """Told how a long rebuild of the live index moves (minutes at a million photos: at a start, after an
+    upgrade, at a compaction), then that it is over, however it ended."""
+
+    def moved(self, added: int, total: int) -> None: ...
+
+    def finished(self) -> None: ...
+
+
 class Store:
-    def __init__(self, index_dir: Path, fingerprint: str, progress: Callable[[], None],
+    def __init__(self, index_dir: Path, fingerprint: str, progress: RebuildProgress | None = None,
                  pca_from: int = PCA_FROM) -> None:
         self.index_dir = index_dir
         self.fingerprint = fingerprint
         self.pca_from = pca_from  # live photos from which the index is rebuilt in the PCA layout
-        self._progress = progress  # called as a long rebuild adds chunks of vectors
+        self._progress = progress
         self.lock = threading.Lock()  # held while the pair is swapped
         self._catalog: Catalog | None = None
         self._live: LiveIndex | None = None
@@ -84,8 +95,8 @@ class Store:
     def _open(self) -> bool:
         self._catalog = catalog = Catalog.open(self.index_dir, self.fingerprint)
         check_decoders(catalog)
-        self._live, recovery = open_live_index(self.index_dir, catalog, self.fingerprint, self._progress,
-                                               self.pca_from)
+        with self._rebuilding() as progress:
+            self._live, recovery = open_live_index(self.index_dir, catalog, self.fingerprint, progress, self.pca_from)
         self.refresh_hidden()
         self._histograms = HistogramFile(self.index_dir / HISTOGRAM_FILE, catalog.catalog_id,
                                          catalog.counts()["max_id"])
@@ -95,6 +106,14 @@ class Store:
                                          daemon=True)
         self._warming.start()
         return recovery.rebuilt_reason is not None
+
+    @contextmanager
+    def _rebuilding(self) -> Iterator[Progress | None]:
+        try:
+            yield None if self._progress is None else self._progress.moved
+        finally:
+            if self._progress is not None:
+                self._progress.finished()
 
     @staticmethod
     def _warm_table(table: SearchTable) -> None:
@@ -152,7 +171,8 @@ class Store:
             return False
         else:
             logger.info("rebuilding the live index: %d of %d vectors are tombstoned", live.tombstone_count, total)
-        fresh = rebuild_from(self.catalog, self._progress, self.pca_from)  # minutes at 1M: it reports progress
+        with self._rebuilding() as progress:
+            fresh = rebuild_from(self.catalog, progress, self.pca_from)
         with self.lock:
             self._live = fresh
             self.refresh_hidden()

@@ -70,6 +70,8 @@ def _print_live_status(live: dict[str, Any]) -> None:
           + (f", ETA {fmt_duration(live['eta_seconds'])}" if live.get("eta_seconds") else ""))
     for root in live.get("roots", []):
         print(_root_line(root, live))
+    if rebuilding := live.get("live_index"):
+        print(_rebuild_line(rebuilding, live.get("state") == "starting"))
     if upgrade := live.get("upgrade"):
         print(_upgrade_line(upgrade, live.get("throughput_per_s") or 0))
     if live.get("details_pending"):
@@ -99,6 +101,11 @@ def _root_line(root: dict[str, Any], live: dict[str, Any]) -> str:
         mode += " (which folders got a watch cannot be checked: those without one wait for the rescan)"
     where = "online" if root["online"] else f"OFFLINE ({root.get('problem') or 'missing'})"
     return f"  root {root['path']}: {where}, {photos}, watcher {mode}"
+
+
+def _rebuild_line(rebuilding: dict[str, Any], starting: bool) -> str:
+    return (f"  building the live index from the catalog: {rebuilding['added']} of {rebuilding['total']} photos "
+            "(no image is read); " + ("searches wait for it" if starting else "searches use the previous one"))
 
 
 def _upgrade_line(upgrade: dict[str, Any], rate: float) -> str:
