@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from chromatica_watch.colour import histogram as H
+from chromatica_watch.core.errors import UsageError
 from chromatica_watch.core.records import Changes, NewImage
 from chromatica_watch.ingest.pipeline import Committer
 from chromatica_watch.search.ask import parse_ask
@@ -226,6 +227,10 @@ def test_a_whole_palette_among_a_filters_rows_keeps_to_them_and_finds_their_near
             assert len(got) == 10 and set(got) <= set(members.tolist()), folder
             overlap.append(len(set(got) & set(exact_top10(q, members, member_hists, vectors, 100))) / 10)
         assert np.mean(overlap) >= 0.95, (folder, overlap)
+    negative_bin = np.r_[-1e-4, queries[0][1:] + 1e-4]
+    for bad in (negative_bin, np.zeros(H.TOTAL_BINS), np.full(H.TOTAL_BINS, np.nan), queries[0][:100]):
+        with pytest.raises(UsageError, match="bad query histogram"):  # one line, as the plain search says it
+            finder.find(parse_ask(histogram=bad, folders=["/photos/few"]), 10)
 
 
 # -- a flat index grows into the PCA layout ----------------------------------------------------------------

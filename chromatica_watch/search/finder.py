@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from chromatica_watch.colour import contain, histogram
+from chromatica_watch.colour import contain
 from chromatica_watch.core.errors import UsageError
 from chromatica_watch.search.ask import Ask, Colour
 from chromatica_watch.search.scan import Scored, TableSearch, scope
-from chromatica_watch.search.searcher import MAX_K, Result, Searcher, group_sidecars_of
+from chromatica_watch.search.searcher import MAX_K, Result, Searcher, group_sidecars_of, normalized_query
 from chromatica_watch.storage.table import TableView
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class Finder:
     # -- a whole palette among a filter's rows ---------------------------------------------------
     def _palette(self, view: TableView, ask: Ask, rows: np.ndarray, k: int, group_sidecars: bool) -> list[Result]:
         assert ask.histogram is not None
-        query = np.asarray(ask.histogram, np.float32).reshape(-1)
-        if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or not query.sum() > 0:
-            raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
-        query = query / query.sum()
+        query = normalized_query(ask.histogram)
         want = max(self.searcher.k_candidates, 2 * k) * (2 if ask.avoid else 1)
         if not len(rows):
             return []

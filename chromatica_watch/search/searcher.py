@@ -81,6 +81,15 @@ class Result:
         }
 
 
+def normalized_query(query_hist: np.ndarray) -> np.ndarray:
+    """A query histogram summing to 1; UsageError for anything else than 1152 finite non-negative bins."""
+    query = np.asarray(query_hist, dtype=np.float32).reshape(-1)
+    if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or np.any(query < 0) \
+            or not query.sum() > 0:
+        raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
+    return query / query.sum()
+
+
 def similarity(score: float) -> float:
     return math.exp(-max(score, 0.0) / SIMILARITY_SCALE)
 
@@ -125,11 +134,7 @@ class Searcher:
         beside it count as one result (the better ranked shows, the other is listed in its `sidecars`)."""
         if not 1 <= k <= MAX_K:
             raise UsageError(f"bad number of results {k}: must be between 1 and {MAX_K}")
-        query = np.asarray(query_hist, dtype=np.float32).reshape(-1)
-        if query.shape != (histogram.TOTAL_BINS,) or not np.all(np.isfinite(query)) or np.any(query < 0) \
-                or not query.sum() > 0:
-            raise UsageError(f"bad query histogram: expected {histogram.TOTAL_BINS} finite non-negative bins")
-        query = query / query.sum()
+        query = normalized_query(query_hist)
         # Grouping looks at twice as many: enough for k results when every one of them is a pair.
         window = min(2 * k, MAX_K) if group_sidecars else k
         ids, hists = self.candidates(query, window)
