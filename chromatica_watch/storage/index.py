@@ -110,6 +110,11 @@ def _new_hnsw(dims: int) -> Any:
     return inner
 
 
+def _vectors(histograms: np.ndarray) -> np.ndarray:
+    """What FAISS is given for these histograms (rows, or one): their index vectors, float32 rows in C order."""
+    return np.ascontiguousarray(index_vectors(histograms), dtype=np.float32)
+
+
 def new_index(training: np.ndarray | None = None) -> Any:
     """An empty FAISS index: the flat layout, or with `training` histograms the PCA layout fitted on them."""
     if training is None:
@@ -122,8 +127,7 @@ def new_index(training: np.ndarray | None = None) -> Any:
     hnsw.hnsw.efSearch = EF_SEARCH
     # The id map inside the projection: searches pass it their IDSelector, which it translates to positions.
     index = faiss.IndexPreTransform(faiss.PCAMatrix(TOTAL_BINS, PCA_DIMS), faiss.IndexIDMap(hnsw))
-    # The projection, then the 8-bit ranges:
-    index.train(np.ascontiguousarray(index_vectors(training), dtype=np.float32))
+    index.train(_vectors(training))  # the projection, then the 8-bit ranges
     return index
 
 
@@ -178,7 +182,7 @@ class LiveIndex:
             return
         if self.mapped:
             raise ValueError("a live index mapped from its checkpoint is read-only: load it to add to it")
-        vectors = np.ascontiguousarray(index_vectors(histograms), dtype=np.float32)
+        vectors = _vectors(histograms)  # outside the lock: searches go on meanwhile
         with self._lock:
             self._index.add_with_ids(vectors, ids)
             self.watermark = max(self.watermark, int(ids.max()))
@@ -233,7 +237,7 @@ class LiveIndex:
         filter's rows ranked with no walk of the graph: ~0.3 us a row, where the graph, asked for the nearest
         among 1% of the photos, must visit a hundred times the usual."""
         ids = np.asarray(ids, dtype=np.int64)
-        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
+        query = _vectors(histogram)
         if self._projection is not None:
             query = self._projection.apply(query)
         with self._lock:
@@ -283,7 +287,7 @@ class LiveIndex:
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, squared L2 distances between index vectors (`histogram.index_vectors`), or between their
         projections), best first, tombstoned and hidden ids excluded."""
-        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
+        query = _vectors(histogram)
         with self._lock:
             k = min(k, self.ntotal)
             if k <= 0:
@@ -305,7 +309,7 @@ class LiveIndex:
         bitmap = np.packbits(bits, bitorder="little")
         # Its size is in bytes: FAISS reads bitmap[id / 8] for any id below 8 x that.
         selector: Any = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-        query = np.ascontiguousarray(index_vectors(histogram).reshape(1, -1), dtype=np.float32)
+        query = _vectors(histogram)
         with self._lock:
             k = min(k, self.ntotal)
             if k <= 0:
