@@ -287,15 +287,7 @@ class LiveIndex:
     def search(self, histogram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, squared L2 distances between index vectors (`histogram.index_vectors`), or between their
         projections), best first, tombstoned and hidden ids excluded."""
-        query = _vectors(histogram)
-        with self._lock:
-            k = min(k, self.ntotal)
-            if k <= 0:
-                return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            params = self._search_params(k)
-            distances, ids = self._index.search(query, k, params=params)
-        keep = ids[0] >= 0
-        return ids[0][keep].astype(np.int64), distances[0][keep]
+        return self._search(histogram, k)
 
     def search_among(self, histogram: np.ndarray, k: int, allowed: np.ndarray,
                      ef_search: int) -> tuple[np.ndarray, np.ndarray]:
@@ -309,14 +301,18 @@ class LiveIndex:
         bitmap = np.packbits(bits, bitorder="little")
         # Its size is in bytes: FAISS reads bitmap[id / 8] for any id below 8 x that.
         selector: Any = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        found = self._search(histogram, k, selector, ef_search)
+        del bitmap  # held until the search is done: the selector only points at it
+        return found
+
+    def _search(self, histogram: np.ndarray, k: int, selector: Any = None,
+                ef_search: int = EF_SEARCH) -> tuple[np.ndarray, np.ndarray]:
         query = _vectors(histogram)
         with self._lock:
             k = min(k, self.ntotal)
             if k <= 0:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            params = self._search_params(k, selector, ef_search)
-            distances, ids = self._index.search(query, k, params=params)
-        del bitmap  # held until the search is done: the selector only points at it
+            distances, ids = self._index.search(query, k, params=self._search_params(k, selector, ef_search))
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), distances[0][keep]
 
